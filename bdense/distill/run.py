@@ -1,0 +1,98 @@
+"""`bdense distill`: resolve options into a plan, print it (--dry-run) or train, then save a self-describing student."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from ..errors import BdenseError
+from ..models.branches import widen
+from ..models.checkpoint import load_model, save_model
+from ..train.loop import TrainConfig, Trainer
+from ..train.rundir import RunDir
+from .plan import SFDPlan
+from .sfd import SFDTask
+from .weights import ConstantWeights, parse_weights
+
+
+def file_digest(path: str | Path) -> str:
+    p = Path(path)
+    if p.is_dir():
+        return "dir:" + str(p.resolve())
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def sfd_student_recipe(plan: SFDPlan) -> dict:
+    """Students sample with Euler on their own grid (AFS first), ending at sigma_min as SFD does."""
+    return dict(solver="euler", nfe=plan.nfe, schedule="polynomial", sigma_min=plan.sigma_min,
+                sigma_max=plan.sigma_max, rho=plan.rho, afs=plan.afs, final_zero=False)
+
+
+def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, branch_weights=None,
+                teacher_substeps: int = 4, teacher_solver: str = "dpmpp_3m", afs: bool = True,
+                sigma_min: float = 0.006, sigma_max: float = 80.0, trajectories: int = 64_000, batch: int = 128,
+                lr: float = 5e-5, lr_schedule: str = "step-half", precision: str = "fp32", seed: int = 0,
+                resume: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
+                checkpoint_every: int = 100, log_every: int = 10, trajectory_cache: str | None = None,
+                trust_pickle: bool = False, grid_seeds: int = 64) -> dict:
+    if trajectories < batch:
+        raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
+    plan = SFDPlan(nfe=nfe, branches=branches, substeps=teacher_substeps, afs=afs, sigma_min=sigma_min,
+                   sigma_max=sigma_max, teacher_solver=teacher_solver)
+    weights = ConstantWeights(tuple(parse_weights(branch_weights, branches)))
+    steps = trajectories // batch
+    teacher = load_model(teacher_path, trust_pickle=trust_pickle)
+    if teacher.branches != 1:
+        raise BdenseError(f"{teacher_path} has {teacher.branches} branches; distil from a single-branch teacher "
+                          f"(bdense export it first)")
+    sigma_max = min(sigma_max, teacher.sigma_max)
+    options = dict(command="distill", method="sfd", teacher=str(teacher_path), teacher_digest=file_digest(teacher_path),
+                   nfe=nfe, branches=branches, branch_weights=weights.describe(), teacher_substeps=teacher_substeps,
+                   teacher_solver=teacher_solver, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
+                   trajectories=trajectories, batch=batch, lr=lr, lr_schedule=lr_schedule, precision=precision,
+                   seed=seed, steps=steps, trajectory_cache=trajectory_cache, out=str(out))
+    plan_text = (f"SFD distillation, K={branches} branches, weights {list(weights.weights)}\n{plan.describe()}\n"
+                 f"iterations: {steps} x batch {batch} = {steps * batch} trajectories; "
+                 f"{len(plan.trained_intervals())} optimizer steps per iteration; "
+                 f"teacher NFE per trajectory {plan.teacher_nfe()}, student NFE {plan.nfe}")
+    if dry_run:
+        return {"plan": plan_text, "options": options}
+    run = RunDir(out, options, resume=resume)
+    run.log(plan_text.replace("\n", "\n    "))
+    torch.manual_seed(seed)
+    student = widen(teacher, branches)
+    source = None
+    if trajectory_cache:
+        from .cache import TrajectoryCache
+        source = TrajectoryCache.open(trajectory_cache, teacher_digest=options["teacher_digest"], plan=plan)
+    task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source)
+    cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
+                      checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, device=device)
+    trainer = Trainer(task, run, cfg)
+    result = trainer.run(resume=resume)
+    if result["completed"] and trainer.acc.is_main_process:
+        student.load_state_dict(trainer.final_weights())
+        meta = dict(teacher.config.get("meta", {}), role="student", sampling=sfd_student_recipe(plan),
+                    teacher=str(teacher_path), teacher_digest=options["teacher_digest"],
+                    distill={"method": "sfd", "branches": branches, "weights": weights.describe(),
+                             "teacher_substeps": teacher_substeps, "teacher_solver": teacher_solver,
+                             "targets": [[plan.target_index(i, k) for k in range(1, branches + 1)]
+                                         for i in range(plan.points - 1)],
+                             "trajectories": steps * batch, "seed": seed})
+        student.config["meta"] = meta
+        save_model(run.path / "model.safetensors", student.eval())
+        _write_grid(student, run.path / "samples.png", grid_seeds, trainer.device)
+        run.log(f"wrote {run.path / 'model.safetensors'}")
+    return result
+
+
+def _write_grid(model, path, n, device):
+    from ..data.images import save_grid
+    from ..sampling.sample import generate, model_recipe
+    images = torch.cat([im for _, im, _ in generate(model, list(range(n)), model_recipe(model), device=device)])
+    save_grid(images, path)

@@ -1,0 +1,76 @@
+"""SFD host with K-branch B-DENSE students: one optimizer step per student interval, L1 summed over pixels.
+
+Interval i starts from the student's own (detached) state x at t_i; branch k takes an Euler step from t_i to
+the teacher grid point it targets and is compared with the teacher's state there. K = 1 is plain SFD.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..solvers.afs import afs_step
+from ..train.loop import Task
+from .plan import SFDPlan
+from .trajectories import teacher_trajectories, trajectory_seeds
+
+
+def branch_states(x: torch.Tensor, d: torch.Tensor, t: float, targets: list[float]) -> torch.Tensor:
+    """Euler steps from (x, t) with branch k's x0 estimate d[:, k] to sigma targets[k]: [B, K, C, H, W]."""
+    s = torch.tensor(targets, dtype=x.dtype, device=x.device).view(1, -1, 1, 1, 1)
+    xb = x.unsqueeze(1)
+    return xb + (s - t) * (xb - d) / t
+
+
+def l1_per_branch(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """SFD's loss per branch: |x - y| summed over pixels, averaged over the batch -> [K]."""
+    return (states - targets).abs().flatten(2).sum(2).mean(0)
+
+
+class SFDTask(Task):
+    name = "sfd"
+
+    def __init__(self, teacher, student, plan: SFDPlan, weights, batch: int, seed: int, trajectory_source=None):
+        self.teacher, self.model, self.plan, self.weights = teacher, student, plan, weights
+        self.batch, self.seed = batch, seed
+        self.source = trajectory_source  # a cache (issue: trajectories) or None: compute on the fly
+        s, t = plan.grids()
+        self.t_student, self.t_teacher = s.tolist(), t.tolist()
+        self.teacher.requires_grad_(False).eval()
+
+    def to(self, device):
+        self.model.to(device)
+        self.teacher.to(device)
+
+    def targets(self, tr, step):
+        seeds = trajectory_seeds(self.seed, step, self.batch)
+        if self.source is not None:
+            traj, labels = self.source.batch(seeds, tr)
+            return traj, labels
+        local = tr.shard_list(seeds)
+        return teacher_trajectories(self.teacher, self.plan, local, tr.device, autocast=tr.autocast())
+
+    def train_step(self, tr, step):
+        plan = self.plan
+        traj, labels = self.targets(tr, step)
+        w = self.weights.at(step, tr.cfg.steps)
+        x = traj[0]
+        metrics = {}
+        total = 0.0
+        for i in range(plan.points - 1):
+            t, t_next = self.t_student[i], self.t_student[i + 1]
+            if plan.afs and i == 0:
+                x = afs_step(x, t, t_next)
+                continue
+            idx = [plan.target_index(i, k) for k in range(1, plan.branches + 1)]
+            with tr.autocast():
+                d = tr.ddp_model(x, torch.full((x.shape[0],), t, device=x.device), labels)
+            states = branch_states(x, d.float(), t, [self.t_teacher[j] for j in idx])
+            per_branch = l1_per_branch(states, traj[idx].transpose(0, 1))
+            loss = sum(wk * lk for wk, lk in zip(w, per_branch))
+            tr.backward(loss)
+            tr.step()
+            x = states[:, -1].detach()
+            for k, lk in enumerate(per_branch.tolist(), 1):
+                metrics[f"loss/i{i}/b{k}"] = lk
+            total += per_branch[-1].item()
+        metrics["loss"] = total  # endpoint loss summed over intervals: comparable across K
+        return metrics

@@ -1,0 +1,47 @@
+"""Widening a denoiser to K branches (B-DENSE) and stripping it back to the endpoint branch (export)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..errors import BdenseError
+from .denoisers import Denoiser, denoiser_from_config
+
+
+def _with_branches(denoiser: Denoiser, k: int, conv_out: nn.Conv2d) -> Denoiser:
+    config = copy.deepcopy(denoiser.config)
+    config["branches"] = k
+    config["net"]["out_channels"] = k * denoiser.channels
+    new = denoiser_from_config(config)
+    state = {n: t for n, t in denoiser.state_dict().items() if not n.startswith("net.conv_out.")}
+    state["net.conv_out.weight"] = conv_out.weight.detach()
+    state["net.conv_out.bias"] = conv_out.bias.detach()
+    new.load_state_dict(state)
+    return new.to(next(denoiser.parameters()).device)
+
+
+def widen(teacher: Denoiser, k: int) -> Denoiser:
+    """A copy of a single-branch teacher whose output conv is tiled k times: every branch starts equal to it."""
+    if teacher.branches != 1:
+        raise BdenseError(f"the teacher already has {teacher.branches} branches; export it first (bdense export)")
+    if k < 1:
+        raise BdenseError(f"--branches must be >= 1, got {k}")
+    old = teacher.net.conv_out
+    conv = nn.Conv2d(old.in_channels, k * old.out_channels, old.kernel_size, padding=old.padding)
+    with torch.no_grad():
+        conv.weight.copy_(old.weight.repeat(k, 1, 1, 1))
+        conv.bias.copy_(old.bias.repeat(k))
+    return _with_branches(teacher, k, conv)
+
+
+def export_endpoint(student: Denoiser) -> Denoiser:
+    """The endpoint branch (the last channel group) as a standard single-branch model of the baseline's cost."""
+    c, k = student.channels, student.branches
+    old = student.net.conv_out
+    conv = nn.Conv2d(old.in_channels, c, old.kernel_size, padding=old.padding)
+    with torch.no_grad():
+        conv.weight.copy_(old.weight[(k - 1) * c:])
+        conv.bias.copy_(old.bias[(k - 1) * c:])
+    return _with_branches(student, 1, conv)

@@ -1,0 +1,111 @@
+"""Self-describing model files: one .safetensors whose header metadata holds the JSON config that rebuilds it.
+
+Loading refuses pickles unless the user says --trust-pickle, and names the problem with a file that is
+missing, truncated, corrupt, or from another tool. A diffusers UNet2DModel + DDPM/DDIM scheduler directory
+is accepted as a teacher through the VP adapter.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+
+from ..errors import BdenseError
+from ..io import atomic_write_bytes
+from .denoisers import Denoiser, denoiser_from_config, vp_sigma_range
+
+FORMAT = "bdense-model"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+
+
+def model_bytes(denoiser: Denoiser, meta: dict | None = None) -> bytes:
+    config = dict(denoiser.config)
+    if meta is not None:
+        config["meta"] = meta
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in denoiser.state_dict().items()}
+    return st_save(tensors, metadata={"format": FORMAT, "config": json.dumps(config)})
+
+
+def save_model(path: str | Path, denoiser: Denoiser, meta: dict | None = None) -> Path:
+    """Write the model atomically (a kill mid-write leaves any previous file intact)."""
+    path = Path(path)
+    atomic_write_bytes(path, model_bytes(denoiser, meta))
+    return path
+
+
+def read_config(path: str | Path) -> dict:
+    """The JSON config of a bdense model file, without loading weights."""
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        if path.suffix in PICKLE_SUFFIXES:
+            raise BdenseError(f"{path} is a pickle file; bdense loads safetensors only "
+                              f"(pass --trust-pickle to load a pickled diffusers model you trust)") from None
+        raise BdenseError(f"{path} is not a readable safetensors file ({type(e).__name__}); "
+                          f"it may be truncated or corrupt: re-export or pick another checkpoint") from None
+    if meta.get("format") != FORMAT:
+        raise BdenseError(f"{path} is a safetensors file but not a bdense model (no bdense config in its header); "
+                          f"pass a diffusers model directory or a file written by bdense")
+    return json.loads(meta["config"])
+
+
+def load_model(path: str | Path, device="cpu", trust_pickle: bool = False) -> Denoiser:
+    """Load a bdense model file or a diffusers UNet2DModel+scheduler directory as a Denoiser."""
+    path = _existing(path)
+    if path.is_dir():
+        return load_diffusers_teacher(path, device, trust_pickle)
+    config = read_config(path)
+    model = denoiser_from_config(config)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        model.load_state_dict(state)
+    except BdenseError:
+        raise
+    except Exception as e:
+        raise BdenseError(f"{path}: weights do not match its config ({str(e).splitlines()[0][:120]}); "
+                          f"the file is corrupt or was edited: use another checkpoint") from None
+    return model.to(device).eval()
+
+
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise BdenseError(f"model file {path} does not exist; train one (bdense train-teacher) or check the path")
+    return path
+
+
+def load_diffusers_teacher(path: Path, device="cpu", trust_pickle: bool = False) -> Denoiser:
+    """A diffusers UNet2DModel with a DDPM/DDIM scheduler config, as a VP denoiser (eps, sample or v_prediction)."""
+    unet_dir = path / "unet" if (path / "unet" / "config.json").exists() else path
+    sched_file = next((p for p in (path / "scheduler" / "scheduler_config.json", path / "scheduler_config.json")
+                       if p.exists()), None)
+    if not (unet_dir / "config.json").exists() or sched_file is None:
+        raise BdenseError(f"{path} is a directory but not a diffusers model (need unet config.json and "
+                          f"scheduler_config.json, as written by save_pretrained)")
+    from diffusers import UNet2DModel
+    has_st = any(unet_dir.glob("*.safetensors"))
+    if not has_st and not trust_pickle:
+        raise BdenseError(f"{unet_dir} holds pickled weights only; pass --trust-pickle if you trust the file "
+                          f"(or convert it to safetensors)")
+    unet = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=has_st)
+    sched = json.loads(sched_file.read_text())
+    pred = sched.get("prediction_type", "epsilon")
+    param = {"epsilon": "eps", "sample": "x", "v_prediction": "v"}.get(pred)
+    if param is None:
+        raise BdenseError(f"scheduler prediction_type '{pred}' is not supported; use epsilon, sample or v_prediction")
+    ucfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    smin, smax = vp_sigma_range("discrete", sched)
+    config = {"format": FORMAT, "kind": "vp", "net": ucfg, "channels": ucfg["in_channels"],
+              "resolution": ucfg["sample_size"] if isinstance(ucfg["sample_size"], int) else ucfg["sample_size"][0],
+              "num_classes": ucfg.get("num_class_embeds") or 0, "branches": 1, "sigma_min": smin, "sigma_max": smax,
+              "vp": {"parameterization": param, "time": "discrete", "scheduler": sched},
+              "meta": {"source": str(path), "role": "teacher"}}
+    model = denoiser_from_config(config)
+    model.net.load_state_dict(unet.state_dict())
+    return model.to(device).eval()

@@ -1,0 +1,130 @@
+"""Every model behind one interface: D(x, sigma, label) -> x0 estimates [B, K, C, H, W] in the EDM sigma view.
+
+EDMDenoiser wraps a network trained with EDM preconditioning; VPDenoiser adapts a variance-preserving model
+(eps-, x- or v-prediction, discrete DDPM timesteps or continuous cosine time). K is the number of branches:
+the network's output has K*C channels and branch k is channel group k.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import BdenseError
+from ..solvers.schedules import cosine_sigma, cosine_t
+from .unet import build_unet
+
+
+def _sigma_vec(sigma, x: torch.Tensor) -> torch.Tensor:
+    if not torch.is_tensor(sigma):
+        sigma = torch.tensor(float(sigma))
+    sigma = sigma.to(device=x.device, dtype=torch.float32)
+    return sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma.reshape(x.shape[0])
+
+
+class Denoiser(nn.Module):
+    """Base: holds the network and the config that rebuilds it; subclasses map sigma to the network's view."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = config
+        self.net = build_unet(config["net"])
+        self.channels = int(config["channels"])
+        self.resolution = int(config["resolution"])
+        self.num_classes = int(config.get("num_classes", 0))
+        self.branches = int(config.get("branches", 1))
+        self.sigma_min = float(config["sigma_min"])
+        self.sigma_max = float(config["sigma_max"])
+        if self.net.config.out_channels != self.branches * self.channels:
+            raise BdenseError(f"network has {self.net.config.out_channels} output channels but the config asks "
+                              f"for {self.branches} branches x {self.channels} channels; the checkpoint is inconsistent")
+
+    def _split(self, out: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = out.shape
+        return out.reshape(b, self.branches, self.channels, h, w)
+
+    def check_input(self, x: torch.Tensor, label) -> None:
+        if x.dim() != 4 or x.shape[1] != self.channels or x.shape[-1] != self.resolution:
+            raise BdenseError(f"model expects images [B, {self.channels}, {self.resolution}, {self.resolution}], "
+                              f"got {list(x.shape)}; use data with matching channels/resolution (--resolution)")
+        if label is not None and not self.num_classes:
+            raise BdenseError("labels given to an unconditional model; drop them")
+
+
+class EDMDenoiser(Denoiser):
+    """D = c_skip x + c_out F(c_in x, c_noise), per branch (Karras et al. 2022)."""
+
+    def forward(self, x, sigma, label=None):
+        s = _sigma_vec(sigma, x)
+        sd = float(self.config["edm"]["sigma_data"])
+        s4 = s.view(-1, 1, 1, 1)
+        c_skip = sd**2 / (s4**2 + sd**2)
+        c_out = s4 * sd / (s4**2 + sd**2).sqrt()
+        c_in = 1.0 / (s4**2 + sd**2).sqrt()
+        c_noise = s.log() / 4 * float(self.config["edm"]["noise_embed_scale"])
+        f = self._split(self.net(c_in * x, c_noise, class_labels=label).sample).to(x.dtype)
+        return c_skip.unsqueeze(1) * x.unsqueeze(1) + c_out.unsqueeze(1) * f
+
+
+class VPDenoiser(Denoiser):
+    """A variance-preserving model seen in the sigma view: sigma^2 = (1 - abar)/abar, x_vp = x / sqrt(1 + sigma^2)."""
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        vp = config["vp"]
+        self.parameterization = vp["parameterization"]
+        if self.parameterization not in ("eps", "x", "v"):
+            raise BdenseError(f"unknown parameterization '{self.parameterization}'; use eps, x or v")
+        self.time = vp["time"]
+        if self.time == "discrete":
+            abar = discrete_alphas_cumprod(vp["scheduler"])
+            self.register_buffer("log_sigmas", (((1 - abar) / abar).sqrt()).log().float(), persistent=False)
+        elif self.time != "cosine":
+            raise BdenseError(f"unknown VP time '{self.time}'; use discrete or cosine")
+
+    def timestep(self, s: torch.Tensor) -> torch.Tensor:
+        """Network time input for sigma: fractional DDPM index (log-sigma interpolation) or 1000 t (cosine)."""
+        if self.time == "cosine":
+            return 1000.0 * cosine_t(s)
+        ls = self.log_sigmas
+        logs = s.log().clamp(ls[0], ls[-1])
+        hi = torch.searchsorted(ls, logs.contiguous()).clamp(1, len(ls) - 1)
+        lo = hi - 1
+        w = (logs - ls[lo]) / (ls[hi] - ls[lo])
+        return lo.float() + w
+
+    def forward(self, x, sigma, label=None):
+        s = _sigma_vec(sigma, x)
+        s4 = s.view(-1, 1, 1, 1)
+        alpha = 1.0 / (1 + s4**2).sqrt()
+        z = x * alpha
+        out = self._split(self.net(z, self.timestep(s), class_labels=label).sample).to(x.dtype)
+        xb, zb, sb, ab = x.unsqueeze(1), z.unsqueeze(1), s4.unsqueeze(1), alpha.unsqueeze(1)
+        if self.parameterization == "eps":
+            return xb - sb * out
+        if self.parameterization == "x":
+            return out
+        return ab * zb - (sb * ab) * out  # v: x0 = alpha z - sigma_vp v
+
+
+def discrete_alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
+    from diffusers import DDPMScheduler
+    keep = {k: v for k, v in scheduler_config.items()
+            if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")}
+    return DDPMScheduler(**keep).alphas_cumprod.double()
+
+
+def denoiser_from_config(config: dict) -> Denoiser:
+    kind = config.get("kind")
+    if kind == "edm":
+        return EDMDenoiser(config)
+    if kind == "vp":
+        return VPDenoiser(config)
+    raise BdenseError(f"unknown model kind '{kind}' in checkpoint config; expected edm or vp")
+
+
+def vp_sigma_range(time: str, scheduler_config: dict | None = None) -> tuple[float, float]:
+    if time == "cosine":
+        return cosine_sigma(0.0), cosine_sigma(1.0)
+    abar = discrete_alphas_cumprod(scheduler_config)
+    s = ((1 - abar) / abar).sqrt()
+    return float(s[0]), float(s[-1])

@@ -1,0 +1,246 @@
+"""The one training loop: teacher training and both distillation hosts plug a Task into it.
+
+It owns what every run needs: accelerate (devices, processes, mixed precision), the optimizer and its
+learning-rate schedule, EMA, non-finite checks, metrics, atomic checkpoints with exact resume, and a clean
+stop on Ctrl-C/SIGTERM. A Task owns the model and the math of one iteration.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import BdenseError
+from .ema import EMA
+from .rundir import RunDir
+from .state import optimizer_from_flat, optimizer_to_flat
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | step-half (lr/10 at half way) | linear (to 0)
+    warmup: int = 0
+    ema_decay: float = 0.0  # 0: no EMA (the final model is the raw weights)
+    grad_clip: float = 0.0
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 0  # 0: only at the end (and on interrupt)
+    max_bad_steps: int = 20
+    progress: bool = True
+    device: str | None = None
+    betas: tuple = (0.9, 0.999)
+    extra: dict = field(default_factory=dict)
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int | None = None) -> float:
+    total = total or cfg.steps
+    scale = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    if cfg.lr_schedule == "step-half":
+        scale *= 0.1 if step >= total // 2 else 1.0
+    elif cfg.lr_schedule == "linear":
+        scale *= max(0.0, 1.0 - step / total)
+    elif cfg.lr_schedule != "constant":
+        raise BdenseError(f"unknown lr schedule '{cfg.lr_schedule}'; use constant, step-half or linear")
+    return cfg.lr * scale
+
+
+class Trainer:
+    """Handed to Task.train_step: backward(), step(), the shared generator and this process's data shard."""
+
+    def __init__(self, task, rundir: RunDir, cfg: TrainConfig):
+        from accelerate import Accelerator
+        self.task, self.rundir, self.cfg = task, rundir, cfg
+        cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+        mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}.get(cfg.precision)
+        if mp is None:
+            raise BdenseError(f"unknown --precision '{cfg.precision}'; use fp32, bf16 or fp16")
+        if cpu and mp == "fp16":
+            raise BdenseError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+        self.acc = Accelerator(mixed_precision=mp, cpu=cpu)
+        self.device = self.acc.device
+        task.to(self.device)
+        self.model = task.model
+        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas)
+        self.ddp_model, self.opt = self.acc.prepare(self.model, self.opt)
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.step_idx = 0
+        self.bad_steps = self.bad_in_row = 0
+        self.opt_steps = 0
+        self._stop = False
+
+    # -- used by tasks -------------------------------------------------------
+    @property
+    def world(self) -> int:
+        return self.acc.num_processes
+
+    def shard(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """This process's rows of a global batch (drawn identically on every process from the shared generator)."""
+        if t is None:
+            return None
+        n = t.shape[0]
+        if n % self.world:
+            raise BdenseError(f"global batch {n} is not divisible by {self.world} processes; change --batch")
+        per = n // self.world
+        r = self.acc.process_index
+        return t[r * per:(r + 1) * per].to(self.device)
+
+    def shard_list(self, items: list) -> list:
+        """This process's part of a global list (e.g. the seeds of a batch)."""
+        if len(items) % self.world:
+            raise BdenseError(f"global batch {len(items)} is not divisible by {self.world} processes; change --batch")
+        per = len(items) // self.world
+        return items[self.acc.process_index * per:(self.acc.process_index + 1) * per]
+
+    def autocast(self):
+        return self.acc.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.acc.backward(loss)
+
+    def step(self) -> bool:
+        """Clip, check for non-finite gradients (skip and count), apply. Returns whether the step was applied."""
+        if self.cfg.grad_clip > 0 and self.acc.sync_gradients:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        finite = all(torch.isfinite(p.grad).all() for p in self.model.parameters() if p.grad is not None)
+        if finite:
+            self.opt.step()
+            self.opt_steps += 1
+            self.bad_in_row = 0
+        else:
+            self.bad_steps += 1
+            self.bad_in_row += 1
+            if self.bad_in_row >= self.cfg.max_bad_steps:
+                raise BdenseError(f"{self.bad_in_row} optimizer steps in a row had non-finite gradients; stopping "
+                                  f"without writing NaN weights: lower --lr or use --precision fp32")
+        self.opt.zero_grad(set_to_none=True)
+        return finite
+
+    def reset_optimizer(self, lr: float | None = None) -> None:
+        self.opt.state.clear()
+        for g in self.opt.param_groups:
+            g["lr"] = lr if lr is not None else self.cfg.lr
+
+    # -- state -------------------------------------------------------------------
+    def state(self) -> tuple[dict, dict]:
+        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema/{k}": v for k, v in self.ema.shadow.items()})
+        ot, ometa = optimizer_to_flat(self.opt.optimizer if hasattr(self.opt, "optimizer") else self.opt)
+        tensors.update(ot)
+        tensors["rng/gen"] = self.gen.get_state()
+        tensors["rng/torch"] = torch.get_rng_state()
+        ttensors, tmeta = self.task.extra_state()
+        tensors.update({f"task/{k}": v for k, v in ttensors.items()})
+        meta = {"step": self.step_idx, "optimizer": ometa, "ema_updates": self.ema.updates if self.ema else 0,
+                "bad_steps": self.bad_steps, "opt_steps": self.opt_steps, "task": tmeta}
+        return tensors, meta
+
+    def load(self, tensors: dict, meta: dict) -> None:
+        def sub(prefix):
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        self.task.load_extra_state(sub("task/"), meta["task"])
+        self.model.load_state_dict(sub("model/"))
+        if self.ema is not None:
+            self.ema.shadow = {k: v.to(self.device) for k, v in sub("ema/").items()}
+            self.ema.updates = meta["ema_updates"]
+        inner = self.opt.optimizer if hasattr(self.opt, "optimizer") else self.opt
+        optimizer_from_flat(inner, tensors, meta["optimizer"])
+        self.gen.set_state(tensors["rng/gen"])
+        torch.set_rng_state(tensors["rng/torch"])
+        self.step_idx, self.bad_steps, self.opt_steps = meta["step"], meta["bad_steps"], meta["opt_steps"]
+
+    def save(self) -> None:
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            tensors, meta = self.state()
+            path = self.rundir.save_state(self.step_idx, tensors, meta)
+            self.rundir.log(f"checkpoint {path.name}", echo=False)
+
+    def final_weights(self) -> dict:
+        return self.ema.shadow if self.ema is not None else self.model.state_dict()
+
+    # -- the loop ----------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict:
+        cfg = self.cfg
+        if resume:
+            self.load(*self.rundir.load_state())
+            self.rundir.log(f"resumed at step {self.step_idx}")
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def on_signal(signum, frame):
+            self._stop = True
+        for s in old:
+            signal.signal(s, on_signal)
+        bar = None
+        if cfg.progress and self.acc.is_main_process:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step_idx, desc=self.task.name, dynamic_ncols=True)
+        t0, done_since = time.time(), 0
+        last = {}
+        try:
+            while self.step_idx < cfg.steps and not self._stop:
+                lr = lr_at(cfg, *self.task.lr_position(self.step_idx, cfg.steps))
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                self.model.train()
+                last = self.task.train_step(self, self.step_idx)
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                self.step_idx += 1
+                done_since += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if isinstance(v, float)}, refresh=False)
+                if self.step_idx % cfg.log_every == 0 or self.step_idx == cfg.steps:
+                    dt = time.time() - t0
+                    row = {"step": self.step_idx, "lr": lr, "it_per_s": done_since / max(dt, 1e-9),
+                           "bad_steps": self.bad_steps, **last}
+                    if self.acc.is_main_process:
+                        self.rundir.metrics(row)
+                    t0, done_since = time.time(), 0
+                if cfg.checkpoint_every and self.step_idx % cfg.checkpoint_every == 0 and self.step_idx < cfg.steps:
+                    self.save()
+            self.save()
+            if self._stop and self.step_idx < cfg.steps:
+                self.rundir.log(f"interrupted at step {self.step_idx}; checkpoint written, continue with --resume")
+        finally:
+            if bar is not None:
+                bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return {"completed": self.step_idx >= cfg.steps, "step": self.step_idx, "bad_steps": self.bad_steps, **last}
+
+
+class Task:
+    """What a trainer needs from a method. Subclasses set .model and .name and implement train_step."""
+
+    name = "train"
+    model: torch.nn.Module
+
+    def to(self, device) -> None:
+        self.model.to(device)
+
+    def train_step(self, trainer: Trainer, step: int) -> dict:
+        raise NotImplementedError
+
+    def lr_position(self, step: int, total: int) -> tuple[int, int]:
+        """(step, total) the lr schedule sees; PD restarts it each round."""
+        return step, total
+
+    def extra_state(self) -> tuple[dict, dict]:
+        return {}, {}
+
+    def load_extra_state(self, tensors: dict, meta: dict) -> None:
+        pass
+
+
+def is_finite(t: torch.Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
+
+
