@@ -149,6 +149,37 @@ def distill(
         typer.echo(res["plan"])
 
 
+@app.command("trajectories")
+def trajectories(
+    teacher: Path = typer.Option(..., help="teacher model"),
+    out: Path = typer.Option(..., help="cache directory"),
+    nfe: int = typer.Option(2, help="student NFE the cache serves (fixes the grid)"),
+    count: int = typer.Option(64000, help="trajectories (noise seeds 0..count-1)"),
+    teacher_solver: str = "dpmpp_3m",
+    teacher_substeps: int = 4,
+    afs: bool = True,
+    batch: int = typer.Option(128, help="generation batch (use the training batch for bit-identical students)"),
+    shard_size: int = 4096,
+    dtype: str = typer.Option("fp32", help="fp32 | bf16 (half the disk)"),
+    device: Optional[str] = None,
+    trust_pickle: bool = False,
+):
+    """Write teacher trajectories once; distill --trajectories-from DIR trains from them."""
+    import torch
+
+    from .distill.cache import write_cache
+    from .distill.plan import SFDPlan
+    from .distill.run import file_digest
+    from .models.checkpoint import load_model
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(teacher, device=dev, trust_pickle=trust_pickle)
+    plan = SFDPlan(nfe=nfe, substeps=teacher_substeps, afs=afs, teacher_solver=teacher_solver,
+                   sigma_max=min(80.0, model.sigma_max))
+    path = write_cache(model, file_digest(teacher), plan, count, out, batch=batch, shard_size=shard_size,
+                       dtype=dtype, device=dev)
+    typer.echo(f"wrote {count} trajectories to {path}")
+
+
 @app.command("export")
 def export(
     model: Path = typer.Argument(..., help="a K-branch student"),
@@ -159,6 +190,10 @@ def export(
     from .models.export import export_model
     path = export_model(model, out, format)
     typer.echo(f"wrote {path}")
+
+
+from .eval.cli import register  # noqa: E402
+register(app)
 
 
 def main() -> None:

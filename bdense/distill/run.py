@@ -42,8 +42,6 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 trust_pickle: bool = False, grid_seeds: int = 64) -> dict:
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
-    plan = SFDPlan(nfe=nfe, branches=branches, substeps=teacher_substeps, afs=afs, sigma_min=sigma_min,
-                   sigma_max=sigma_max, teacher_solver=teacher_solver)
     weights = ConstantWeights(tuple(parse_weights(branch_weights, branches)))
     steps = trajectories // batch
     teacher = load_model(teacher_path, trust_pickle=trust_pickle)
@@ -51,6 +49,8 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
         raise BdenseError(f"{teacher_path} has {teacher.branches} branches; distil from a single-branch teacher "
                           f"(bdense export it first)")
     sigma_max = min(sigma_max, teacher.sigma_max)
+    plan = SFDPlan(nfe=nfe, branches=branches, substeps=teacher_substeps, afs=afs, sigma_min=sigma_min,
+                   sigma_max=sigma_max, teacher_solver=teacher_solver)
     options = dict(command="distill", method="sfd", teacher=str(teacher_path), teacher_digest=file_digest(teacher_path),
                    nfe=nfe, branches=branches, branch_weights=weights.describe(), teacher_substeps=teacher_substeps,
                    teacher_solver=teacher_solver, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
@@ -70,7 +70,10 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     if trajectory_cache:
         from .cache import TrajectoryCache
         source = TrajectoryCache.open(trajectory_cache, teacher_digest=options["teacher_digest"], plan=plan)
-    task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source)
+        if source.size < steps * batch:
+            raise BdenseError(f"the cache holds {source.size} trajectories but the run needs {steps * batch}; "
+                              f"lower --trajectories or make a larger cache")
+    task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch)
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
                       checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, device=device)
     trainer = Trainer(task, run, cfg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..solvers.afs import afs_step
+from ..solvers.common import euler_step
 from ..train.loop import Task
 from .plan import SFDPlan
 from .trajectories import teacher_trajectories, trajectory_seeds
@@ -15,9 +16,7 @@ from .trajectories import teacher_trajectories, trajectory_seeds
 
 def branch_states(x: torch.Tensor, d: torch.Tensor, t: float, targets: list[float]) -> torch.Tensor:
     """Euler steps from (x, t) with branch k's x0 estimate d[:, k] to sigma targets[k]: [B, K, C, H, W]."""
-    s = torch.tensor(targets, dtype=x.dtype, device=x.device).view(1, -1, 1, 1, 1)
-    xb = x.unsqueeze(1)
-    return xb + (s - t) * (xb - d) / t
+    return torch.stack([euler_step(x, d[:, k], t, s) for k, s in enumerate(targets)], dim=1)
 
 
 def l1_per_branch(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -28,9 +27,11 @@ def l1_per_branch(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 class SFDTask(Task):
     name = "sfd"
 
-    def __init__(self, teacher, student, plan: SFDPlan, weights, batch: int, seed: int, trajectory_source=None):
+    def __init__(self, teacher, student, plan: SFDPlan, weights, batch: int, seed: int, trajectory_source=None,
+                 pool: int | None = None):
         self.teacher, self.model, self.plan, self.weights = teacher, student, plan, weights
         self.batch, self.seed = batch, seed
+        self.pool = pool or (trajectory_source.size if trajectory_source is not None else None)
         self.source = trajectory_source  # a cache (issue: trajectories) or None: compute on the fly
         s, t = plan.grids()
         self.t_student, self.t_teacher = s.tolist(), t.tolist()
@@ -41,12 +42,10 @@ class SFDTask(Task):
         self.teacher.to(device)
 
     def targets(self, tr, step):
-        seeds = trajectory_seeds(self.seed, step, self.batch)
+        seeds = tr.shard_list(trajectory_seeds(self.seed, step, self.batch, self.pool or (step + 1) * self.batch))
         if self.source is not None:
-            traj, labels = self.source.batch(seeds, tr)
-            return traj, labels
-        local = tr.shard_list(seeds)
-        return teacher_trajectories(self.teacher, self.plan, local, tr.device, autocast=tr.autocast())
+            return self.source.batch(seeds, tr.device)
+        return teacher_trajectories(self.teacher, self.plan, seeds, tr.device, autocast=tr.autocast())
 
     def train_step(self, tr, step):
         plan = self.plan

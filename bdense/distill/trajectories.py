@@ -5,15 +5,22 @@ import contextlib
 
 import torch
 
+from ..errors import BdenseError
 from ..seeds import seed_labels, seed_noise
 from ..solvers import solve
 from .plan import SFDPlan
 
 
-def trajectory_seeds(run_seed: int, step: int, batch: int) -> list[int]:
-    """Noise seeds of one global batch: run seed s draws from its own block of 10^9 seeds."""
-    base = run_seed * 1_000_000_000 + step * batch
-    return list(range(base, base + batch))
+def trajectory_seeds(run_seed: int, step: int, batch: int, pool: int) -> list[int]:
+    """Noise seeds of one global batch. Trajectory i of a pool of `pool` comes from noise seed i; the training
+    seed fixes the order (seed 0 in order, others a seeded permutation), so one cached pool serves every seed."""
+    lo, hi = step * batch, (step + 1) * batch
+    if hi > pool:
+        raise BdenseError(f"step {step} needs trajectories up to {hi} but the pool holds {pool}; "
+                          f"make a larger cache or train on fewer trajectories")
+    if run_seed == 0:
+        return list(range(lo, hi))
+    return torch.randperm(pool, generator=torch.Generator().manual_seed(run_seed))[lo:hi].tolist()
 
 
 @torch.no_grad()

@@ -3,6 +3,6 @@ import math
 
 
 def afs_step(x, s0, s1):
-    """x1 = x + (s1 - s0) * x / sqrt(1 + s0^2); no network evaluation."""
+    """x1 = x + (s1 - s0) * d with d = x / sqrt(1 + s0^2); no network evaluation."""
     s0, s1 = float(s0), float(s1)
-    return x + (s1 - s0) / math.sqrt(1.0 + s0 * s0) * x
+    return x + (s1 - s0) * (x / math.sqrt(1.0 + s0 * s0))

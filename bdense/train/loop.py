@@ -196,7 +196,7 @@ class Trainer:
                 done_since += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if isinstance(v, float)}, refresh=False)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if isinstance(v, float) and "/" not in k}, refresh=False)
                 if self.step_idx % cfg.log_every == 0 or self.step_idx == cfg.steps:
                     dt = time.time() - t0
                     row = {"step": self.step_idx, "lr": lr, "it_per_s": done_since / max(dt, 1e-9),

@@ -1,0 +1,126 @@
+"""The teacher-trajectory cache: SFD targets depend only on teacher, solver, grid and noise seeds, so make them once.
+
+DIR/manifest.json says exactly how the trajectories were made; DIR/shard-XXXXX.safetensors hold them in order
+of seed (trajectory i from noise seed i). Shards are read lazily (streams when larger than memory), and a cache
+made with another teacher, grid or solver is refused.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+
+from ..errors import BdenseError
+from ..io import atomic_write_bytes, atomic_write_text
+from .plan import SFDPlan
+from .trajectories import teacher_trajectories
+
+FORMAT = "bdense-trajectories"
+
+
+def write_cache(teacher, teacher_digest: str, plan: SFDPlan, count: int, out: str | Path, batch: int = 128,
+                shard_size: int = 4096, dtype: str = "fp32", device="cpu", progress: bool = True) -> Path:
+    """Generate trajectories for seeds 0..count-1 and write them in shards; resumes a partly written cache."""
+    if dtype not in ("fp32", "bf16"):
+        raise BdenseError(f"--dtype must be fp32 or bf16, got {dtype}")
+    if shard_size % batch:
+        raise BdenseError(f"--shard-size {shard_size} must be a multiple of --batch {batch}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": FORMAT, "teacher_digest": teacher_digest, "plan": asdict(plan), "count": count,
+                "batch": batch, "shard_size": shard_size, "dtype": dtype,
+                "shape": [len(plan.grids()[1]), teacher.channels, teacher.resolution, teacher.resolution],
+                "labels": teacher.num_classes > 0, "complete": False}
+    mpath = out / "manifest.json"
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        if {k: v for k, v in old.items() if k != "complete"} != {k: v for k, v in manifest.items() if k != "complete"}:
+            raise BdenseError(f"{out} holds a different trajectory cache; choose another --out")
+    atomic_write_text(mpath, json.dumps(manifest, indent=2))
+    tdtype = torch.float32 if dtype == "fp32" else torch.bfloat16
+    shards = range(0, count, shard_size)
+    if progress:
+        from tqdm import tqdm
+        shards = tqdm(shards, desc="trajectories", unit="shard")
+    for first in shards:
+        path = out / f"shard-{first // shard_size:05d}.safetensors"
+        if path.exists():
+            continue
+        n = min(shard_size, count - first)
+        trajs, labels = [], []
+        for b in range(first, first + n, batch):
+            seeds = list(range(b, min(b + batch, first + n)))
+            traj, lab = teacher_trajectories(teacher, plan, seeds, device)
+            trajs.append(traj.to("cpu", tdtype))
+            if lab is not None:
+                labels.append(lab.cpu())
+        tensors = {"traj": torch.cat(trajs, 1).contiguous()}
+        if labels:
+            tensors["labels"] = torch.cat(labels)
+        atomic_write_bytes(path, st_save(tensors, metadata={"format": FORMAT, "first": str(first)}))
+    manifest["complete"] = True
+    atomic_write_text(mpath, json.dumps(manifest, indent=2))
+    return out
+
+
+class TrajectoryCache:
+    """Serves cached trajectories by seed; keeps the most recently used shard in memory."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path, self.manifest = path, manifest
+        self.size = manifest["count"]
+        self.shard_size = manifest["shard_size"]
+        self._loaded: dict[int, dict] = {}
+
+    @classmethod
+    def open(cls, path: str | Path, teacher_digest: str | None = None, plan: SFDPlan | None = None) -> "TrajectoryCache":
+        path = Path(path)
+        mpath = path / "manifest.json"
+        if not mpath.exists():
+            raise BdenseError(f"{path} is not a trajectory cache (no manifest.json); write one with bdense trajectories")
+        m = json.loads(mpath.read_text())
+        if m.get("format") != FORMAT:
+            raise BdenseError(f"{mpath} is not a bdense trajectory manifest")
+        if not m.get("complete"):
+            raise BdenseError(f"trajectory cache {path} is incomplete; rerun the same bdense trajectories command to finish it")
+        if teacher_digest is not None and m["teacher_digest"] != teacher_digest:
+            raise BdenseError(f"trajectory cache {path} was made with another teacher; make a cache for this teacher")
+        if plan is not None:
+            mine, theirs = asdict(plan), m["plan"]
+            diff = [k for k in ("nfe", "substeps", "afs", "sigma_min", "sigma_max", "rho", "teacher_solver")
+                    if mine[k] != theirs[k]]
+            if diff:
+                raise BdenseError(f"trajectory cache {path} was made with another grid or solver "
+                                  f"({', '.join(f'{k}={theirs[k]}' for k in diff)}); make a cache for these options")
+        return cls(path, m)
+
+    def _shard(self, i: int) -> dict:
+        if i not in self._loaded:
+            p = self.path / f"shard-{i:05d}.safetensors"
+            try:
+                with safe_open(str(p), framework="pt") as f:
+                    self._loaded = {i: {k: f.get_tensor(k) for k in f.keys()}}
+            except Exception:
+                raise BdenseError(f"trajectory shard {p} is missing or corrupt; delete it and rerun bdense "
+                                  f"trajectories to rewrite it") from None
+        return self._loaded[i]
+
+    def batch(self, seeds: list[int], device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(trajectory [T+1, B, C, H, W] float32 on device, labels) for these seeds, in this order."""
+        if max(seeds) >= self.size:
+            raise BdenseError(f"seed {max(seeds)} is beyond the cache's {self.size} trajectories")
+        trajs, labels = [], []
+        for s in seeds:
+            sh = self._shard(s // self.shard_size)
+            trajs.append(sh["traj"][:, s % self.shard_size])
+            if "labels" in sh:
+                labels.append(sh["labels"][s % self.shard_size])
+        traj = torch.stack(trajs, 1)
+        if torch.device(device).type == "cuda":
+            traj = traj.pin_memory()
+        traj = traj.to(device, torch.float32, non_blocking=True)
+        return traj, (torch.stack(labels).to(device) if labels else None)

@@ -1,0 +1,211 @@
+"""Progressive distillation (Salimans & Ho 2022) with a K-branch B-DENSE student: round plan, VP math and the task.
+
+All math is in VP variables z_t = a_t x + s_t eps, a_t = 1/sqrt(1 + sigma^2), s_t = sigma a_t, sigma = sigma(t).
+t in [0, 1] maps to sigma with the cosine schedule clipped to the teacher's sigma range: for our cosine models
+(lambda in [-20, 20]) that is exactly their own time; for a discrete DDPM teacher it is our reading (the cosine
+log-SNR curve between its first and last DDPM sigma). It is the map of the sampling schedule "time-uniform".
+A model's x-hat at (z_t, t) is model(z_t / a_t, sigma)[:, k].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import BdenseError
+from ..models.branches import export_endpoint, widen
+from ..solvers.schedules import cosine_sigma
+from ..train.loop import Task
+from ..train.teacher import vp_loss
+
+
+def _power_of_two(n: int) -> bool:
+    return isinstance(n, int) and n >= 1 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class PDPlan:
+    start_steps: int = 64  # teacher DDIM steps of round 1
+    end_steps: int = 8  # student steps after the last round
+    branches: int = 2
+    round_iters: int = 400
+    sigma_min: float = math.exp(-10)
+    sigma_max: float = math.exp(10)
+
+    def __post_init__(self):
+        if self.branches not in (1, 2):
+            raise BdenseError(f"progressive distillation takes --branches 1 (plain PD) or 2 (B-DENSE: midpoint and "
+                              f"endpoint of the two teacher steps), got {self.branches}")
+        if not (_power_of_two(self.start_steps) and _power_of_two(self.end_steps)) or self.start_steps <= self.end_steps:
+            raise BdenseError(f"--start-steps and --end-steps must be powers of two with start > end, got "
+                              f"{self.start_steps} and {self.end_steps} (e.g. 64 and 8)")
+        if self.round_iters < 1:
+            raise BdenseError(f"--round-iters must be >= 1, got {self.round_iters}")
+
+    @property
+    def rounds(self) -> list[int]:
+        """Student steps N of each round: start/2, start/4, ..., end."""
+        out, n = [], self.start_steps // 2
+        while n >= self.end_steps:
+            out.append(n)
+            n //= 2
+        return out
+
+    @property
+    def total_iters(self) -> int:
+        return len(self.rounds) * self.round_iters
+
+    def sigma(self, t):
+        """sigma(t) (float64 for tensors): the cosine schedule clipped to [sigma_min, sigma_max]."""
+        if torch.is_tensor(t):
+            t = t.double()
+        return cosine_sigma(t, self.sigma_min, self.sigma_max)
+
+    def recipe(self) -> dict:
+        """DDIM (Euler) on the last round's grid t = i/N, i = N..1, then a last step to sigma 0 (lands on x-hat)."""
+        n = self.end_steps
+        smin = self.sigma(1.0 / n) if n > 1 else self.sigma_min  # n == 1: the grid is [sigma_max, 0]
+        return dict(solver="euler", nfe=n, schedule="time-uniform", sigma_min=smin, sigma_max=self.sigma_max,
+                    rho=7.0, afs=False, final_zero=True)
+
+    def describe(self) -> str:
+        lines = []
+        for r, n in enumerate(self.rounds):
+            lo = r * self.round_iters
+            def pts(off):
+                v = [f"{(i - off)}/{n}" for i in range(1, n + 1)]
+                return ", ".join(v if n <= 4 else v[:2] + ["..."] + v[-1:])
+            lines.append(f"round {r + 1}/{len(self.rounds)}: teacher {2 * n} DDIM steps -> student {n} steps, "
+                         f"iterations {lo}..{lo + self.round_iters - 1}; t = i/{n}, i = 1..{n} ({pts(0)})")
+            if self.branches == 2:
+                lines.append(f"    branch 1 -> teacher z at t - 0.5/{n} ({pts(0.5)}); "
+                             f"branch 2 -> teacher z at t - 1/{n} ({pts(1)})")
+            else:
+                lines.append(f"    branch 1 -> teacher z at t - 1/{n} ({pts(1)})")
+        return "\n".join(lines)
+
+
+def vp_coeffs(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, s) with a = 1/sqrt(1 + sigma^2), s = sigma a, shaped [B, 1, 1, 1]."""
+    a = 1.0 / torch.sqrt(1.0 + sigma.double() ** 2)
+    return a.view(-1, 1, 1, 1), (sigma.double() * a).view(-1, 1, 1, 1)
+
+
+def x_hat(model, z, sigma, label=None):
+    """Every branch's x-prediction at z_t: model(z / a, sigma) -> [B, K, C, H, W]."""
+    a, _ = vp_coeffs(sigma)
+    return model(z / a.to(z.dtype), sigma.to(z.dtype), label)
+
+
+def ddim_step(z, x, sig, sig_next):
+    """One DDIM step t -> t' with x-prediction x: z' = a' x + s' (z - a x)/s."""
+    (a, s), (a2, s2) = vp_coeffs(sig), vp_coeffs(sig_next)
+    return a2.float() * x + (s2 / s).float() * (z - a.float() * x)
+
+
+def ddim_x_target(z, z_next, sig, sig_next):
+    """The x that makes one DDIM step from z (at sig) land on z_next (at sig_next): PD's x-tilde."""
+    (a, s), (a2, s2) = vp_coeffs(sig), vp_coeffs(sig_next)
+    r = s2 / s
+    return (z_next - r.float() * z) / (a2 - r * a).float()
+
+
+@torch.no_grad()
+def teacher_two_steps(teacher, z, sigmas: tuple, label=None):
+    """Two teacher DDIM steps over sigmas (s, s_mid, s_end): returns (z', z'')."""
+    s0, s1, s2 = sigmas
+    z1 = ddim_step(z, x_hat(teacher, z, s0, label)[:, -1].float(), s0, s1)
+    z2 = ddim_step(z1, x_hat(teacher, z1, s1, label)[:, -1].float(), s1, s2)
+    return z1, z2
+
+
+def pd_targets(teacher, z, t, n: int, plan: PDPlan, branches: int, label=None):
+    """x-targets [B, K, C, H, W] for student time t ([B] float64) with N = n steps, and the three sigmas."""
+    sig = (plan.sigma(t), plan.sigma(t - 0.5 / n), plan.sigma(t - 1.0 / n))
+    sig = tuple(s.to(z.device) for s in sig)
+    z1, z2 = teacher_two_steps(teacher, z, sig, label)
+    ends = [(z2, sig[2])] if branches == 1 else [(z1, sig[1]), (z2, sig[2])]
+    return torch.stack([ddim_x_target(z, zk, sig[0], sk) for zk, sk in ends], 1), sig
+
+
+def pd_loss_per_branch(pred: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """max(||x~ - x^||^2, ||eps~ - eps^||^2) per branch, batch mean -> [K] (eps via z: SNR-truncated MSE)."""
+    return torch.stack([vp_loss(target[:, k], pred[:, k], sigma.float()).mean() for k in range(pred.shape[1])])
+
+
+class PDTask(Task):
+    """One iteration = one optimizer step on a data batch; a new round every plan.round_iters iterations."""
+
+    name = "pd"
+
+    def __init__(self, teacher, student, plan: PDPlan, data, weights, batch: int):
+        if student.branches != plan.branches:
+            raise BdenseError(f"student has {student.branches} branches but the plan asks for {plan.branches}")
+        self.teacher, self.model, self.plan, self.data, self.weights = teacher, student, plan, data, weights
+        self.batch = batch
+        self.conditional = student.num_classes > 0
+        self.round = 0
+        self.sums = {}  # running sums of this round's metrics (for the round's log line)
+        self.teacher.requires_grad_(False).eval()
+
+    def to(self, device):
+        self.model.to(device)
+        self.teacher.to(device)
+
+    def lr_position(self, step, total):
+        return step % self.plan.round_iters, self.plan.round_iters
+
+    def extra_state(self):
+        return ({f"teacher/{k}": v for k, v in self.teacher.state_dict().items()},
+                {"round": self.round, "sums": self.sums})
+
+    def load_extra_state(self, tensors, meta):
+        self.teacher.load_state_dict({k[len("teacher/"):]: v for k, v in tensors.items() if k.startswith("teacher/")})
+        self.round, self.sums = int(meta["round"]), dict(meta.get("sums", {}))
+
+    def next_round(self, tr, r: int) -> None:
+        """The student's endpoint branch becomes the teacher; every branch restarts from it; Adam is reset."""
+        endpoint = export_endpoint(self.model)
+        self.teacher.load_state_dict(endpoint.state_dict())
+        self.model.load_state_dict(widen(endpoint, self.plan.branches).state_dict())
+        tr.reset_optimizer()
+        self.round, self.sums = r, {}
+
+    def _log(self, tr, msg):
+        if tr.acc.is_main_process:
+            tr.rundir.log(msg)
+
+    def train_step(self, tr, step):
+        plan, r = self.plan, step // self.plan.round_iters
+        if r != self.round:
+            self.next_round(tr, r)
+        n = plan.rounds[r]
+        if step % plan.round_iters == 0:
+            self._log(tr, f"round {r + 1}/{len(plan.rounds)}: teacher {2 * n} DDIM steps -> student {n} steps")
+        idx = torch.randint(len(self.data), (self.batch,), generator=tr.gen)
+        eps = torch.randn((self.batch,) + tuple(self.data.images.shape[1:]), generator=tr.gen)
+        i = torch.randint(1, n + 1, (self.batch,), generator=tr.gen)
+        x, eps = tr.shard(self.data.images[idx]), tr.shard(eps)
+        t = tr.shard(i.double() / n)
+        label = tr.shard(self.data.labels[idx]) if self.conditional else None
+        a, s = vp_coeffs(plan.sigma(t))
+        z = a.float() * x + s.float() * eps
+        with tr.autocast():
+            target, sig = pd_targets(self.teacher, z, t, n, plan, plan.branches, label)
+            pred = x_hat(tr.ddp_model, z, sig[0], label).float()
+        per_branch = pd_loss_per_branch(pred, target, sig[0])
+        w = self.weights.at(step, tr.cfg.steps)
+        loss = sum(wk * lk for wk, lk in zip(w, per_branch))
+        tr.backward(loss)
+        tr.step()
+        metrics = {f"loss/b{k}": v for k, v in enumerate(per_branch.tolist(), 1)}
+        metrics.update(loss=metrics[f"loss/b{plan.branches}"], round=float(r + 1), steps=float(n))
+        for k, v in metrics.items():
+            if k.startswith("loss"):
+                self.sums[k] = self.sums.get(k, 0.0) + v
+        if (step + 1) % plan.round_iters == 0:
+            m = plan.round_iters
+            self._log(tr, f"round {r + 1} done ({n} student steps): mean " +
+                      " ".join(f"{k}={v / m:.4g}" for k, v in sorted(self.sums.items())))
+        return metrics

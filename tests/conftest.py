@@ -1,0 +1,22 @@
+"""Shared fixtures: offline, deterministic, CPU, tiny models."""
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)  # tiny models gain nothing from threads; avoids oversubscription
+
+
+@pytest.fixture
+def tiny_teacher():
+    """A randomly initialised EDM teacher on 8x8x1 images (the 'tiny' preset)."""
+    from bdense.models.factory import new_model
+    torch.manual_seed(0)
+    return new_model("edm", 1, 8, preset="tiny").eval()
+
+
+@pytest.fixture
+def tiny_teacher_file(tmp_path, tiny_teacher):
+    from bdense.models.checkpoint import save_model
+    return save_model(tmp_path / "teacher.safetensors", tiny_teacher)

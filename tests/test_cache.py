@@ -1,0 +1,55 @@
+"""The trajectory cache: students trained from it are bit-identical to on-the-fly ones; foreign caches are refused."""
+import json
+
+import pytest
+import torch
+
+from bdense.distill.run import distill_sfd, file_digest
+from bdense.errors import BdenseError
+from bdense.models.checkpoint import load_model
+
+
+def _sfd(teacher, out, **kw):
+    args = dict(nfe=1, branches=2, trajectories=16, batch=8, lr=1e-3, progress=False, device="cpu", grid_seeds=4,
+                teacher_solver="euler", teacher_substeps=2)
+    args.update(kw)
+    return distill_sfd(str(teacher), str(out), **args)
+
+
+def test_cached_student_is_bit_identical(tmp_path, tiny_teacher_file):
+    from bdense.distill.cache import write_cache
+    from bdense.distill.plan import SFDPlan
+    teacher = load_model(tiny_teacher_file)
+    plan = SFDPlan(nfe=1, substeps=2, teacher_solver="euler")
+    write_cache(teacher, file_digest(tiny_teacher_file), plan, 16, tmp_path / "cache", batch=8, shard_size=8,
+                progress=False)
+    for seed in (0, 3):
+        _sfd(tiny_teacher_file, tmp_path / f"live{seed}", seed=seed)
+        _sfd(tiny_teacher_file, tmp_path / f"cached{seed}", seed=seed, trajectory_cache=str(tmp_path / "cache"))
+        a = load_model(tmp_path / f"live{seed}" / "model.safetensors").state_dict()
+        b = load_model(tmp_path / f"cached{seed}" / "model.safetensors").state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    ma = load_model(tmp_path / "live0" / "model.safetensors").state_dict()
+    mb = load_model(tmp_path / "live3" / "model.safetensors").state_dict()
+    assert not all(torch.equal(ma[k], mb[k]) for k in ma), "training seeds must change the trajectory order"
+
+
+def test_cache_refuses_other_grid_teacher_or_incomplete(tmp_path, tiny_teacher_file):
+    from bdense.distill.cache import write_cache
+    from bdense.distill.plan import SFDPlan
+    teacher = load_model(tiny_teacher_file)
+    write_cache(teacher, file_digest(tiny_teacher_file), SFDPlan(nfe=1, substeps=2, teacher_solver="euler"), 8,
+                tmp_path / "c", batch=8, shard_size=8, progress=False)
+    with pytest.raises(BdenseError, match="another grid or solver"):
+        _sfd(tiny_teacher_file, tmp_path / "r1", trajectories=8, nfe=2, trajectory_cache=str(tmp_path / "c"))
+    with pytest.raises(BdenseError, match="holds 8 trajectories"):
+        _sfd(tiny_teacher_file, tmp_path / "r2", trajectories=16, trajectory_cache=str(tmp_path / "c"))
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    m["teacher_digest"] = "0" * 16
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BdenseError, match="another teacher"):
+        _sfd(tiny_teacher_file, tmp_path / "r3", trajectories=8, trajectory_cache=str(tmp_path / "c"))
+    m["teacher_digest"], m["complete"] = file_digest(tiny_teacher_file), False
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BdenseError, match="incomplete"):
+        _sfd(tiny_teacher_file, tmp_path / "r4", trajectories=8, trajectory_cache=str(tmp_path / "c"))

@@ -1,0 +1,109 @@
+"""SFD host: the grid plan, K = 1 equals plain SFD bit for bit, branches can be trained to their targets."""
+import copy
+import math
+
+import pytest
+import torch
+
+from bdense.distill.plan import SFDPlan
+from bdense.distill.sfd import SFDTask
+from bdense.distill.trajectories import teacher_trajectories, trajectory_seeds
+from bdense.distill.weights import ConstantWeights, parse_weights
+from bdense.errors import BdenseError
+from bdense.models.branches import widen
+from bdense.solvers import solve
+from bdense.train.loop import TrainConfig, Trainer
+from bdense.train.rundir import RunDir
+
+
+def test_plan_grids_and_targets():
+    plan = SFDPlan(nfe=2, branches=4)
+    s, t = plan.grids()
+    assert plan.points == 4 and len(t) == 13 and torch.equal(t[::4], s)
+    assert s[0] == 80.0 and abs(float(s[-1]) - 0.006) < 1e-12
+    assert [plan.target_index(1, k) for k in (1, 2, 3, 4)] == [5, 6, 7, 8]
+    assert plan.trained_intervals() == [1, 2] and plan.teacher_nfe() == 12
+    assert [SFDPlan(nfe=3, branches=2).target_index(2, k) for k in (1, 2)] == [10, 12]
+    assert SFDPlan(nfe=2, afs=False).trained_intervals() == [0, 1]
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(nfe=2, branches=3), "divide"), (dict(nfe=0), "between 1 and 8"),
+                                     (dict(nfe=2, teacher_solver="rk45"), "unknown --teacher-solver")])
+def test_plan_refuses_what_the_grid_cannot_serve(kw, msg):
+    with pytest.raises(BdenseError, match=msg):
+        SFDPlan(**kw)
+
+
+def test_weights_parsing():
+    assert parse_weights(None, 3) == [1.0, 1.0, 1.0]
+    assert parse_weights("1,2,3,4", 4) == [1, 2, 3, 4]
+    for bad in ("1,2", "1,-1,1", "a,b,c", "1,nan,1"):
+        with pytest.raises(BdenseError):
+            parse_weights(bad, 3)
+
+
+def plain_sfd_iteration(teacher, student, opt, seeds, plan):
+    """SFD as its paper states it, written independently of bdense.distill.sfd (K = 1)."""
+    s, t = plan.grids()
+    with torch.no_grad():
+        gen = [torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(sd)) for sd in seeds]
+        x = torch.stack(gen) * float(s[0])
+        traj = solve(plan.teacher_solver, teacher, x, t, return_trajectory=True)
+    losses = []
+    for i in range(len(s) - 1):
+        ti, tn = float(s[i]), float(s[i + 1])
+        if i == 0:
+            x = x + (tn - ti) * (x / math.sqrt(1 + ti * ti))  # AFS
+            continue
+        d = student(x, torch.full((x.shape[0],), ti))[:, 0]
+        x_next = x + (tn - ti) * (x - d) / ti
+        loss = (x_next - traj[(i + 1) * plan.substeps]).abs().flatten(1).sum(1).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+        x = x_next.detach()
+    return losses
+
+
+def test_k1_reproduces_plain_sfd_exactly(tmp_path, tiny_teacher):
+    plan = SFDPlan(nfe=2, branches=1, teacher_solver="dpmpp_3m")
+    ref_student = copy.deepcopy(tiny_teacher).train()
+    ref_opt = torch.optim.Adam(ref_student.parameters(), lr=1e-3)
+    ref_losses = [plain_sfd_iteration(tiny_teacher, ref_student, ref_opt, trajectory_seeds(0, it, 4, 8), plan)
+                  for it in range(2)]
+    student = widen(tiny_teacher, 1).train()
+    task = SFDTask(tiny_teacher, student, plan, ConstantWeights((1.0,)), batch=4, seed=0)
+    tr = Trainer(task, RunDir(tmp_path / "run", {}), TrainConfig(steps=2, lr=1e-3, progress=False, device="cpu"))
+    ours = [task.train_step(tr, it) for it in range(2)]
+    for it in range(2):
+        assert [ours[it]["loss/i1/b1"], ours[it]["loss/i2/b1"]] == ref_losses[it]
+    for (k, a), (_, b) in zip(student.state_dict().items(), ref_student.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+class FixedTrajectories:
+    """A trajectory source that serves the same trajectories every step (to test that branches can fit them)."""
+
+    def __init__(self, teacher, plan, seeds):
+        self.traj, self.labels = teacher_trajectories(teacher, plan, seeds, "cpu")
+
+    size = 10**6  # any seed: the same trajectories are served every step
+
+    def batch(self, seeds, device):
+        return self.traj, self.labels
+
+
+def test_every_branch_loss_goes_to_zero_on_representable_targets(tmp_path, tiny_teacher):
+    plan = SFDPlan(nfe=1, branches=2, substeps=2, teacher_solver="euler", afs=False, sigma_max=5.0)
+    student = widen(tiny_teacher, 2)
+    task = SFDTask(tiny_teacher, student, plan, ConstantWeights((1.0, 1.0)), batch=4, seed=0,
+                   trajectory_source=FixedTrajectories(tiny_teacher, plan, list(range(4))))
+    tr = Trainer(task, RunDir(tmp_path / "run", {}), TrainConfig(steps=1, lr=2e-3, progress=False, device="cpu"))
+    first = task.train_step(tr, 0)
+    # branch 1 targets the teacher's own first Euler sub-step: exact at initialisation
+    assert first["loss/i0/b1"] < 1e-3 * first["loss/i0/b2"]
+    for it in range(1, 300):
+        last = task.train_step(tr, it)
+    assert last["loss/i0/b2"] < 0.05 * first["loss/i0/b2"]
+    assert last["loss/i0/b1"] < 0.05 * first["loss/i0/b2"]
