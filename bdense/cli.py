@@ -180,6 +180,34 @@ def trajectories(
     typer.echo(f"wrote {count} trajectories to {path}")
 
 
+@app.command("compare")
+def compare(
+    teacher: Path = typer.Option(..., help="teacher model"),
+    out: Path = typer.Option(..., help="report directory (runs, caches and evaluations are reused from it)"),
+    nfe: str = typer.Option("2,3", help="student NFEs, comma-separated"),
+    setting: list[str] = typer.Option(["baseline:1", "bdense:4"], help="name:K[:w1,...,wK]; the first must be K=1"),
+    seeds: int = typer.Option(3, help="training seeds per setting"),
+    trajectories: int = typer.Option(19200, help="teacher trajectories per run (the budget)"),
+    batch: int = 128,
+    lr: float = 2e-4,
+    eval_points: str = typer.Option("0.1,0.25,0.5,1.0", help="fractions of training at which to evaluate"),
+    eval_seeds: int = typer.Option(1000, help="held-out evaluation seeds"),
+    data: Optional[str] = typer.Option(None, help="data set for the FID reference (default: the teacher's)"),
+    features: Optional[Path] = typer.Option(None, help="domain feature network (default: trained into OUT)"),
+    teacher_solver: str = "dpmpp_3m",
+    device: Optional[str] = None,
+):
+    """Baseline vs B-DENSE side by side over several seeds, with intervals, plots and a report."""
+    from .eval.compare import CompareConfig, Setting, compare as run
+    cfg = CompareConfig(teacher=str(teacher), out=str(out), nfes=tuple(int(x) for x in nfe.split(",")),
+                        settings=tuple(Setting.parse(s) for s in setting), seeds=seeds, trajectories=trajectories,
+                        batch=batch, lr=lr, eval_points=tuple(float(x) for x in eval_points.split(",")),
+                        eval_seeds=eval_seeds, data=data, features=str(features) if features else None,
+                        teacher_solver=teacher_solver, device=device)
+    run(cfg)
+    typer.echo(f"report: {out / 'report.md'}")
+
+
 @app.command("export")
 def export(
     model: Path = typer.Argument(..., help="a K-branch student"),

@@ -39,7 +39,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 lr: float = 5e-5, lr_schedule: str = "step-half", precision: str = "fp32", seed: int = 0,
                 resume: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
                 checkpoint_every: int = 100, log_every: int = 10, trajectory_cache: str | None = None,
-                trust_pickle: bool = False, grid_seeds: int = 64) -> dict:
+                trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = ()) -> dict:
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
     weights = ConstantWeights(tuple(parse_weights(branch_weights, branches)))
@@ -75,7 +75,8 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                               f"lower --trajectories or make a larger cache")
     task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch)
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
-                      checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, device=device)
+                      checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, device=device,
+                      snapshot_steps=tuple(sorted({max(1, round(f * steps)) for f in snapshot_fractions})))
     trainer = Trainer(task, run, cfg)
     result = trainer.run(resume=resume)
     if result["completed"] and trainer.acc.is_main_process:

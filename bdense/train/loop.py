@@ -34,6 +34,7 @@ class TrainConfig:
     progress: bool = True
     device: str | None = None
     betas: tuple = (0.9, 0.999)
+    snapshot_steps: tuple = ()  # also keep the weights (EMA if any) at these steps, for quality-vs-progress curves
     extra: dict = field(default_factory=dict)
 
 
@@ -204,6 +205,8 @@ class Trainer:
                     if self.acc.is_main_process:
                         self.rundir.metrics(row)
                     t0, done_since = time.time(), 0
+                if self.step_idx in cfg.snapshot_steps and self.acc.is_main_process:
+                    self.rundir.save_snapshot(self.step_idx, self.final_weights())
                 if cfg.checkpoint_every and self.step_idx % cfg.checkpoint_every == 0 and self.step_idx < cfg.steps:
                     self.save()
             self.save()

@@ -79,6 +79,16 @@ class RunDir:
             old.unlink(missing_ok=True)
         return path
 
+    def save_snapshot(self, step: int, weights: dict[str, torch.Tensor]) -> Path:
+        path = self.path / "snapshots" / f"weights-{step:09d}.safetensors"
+        atomic_write_bytes(path, st_save({k: v.detach().cpu().contiguous() for k, v in weights.items()},
+                                         metadata={"format": "bdense-snapshot", "step": str(step)}))
+        return path
+
+    def snapshots(self) -> dict[int, Path]:
+        d = self.path / "snapshots"
+        return {int(p.stem.split("-")[1]): p for p in sorted(d.glob("weights-*.safetensors"))} if d.exists() else {}
+
     def load_state(self, path: Path | None = None) -> tuple[dict[str, torch.Tensor], dict]:
         path = path or self.latest()
         if path is None:

@@ -1,0 +1,229 @@
+"""`bdense compare`: baseline (K = 1) against B-DENSE settings, same teacher, same trajectory pool, several seeds.
+
+Every run, cache and evaluation lands under OUT and is reused when it exists, so a long comparison can be
+stopped and continued. Quality is measured on held-out evaluation seeds (never used for training
+trajectories) at several points of training and at several NFE; the report is written by eval/report.py.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..distill.plan import SFDPlan
+from ..distill.run import distill_sfd, file_digest, sfd_student_recipe
+from ..errors import BdenseError
+from ..io import atomic_write_text
+from ..models.checkpoint import load_model
+from ..sampling.recipe import Recipe
+from ..sampling.sample import generate
+
+EVAL_SEED_BASE = 1_000_000_000_000  # evaluation noise seeds live far from every training pool
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    branches: int
+    weights: str | None = None  # None: uniform
+
+    @classmethod
+    def parse(cls, spec: str) -> "Setting":
+        """'name:K' or 'name:K:w1,...,wK'."""
+        parts = spec.split(":")
+        try:
+            return cls(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None)
+        except (IndexError, ValueError):
+            raise BdenseError(f"cannot read setting '{spec}'; write name:K or name:K:w1,...,wK, "
+                              f"e.g. baseline:1 or bdense:4:1,1,1,2") from None
+
+
+@dataclass
+class CompareConfig:
+    teacher: str
+    out: str
+    nfes: tuple = (2, 3)
+    settings: tuple = (Setting("baseline", 1), Setting("bdense", 4))
+    seeds: int = 3
+    trajectories: int = 19200
+    batch: int = 128
+    lr: float = 2e-4
+    eval_points: tuple = (0.1, 0.25, 0.5, 1.0)
+    eval_seeds: int = 1000
+    data: str | None = None
+    features: str | None = None
+    teacher_solver: str = "dpmpp_3m"
+    device: str | None = None
+    progress: bool = True
+
+
+def _evals(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+class Comparison:
+    def __init__(self, cfg: CompareConfig):
+        if not cfg.settings or cfg.settings[0].branches != 1:
+            raise BdenseError("the first --setting must be the baseline with K = 1 (e.g. baseline:1)")
+        if len({s.name for s in cfg.settings}) != len(cfg.settings):
+            raise BdenseError("setting names must be unique")
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.teacher = load_model(cfg.teacher, device=self.device)
+        self.teacher_digest = file_digest(cfg.teacher)
+        self.data = cfg.data or self.teacher.config.get("meta", {}).get("data")
+        if not self.data:
+            raise BdenseError("the teacher does not name its data set; pass --data for the FID reference")
+        self.eval_seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_seeds)]
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    # -- shared assets ---------------------------------------------------------------
+    def extractor_and_ref(self):
+        from .features import load_extractor, train_domain_classifier
+        from .fid import feature_stats, load_stats, save_stats
+        feats = Path(self.cfg.features) if self.cfg.features else self.out / "features.safetensors"
+        if not feats.exists():
+            train_domain_classifier(self.data, feats, device=self.device)
+        ext = load_extractor("domain", feats, self.device)
+        ref_path = self.out / "ref-stats.npz"
+        if not ref_path.exists():
+            from ..data.datasets import load_dataset
+            images = load_dataset(self.data, resolution=self.teacher.resolution).images
+            save_stats(ref_path, feature_stats(ext, images.split(500)), ext, data=self.data)
+        return ext, load_stats(ref_path)
+
+    def plan(self, nfe: int) -> SFDPlan:
+        return SFDPlan(nfe=nfe, teacher_solver=self.cfg.teacher_solver, sigma_max=min(80.0, self.teacher.sigma_max))
+
+    def cache(self, nfe: int) -> Path:
+        from ..distill.cache import write_cache
+        path = self.out / "cache" / f"nfe{nfe}"
+        manifest = path / "manifest.json"
+        if not (manifest.exists() and json.loads(manifest.read_text()).get("complete")):
+            write_cache(self.teacher, self.teacher_digest, self.plan(nfe), self.cfg.trajectories, path,
+                        batch=self.cfg.batch, shard_size=self.cfg.batch * 50, device=self.device,
+                        progress=self.cfg.progress)
+        return path
+
+    def reference_images(self, nfe: int) -> torch.Tensor:
+        """The distillation target on the evaluation seeds: the teacher solver on the refined grid."""
+        path = self.out / "refs" / f"nfe{nfe}.safetensors"
+        if path.exists():
+            from safetensors.torch import load_file
+            return load_file(str(path))["images"]
+        from ..distill.trajectories import teacher_trajectories
+        plan, chunks = self.plan(nfe), []
+        for i in range(0, len(self.eval_seeds), 500):
+            traj, _ = teacher_trajectories(self.teacher, plan, self.eval_seeds[i:i + 500], self.device)
+            chunks.append(traj[-1].clamp(-1, 1).cpu())
+        images = torch.cat(chunks)
+        from safetensors.torch import save as st_save
+        from ..io import atomic_write_bytes
+        atomic_write_bytes(path, st_save({"images": images.contiguous()}))
+        return images
+
+    # -- measuring ---------------------------------------------------------------------
+    def measure(self, model, recipe: Recipe, ref_images: torch.Tensor, ext, ref_stats) -> dict:
+        from .agreement import image_agreement
+        from .fid import RunningStats, frechet_distance
+        stats, pairs, start = RunningStats(), [], 0
+        for _, im, _ in generate(model, self.eval_seeds, recipe, batch_size=500, device=self.device):
+            stats.update(ext(im))
+            pairs.append((im, ref_images[start:start + len(im)]))
+            start += len(im)
+        agree = image_agreement(pairs)
+        return {"rmse": agree["rmse"], "psnr": agree["psnr"],
+                "fid": frechet_distance(stats.mu, stats.sigma, ref_stats["mu"], ref_stats["sigma"])}
+
+    def teacher_rows(self, nfe: int, ref_images, ext, ref_stats) -> dict:
+        path = self.out / "refs" / "teacher-evals.json"
+        done = _evals(path)
+        plan = self.plan(nfe)
+        own = Recipe.from_dict(self.teacher.config.get("meta", {}).get("sampling") or {})
+        rows = {
+            f"teacher reference ({plan.teacher_solver}, {plan.teacher_nfe()} NFE)": None,
+            f"teacher {own.solver} {own.nfe} NFE": own.with_overrides(sigma_max=plan.sigma_max),
+            f"teacher euler {nfe} NFE": Recipe(**sfd_student_recipe(plan)),
+            f"teacher dpmpp_3m {nfe} NFE": Recipe(**dict(sfd_student_recipe(plan), solver="dpmpp_3m")),
+        }
+        out = {}
+        for name, recipe in rows.items():
+            key = f"nfe{nfe}/{name}"
+            if key not in done:
+                if recipe is None:
+                    from .fid import feature_stats, frechet_distance
+                    st = feature_stats(ext, ref_images.split(500))
+                    done[key] = {"rmse": 0.0, "psnr": float("inf"),
+                                 "fid": frechet_distance(st.mu, st.sigma, ref_stats["mu"], ref_stats["sigma"])}
+                else:
+                    done[key] = self.measure(self.teacher, recipe, ref_images, ext, ref_stats)
+                atomic_write_text(path, json.dumps(done, indent=1))
+            out[name] = done[key]
+        return out
+
+    # -- the grid of runs ------------------------------------------------------------------
+    def run_dir(self, nfe: int, setting: Setting, seed: int) -> Path:
+        return self.out / "runs" / f"nfe{nfe}" / setting.name / f"seed{seed}"
+
+    def train(self, nfe: int, setting: Setting, seed: int, cache: Path) -> Path:
+        d = self.run_dir(nfe, setting, seed)
+        if (d / "model.safetensors").exists():
+            return d
+        resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
+        distill_sfd(self.cfg.teacher, str(d), nfe=nfe, branches=setting.branches, branch_weights=setting.weights,
+                    teacher_solver=self.cfg.teacher_solver, trajectories=self.cfg.trajectories, batch=self.cfg.batch,
+                    lr=self.cfg.lr, seed=seed, resume=resume, device=self.device, progress=self.cfg.progress,
+                    trajectory_cache=str(cache), snapshot_fractions=self.cfg.eval_points, grid_seeds=16)
+        return d
+
+    def evaluate_run(self, d: Path, ref_images, ext, ref_stats) -> dict:
+        from safetensors.torch import load_file
+        path = d / "evals.json"
+        done = _evals(path)
+        student = load_model(d / "model.safetensors", device=self.device)
+        recipe = Recipe.from_dict(student.config["meta"]["sampling"])
+        snaps = {int(p.stem.split("-")[1]): p for p in sorted((d / "snapshots").glob("weights-*.safetensors"))}
+        for step, p in snaps.items():
+            if str(step) not in done:
+                student.load_state_dict(load_file(str(p)))
+                done[str(step)] = self.measure(student.eval(), recipe, ref_images, ext, ref_stats)
+                atomic_write_text(path, json.dumps(done, indent=1))
+        return {int(k): v for k, v in done.items()}
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        ext, ref_stats = self.extractor_and_ref()
+        results = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()
+                              if k != "settings"},
+                   "settings": [vars(s) for s in cfg.settings], "teacher_digest": self.teacher_digest,
+                   "protocol": {"extractor": ext.name, "extractor_digest": ext.digest, "ref": ref_stats["path"],
+                                "ref_sha256": ref_stats["sha256"], "ref_n": ref_stats["n"], "data": self.data,
+                                "eval_seeds": f"{self.eval_seeds[0]}-{self.eval_seeds[-1]}",
+                                "weights": "raw (no EMA)",
+                                "agreement": "RMSE to the teacher reference (teacher solver on the refined grid)"},
+                   "nfe": {}}
+        for nfe in cfg.nfes:
+            cache = self.cache(nfe)
+            ref_images = self.reference_images(nfe)
+            entry = {"teacher": self.teacher_rows(nfe, ref_images, ext, ref_stats), "runs": {}}
+            steps_total = cfg.trajectories // cfg.batch
+            for s in cfg.settings:
+                per_seed = {}
+                for seed in range(cfg.seeds):
+                    d = self.train(nfe, s, seed, cache)
+                    per_seed[seed] = {"dir": str(d), "evals": self.evaluate_run(d, ref_images, ext, ref_stats)}
+                entry["runs"][s.name] = per_seed
+            entry["steps_total"] = steps_total
+            results["nfe"][str(nfe)] = entry
+        atomic_write_text(self.out / "results.json", json.dumps(results, indent=1, default=str))
+        from .report import write_report
+        write_report(self, results)
+        return results
+
+
+def compare(cfg: CompareConfig) -> dict:
+    return Comparison(cfg).run()
+
