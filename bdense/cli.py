@@ -49,13 +49,14 @@ def train_teacher(
     seed: int = 0,
     resume: bool = typer.Option(False, help="continue the run in --out from its latest checkpoint"),
     checkpoint_every: int = 500,
+    log_every: int = typer.Option(50, help="write metrics every N iterations"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
 ):
     """Train a teacher with the EDM (or VP) loss; writes OUT/model.safetensors and a sample grid."""
     from .train.teacher import train_teacher as run
     run(data, str(out), parameterization=parameterization, preset=preset, steps=steps, batch=batch, lr=lr,
         ema_decay=ema_decay, class_cond=class_cond, resolution=resolution, precision=precision, seed=seed,
-        resume=resume, checkpoint_every=checkpoint_every, device=device)
+        resume=resume, checkpoint_every=checkpoint_every, device=device, log_every=log_every)
 
 
 @app.command("sample")
@@ -127,6 +128,7 @@ def distill(
     dry_run: bool = typer.Option(False, help="print the resolved plan and exit"),
     device: Optional[str] = None,
     checkpoint_every: int = 100,
+    log_every: int = typer.Option(10, help="write metrics every N iterations"),
     trust_pickle: bool = False,
 ):
     """Distil a teacher into a few-step student (K = 1: host baseline; K > 1: B-DENSE)."""
@@ -136,7 +138,7 @@ def distill(
                           teacher_substeps=teacher_substeps, teacher_solver=teacher_solver, afs=afs,
                           trajectories=trajectories, batch=batch, lr=lr or 5e-5, precision=precision, seed=seed,
                           resume=resume, dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
-                          trajectory_cache=trajectory_cache, trust_pickle=trust_pickle)
+                          trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every)
     elif method == "pd":
         from .distill.pd_run import distill_pd
         res = distill_pd(str(teacher), str(out), data=data, branches=branches or 2, branch_weights=branch_weights,

@@ -188,3 +188,35 @@ def test_agreement_student_equal_to_teacher(tiny):
     assert sfd_plan(student) == plan
     res = agreement(student, tiny, [0, 1, 2], "distill", batch_size=2)
     assert res["rmse"] < 1e-6 and res["teacher_nfe"] == 3
+
+
+def test_image_agreement_known_values():
+    from bdense.eval.agreement import image_agreement
+    a, b = torch.zeros(3, 1, 4, 4), torch.full((3, 1, 4, 4), 0.1)
+    r = image_agreement([(a[:2], b[:2]), (a[2:], b[2:])])
+    assert r["rmse"] == pytest.approx(0.1) and r["psnr"] == pytest.approx(10 * math.log10(4 / 0.01)) and r["n"] == 3
+
+
+def test_cli_fid_and_agreement(domain_net, tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from bdense.cli import app
+    from bdense.models.checkpoint import save_model
+    run = CliRunner().invoke
+    feats, _ = domain_net
+    r = run(app, ["fid", "ref", "--data", "digits", "--out", str(tmp_path / "ref.npz"), "--extractor", "domain",
+                  "--features", str(feats), "--max", "300", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    teacher = save_model(tmp_path / "t.safetensors", tiny, {"role": "teacher", "data": "digits"})
+    r = run(app, ["fid", "calc", "--ref", str(tmp_path / "ref.npz"), "--model", str(teacher), "--seeds", "0-19",
+                  "--nfe", "3", "--solver", "euler", "--device", "cpu", "--out", str(tmp_path / "fid.json")])
+    assert r.exit_code == 0 and "FID" in r.output, r.output
+    doc = json.loads((tmp_path / "fid.json").read_text())
+    assert doc["n"] == 20 and doc["recipe"]["solver"] == "euler" and doc["nfe"] == 3 and doc["seeds"] == "0-19"
+    student = save_model(tmp_path / "s.safetensors", tiny, {"role": "student", "teacher": str(teacher),
+                                                             "sampling": Recipe(solver="euler", nfe=2).to_dict()})
+    r = run(app, ["agreement", "--model", str(student), "--seeds", "0-1", "--teacher-nfe", "5", "--baseline",
+                  "--device", "cpu", "--out", str(tmp_path / "ag.json")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "ag.json").read_text())["results"]
+    assert "distill" not in res and res["baseline"]["rmse"] == pytest.approx(res["teacher"]["rmse"])

@@ -19,7 +19,8 @@ from ..sampling.recipe import Recipe
 from ..sampling.sample import generate, model_recipe
 
 
-def _compare(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+def image_agreement(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """rmse and psnr (global MSE, range 2) over all pixels of all (a, b) image pairs, plus the per-image PSNR mean."""
     sse, count, n, psnrs = 0.0, 0, 0, []
     for a, b in pairs:
         d = (a.double() - b.double()).flatten(1)
@@ -52,7 +53,7 @@ def agreement_for_recipe(teacher, recipe_a: Recipe, recipe_b: Recipe, seeds: lis
                           f"x_T differs; set the same sigma_max on both")
     a = _images(student if student is not None else teacher, seeds, recipe_a, batch_size, device)
     b = _images(teacher, seeds, recipe_b, batch_size, device)
-    res = _compare(zip(a, b))
+    res = image_agreement(zip(a, b))
     return dict(res, recipe_a=recipe_a.to_dict(), recipe_b=recipe_b.to_dict())
 
 
@@ -98,5 +99,5 @@ def agreement(student, teacher, seeds: list[int], reference: str = "distill", ba
         desc = dict(reference="teacher", teacher_recipe=trec.to_dict())
     else:
         raise BdenseError(f"unknown reference '{reference}'; use distill or teacher")
-    res = _compare(zip(_images(student, seeds, srec, batch_size, device), ref))
+    res = image_agreement(zip(_images(student, seeds, srec, batch_size, device), ref))
     return dict(res, **desc, student_recipe=srec.to_dict())

@@ -81,6 +81,7 @@ def agreement_cmd(
     seeds: str = typer.Option("0-255", help="the same seeds (same x_T) for student and teacher"),
     teacher_nfe: Optional[int] = typer.Option(None, help="high-NFE reference: NFE (default: the teacher's recipe, e.g. heun 35)"),
     teacher_solver: Optional[str] = typer.Option(None, help="high-NFE reference: solver"),
+    baseline: bool = typer.Option(False, help="also score the teacher itself run with the student's recipe (no distillation)"),
     out: Optional[Path] = typer.Option(None, help="write both results here (.json)"),
     batch: int = 256,
     device: Optional[str] = None,
@@ -91,7 +92,7 @@ def agreement_cmd(
     from ..models.checkpoint import load_model
     from ..sampling.sample import model_recipe
     from ..seeds import parse_seeds
-    from .agreement import agreement, sfd_plan
+    from .agreement import agreement, agreement_for_recipe, sfd_plan
     dev = _device(device)
     student = load_model(model, device=dev)
     tpath = teacher or student.config.get("meta", {}).get("teacher")
@@ -106,10 +107,16 @@ def agreement_cmd(
         typer.echo("reference 'distill': skipped (not an SFD student)")
     trec = model_recipe(t).with_overrides(nfe=teacher_nfe, solver=teacher_solver)
     results["teacher"] = agreement(student, t, seed_list, "teacher", batch, dev, teacher_recipe=trec)
+    if baseline:
+        srec = model_recipe(student)
+        results["baseline"] = agreement_for_recipe(t, srec, trec.with_overrides(sigma_max=srec.sigma_max), seed_list,
+                                                   batch, dev)
     for name, r in results.items():
+        rec = r.get("teacher_recipe") or r.get("recipe_b") or {}
         how = (f"{r['teacher_solver']} {r['teacher_nfe']} NFE on the distillation grid" if name == "distill" else
-               f"{r['teacher_recipe']['solver']} {r['teacher_recipe']['nfe']} NFE, own recipe")
-        typer.echo(f"{name:8s} RMSE {r['rmse']:.5f}  PSNR {r['psnr']:.2f} dB  ({r['n']} seeds; teacher {how})")
+               f"{rec['solver']} {rec['nfe']} NFE, own recipe")
+        who = "teacher with the student's recipe" if name == "baseline" else "student"
+        typer.echo(f"{name:8s} RMSE {r['rmse']:.5f}  PSNR {r['psnr']:.2f} dB  ({who} vs teacher {how}; {r['n']} seeds)")
     if out is not None:
         from ..io import atomic_write_text
         doc = dict(model=str(model), teacher=str(tpath), seeds=seeds, results=results)

@@ -122,6 +122,14 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         return finite
 
+    def mean_over_processes(self, metrics: dict) -> dict:
+        """Metrics averaged over processes (each measured its own shard), so logs do not depend on the device count."""
+        keys = [k for k, v in metrics.items() if isinstance(v, float)]
+        if self.world == 1 or not keys:
+            return metrics
+        vals = self.acc.reduce(torch.tensor([metrics[k] for k in keys], device=self.device), reduction="mean")
+        return dict(metrics, **dict(zip(keys, vals.tolist())))
+
     def reset_optimizer(self, lr: float | None = None) -> None:
         self.opt.state.clear()
         for g in self.opt.param_groups:
@@ -199,6 +207,7 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if isinstance(v, float) and "/" not in k}, refresh=False)
                 if self.step_idx % cfg.log_every == 0 or self.step_idx == cfg.steps:
+                    last = self.mean_over_processes(last)
                     dt = time.time() - t0
                     row = {"step": self.step_idx, "lr": lr, "it_per_s": done_since / max(dt, 1e-9),
                            "bad_steps": self.bad_steps, **last}
