@@ -168,7 +168,7 @@ def fid_calc(ref_path, samples=None, model=None, seeds="0-1999", nfe=None, solve
         mu, sigma, n = other["mu"], other["sigma"], other["n"]
         res.update(source="stats", samples=str(samples), samples_sha256=other["sha256"])
     else:
-        ext = extractor_for(ref, inception_weights, features, dev if model is not None else "cpu")
+        ext = extractor_for(ref, inception_weights, features, dev)
         if samples is not None:
             from ..data.datasets import load_dataset
             p = Path(samples)

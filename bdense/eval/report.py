@@ -17,6 +17,11 @@ def _series(runs: dict, step: int, metric: str) -> list[float]:
     return [r["evals"][step][metric] for _, r in sorted(runs.items()) if step in r["evals"]]
 
 
+def _start(entry: dict, nfe: str, metric: str) -> float:
+    """Step 0: every student starts as the teacher, sampled with the student's recipe (Euler + AFS)."""
+    return entry["teacher"][f"teacher euler {nfe} NFE"][metric]
+
+
 def _final_step(entry: dict) -> int:
     return entry["steps_total"]
 
@@ -53,11 +58,11 @@ def progress_table(results: dict, metric: str = "rmse") -> str:
     for nfe, entry in results["nfe"].items():
         steps = sorted({st for r in entry["runs"][settings[0]].values() for st in r["evals"]})
         lines += [f"#### NFE {nfe}: {METRICS[metric]} against training progress", "",
-                  "| setting | " + " | ".join(f"{100 * st / _final_step(entry):.0f}%" for st in steps) + " |",
-                  "|---|" + "---|" * len(steps)]
+                  "| setting | 0% (= teacher) | " + " | ".join(f"{100 * st / _final_step(entry):.0f}%" for st in steps)
+                  + " |", "|---|---|" + "---|" * len(steps)]
         for s in settings:
-            lines.append(f"| {s} | " + " | ".join(fmt(t_interval(_series(entry["runs"][s], st, metric)))
-                                                    for st in steps) + " |")
+            lines.append(f"| {s} | {_start(entry, nfe, metric):.4g} | "
+                         + " | ".join(fmt(t_interval(_series(entry["runs"][s], st, metric))) for st in steps) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -72,11 +77,11 @@ def plots(results: dict, out: Path) -> list[str]:
         fig, axes = plt.subplots(1, len(results["nfe"]), figsize=(5 * len(results["nfe"]), 3.6), squeeze=False)
         for ax, (nfe, entry) in zip(axes[0], results["nfe"].items()):
             steps = sorted({st for r in entry["runs"][settings[0]].values() for st in r["evals"]})
-            x = [st * results["config"]["batch"] / 1000 for st in steps]
+            x = [0.0] + [st * results["config"]["batch"] / 1000 for st in steps]
             for s in settings:
                 cis = [t_interval(_series(entry["runs"][s], st, metric)) for st in steps]
-                m = [c["mean"] for c in cis]
-                h = [c["half"] if math.isfinite(c["half"]) else 0 for c in cis]
+                m = [_start(entry, nfe, metric)] + [c["mean"] for c in cis]
+                h = [0.0] + [c["half"] if math.isfinite(c["half"]) else 0 for c in cis]
                 ax.plot(x, m, marker="o", label=s)
                 ax.fill_between(x, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)], alpha=0.2)
             ax.set_title(f"NFE {nfe}")
