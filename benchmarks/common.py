@@ -34,12 +34,14 @@ def parser(doc: str, batch: int = 128, preset: str = "digits", resolution: int =
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--repeats", type=int, default=repeats, help="interleaved rounds (medians over these)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    p.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads on CPU (0: torch's default). 1 by default: on shared cores two OpenMP threads "
+                        "stall at every barrier when another process runs, which makes timings swing 10x")
     return p
 
 
 def setup(args) -> None:
-    if args.threads:
+    if args.threads and not str(args.device).startswith("cuda"):
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda but torch.cuda.is_available() is False")

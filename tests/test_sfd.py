@@ -35,11 +35,25 @@ def test_plan_refuses_what_the_grid_cannot_serve(kw, msg):
 
 
 def test_weights_parsing():
-    assert parse_weights(None, 3) == [1.0, 1.0, 1.0]
-    assert parse_weights("1,2,3,4", 4) == [1, 2, 3, 4]
-    for bad in ("1,2", "1,-1,1", "a,b,c", "1,nan,1"):
+    assert parse_weights(None, 3).at(0, 10) == [1.0, 1.0, 1.0]
+    assert parse_weights("1,2,3,4", 4).at(5, 10) == [1, 2, 3, 4]
+    assert parse_weights("sum1:1,1,2", 3).at(0, 10) == [0.25, 0.25, 0.5]
+    assert parse_weights("end:0.4", 4).at(0, 10) == pytest.approx([0.2, 0.2, 0.2, 0.4])
+    assert parse_weights("end:0.4:linear", 4).at(0, 10) == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    for bad in ("1,2", "1,-1,1", "a,b,c", "1,nan,1", "end:0", "end:1.5", "decay:square:0.1", "decay:linear:2",
+                "decay:linear:0.1:0.8-0.2"):
         with pytest.raises(BdenseError):
             parse_weights(bad, 3)
+
+
+@pytest.mark.parametrize("spec, step, expect", [
+    ("decay:linear:0", 0, [1, 1, 1]), ("decay:linear:0", 50, [0.5, 0.5, 1]), ("decay:linear:0", 100, [0, 0, 1]),
+    ("decay:linear:0.2", 100, [0.2, 0.2, 1]), ("decay:cosine:0", 50, [0.5, 0.5, 1]),
+    ("decay:cosine:0", 25, [0.5 + 0.5 * math.cos(math.pi / 4)] * 2 + [1]),
+    ("decay:linear:0:0.5-1", 25, [1, 1, 1]), ("decay:linear:0:0.5-1", 75, [0.5, 0.5, 1]),
+    ("decay:linear:0:0.5-1", 100, [0, 0, 1])])
+def test_weight_schedules_give_documented_values(spec, step, expect):
+    assert parse_weights(spec, 3).at(step, 100) == pytest.approx(expect)
 
 
 def plain_sfd_iteration(teacher, student, opt, seeds, plan):

@@ -13,7 +13,7 @@ from ..train.loop import TrainConfig, Trainer
 from ..train.rundir import RunDir
 from .plan import SFDPlan
 from .sfd import SFDTask
-from .weights import ConstantWeights, parse_weights
+from .weights import parse_weights
 
 
 def file_digest(path: str | Path) -> str:
@@ -42,7 +42,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = ()) -> dict:
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
-    weights = ConstantWeights(tuple(parse_weights(branch_weights, branches)))
+    weights = parse_weights(branch_weights, branches)
     steps = trajectories // batch
     teacher = load_model(teacher_path, trust_pickle=trust_pickle)
     if teacher.branches != 1:
@@ -56,7 +56,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                    teacher_solver=teacher_solver, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
                    trajectories=trajectories, batch=batch, lr=lr, lr_schedule=lr_schedule, precision=precision,
                    seed=seed, steps=steps, trajectory_cache=trajectory_cache, out=str(out))
-    plan_text = (f"SFD distillation, K={branches} branches, weights {list(weights.weights)}\n{plan.describe()}\n"
+    plan_text = (f"SFD distillation, K={branches} branches, weights {weights.spec} (at start {weights.at(0, steps)}, at end {weights.at(steps, steps)})\n{plan.describe()}\n"
                  f"iterations: {steps} x batch {batch} = {steps * batch} trajectories; "
                  f"{len(plan.trained_intervals())} optimizer steps per iteration; "
                  f"teacher NFE per trajectory {plan.teacher_nfe()}, student NFE {plan.nfe}")

@@ -1,33 +1,95 @@
-"""Branch weights w_k for the K-branch loss: constant now; schedules over training plug in here."""
+"""Branch weights w_k for the K-branch loss, constant or changing over training, from one spec string.
+
+Specs (K branches, branch K is the endpoint that is sampled):
+  uniform                 w = 1 for every branch (the default)
+  1,1,1,2                 K positive numbers
+  sum1:1,1,1,2            the same, normalised to sum 1
+  end:A[:uniform|linear]  endpoint weight A in (0, 1]; the other branches share 1 - A equally, or in
+                          proportion to k (linear: later sub-steps get more)
+  decay:linear|cosine:F[:S-E]  intermediate weights fall from 1 to the floor F (endpoint stays 1) over the
+                          fraction S..E of training (default 0-1): dense early, endpoint-only late when F = 0
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import BdenseError
 
 
-def parse_weights(spec: str | list[float] | None, k: int) -> list[float]:
-    """'1,1,1,2' or a list -> K positive floats; None -> uniform ones."""
-    if spec is None or spec == "" or spec == "uniform":
-        return [1.0] * k
-    vals = spec if isinstance(spec, list) else [s for s in str(spec).replace(" ", "").split(",") if s]
+def _numbers(text: str, k: int, spec: str) -> list[float]:
     try:
-        w = [float(v) for v in vals]
+        w = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise BdenseError(f"cannot read --branch-weights '{spec}'; give {k} comma-separated numbers like 1,1,1,2") from None
+        raise BdenseError(f"cannot read branch weights '{spec}'; give {k} comma-separated numbers like 1,1,1,2") from None
     if len(w) != k:
-        raise BdenseError(f"--branch-weights has {len(w)} numbers but --branches is {k}; give exactly {k}")
-    if any(not (x > 0) or x != x or x == float("inf") for x in w):
-        raise BdenseError(f"--branch-weights must all be positive finite numbers, got {spec}")
+        raise BdenseError(f"branch weights '{spec}' have {len(w)} numbers but --branches is {k}; give exactly {k}")
+    if any(not (x > 0) or math.isinf(x) for x in w):
+        raise BdenseError(f"branch weights must all be positive finite numbers, got '{spec}'")
     return w
 
 
 @dataclass(frozen=True)
-class ConstantWeights:
-    weights: tuple
+class WeightSchedule:
+    kind: str  # constant | decay
+    base: tuple  # the weights at the start of training
+    floor: float = 1.0
+    shape: str = "linear"
+    start: float = 0.0
+    end: float = 1.0
+    spec: str = "uniform"
 
     def at(self, step: int, total: int) -> list[float]:
-        return list(self.weights)
+        if self.kind == "constant":
+            return list(self.base)
+        frac = min(1.0, max(0.0, (step / max(total, 1) - self.start) / max(self.end - self.start, 1e-12)))
+        ramp = frac if self.shape == "linear" else 0.5 * (1 - math.cos(math.pi * frac))
+        scale = 1.0 + (self.floor - 1.0) * ramp
+        return [w * scale for w in self.base[:-1]] + [self.base[-1]]
 
     def describe(self) -> dict:
-        return {"type": "constant", "weights": list(self.weights)}
+        return {"spec": self.spec, "kind": self.kind, "base": list(self.base), "floor": self.floor,
+                "shape": self.shape, "start": self.start, "end": self.end}
+
+
+def parse_weights(spec: str | None, k: int) -> WeightSchedule:
+    spec = (spec or "uniform").strip()
+    if k < 1:
+        raise BdenseError(f"--branches must be >= 1, got {k}")
+    head, _, rest = spec.partition(":")
+    if spec == "uniform":
+        return WeightSchedule("constant", (1.0,) * k, spec=spec)
+    if head == "sum1":
+        w = _numbers(rest, k, spec)
+        return WeightSchedule("constant", tuple(x / sum(w) for x in w), spec=spec)
+    if head == "end":
+        a_txt, _, rule = rest.partition(":")
+        try:
+            a = float(a_txt)
+        except ValueError:
+            a = float("nan")
+        if not 0 < a <= 1 or rule not in ("", "uniform", "linear"):
+            raise BdenseError(f"cannot read '{spec}'; write end:A or end:A:linear with 0 < A <= 1")
+        if k == 1:
+            return WeightSchedule("constant", (1.0,), spec=spec)
+        if a == 1:
+            raise BdenseError(f"'{spec}' gives the intermediate branches weight 0; use A < 1 (or --branches 1)")
+        share = [1.0] * (k - 1) if rule in ("", "uniform") else [float(i) for i in range(1, k)]
+        return WeightSchedule("constant", tuple((1 - a) * s / sum(share) for s in share) + (a,), spec=spec)
+    if head == "decay":
+        parts = rest.split(":")
+        try:
+            shape, floor = parts[0], float(parts[1])
+            start, end = (float(x) for x in parts[2].split("-")) if len(parts) > 2 else (0.0, 1.0)
+        except (IndexError, ValueError):
+            raise BdenseError(f"cannot read '{spec}'; write decay:linear:0.1 or decay:cosine:0:0.2-0.8") from None
+        if shape not in ("linear", "cosine") or not 0 <= floor <= 1 or not 0 <= start < end <= 1:
+            raise BdenseError(f"'{spec}': shape must be linear or cosine, 0 <= floor <= 1, 0 <= S < E <= 1")
+        return WeightSchedule("decay", (1.0,) * k, floor, shape, start, end, spec=spec)
+    return WeightSchedule("constant", tuple(_numbers(spec, k, spec)), spec=spec)
+
+
+def ConstantWeights(weights) -> WeightSchedule:  # noqa: N802 (reads like the constant-weights type it builds)
+    """Fixed weights given as numbers."""
+    w = tuple(float(x) for x in weights)
+    return WeightSchedule("constant", w, spec=",".join(f"{x:g}" for x in w))

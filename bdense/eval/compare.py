@@ -31,13 +31,16 @@ class Setting:
 
     @classmethod
     def parse(cls, spec: str) -> "Setting":
-        """'name:K' or 'name:K:w1,...,wK'."""
-        parts = spec.split(":")
+        from ..distill.weights import parse_weights
+        """'name:K' or 'name:K:WEIGHTS' with any branch-weight spec (bdense/distill/weights.py)."""
+        parts = spec.split(":", 2)
         try:
-            return cls(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None)
+            setting = cls(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None)
         except (IndexError, ValueError):
             raise BdenseError(f"cannot read setting '{spec}'; write name:K or name:K:w1,...,wK, "
                               f"e.g. baseline:1 or bdense:4:1,1,1,2") from None
+        parse_weights(setting.weights, setting.branches)  # refuse a bad spec before any training
+        return setting
 
 
 @dataclass
