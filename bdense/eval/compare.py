@@ -14,6 +14,7 @@ import torch
 
 from ..distill.plan import SFDPlan
 from ..distill.run import distill_sfd, file_digest, sfd_student_recipe
+from ..distill.weights import parse_weights
 from ..errors import BdenseError
 from ..io import atomic_write_text
 from ..models.checkpoint import load_model
@@ -31,7 +32,6 @@ class Setting:
 
     @classmethod
     def parse(cls, spec: str) -> "Setting":
-        from ..distill.weights import parse_weights
         """'name:K' or 'name:K:WEIGHTS' with any branch-weight spec (bdense/distill/weights.py)."""
         parts = spec.split(":", 2)
         try:
