@@ -168,12 +168,12 @@ def sfd_trainer(teacher, k: int, args, tmp: str, source=None, nfe: int = 2, step
     """(SFDTask, Trainer) for an SFD student with k branches, lr 5e-5 as SFD, the run dir under tmp."""
     from bdense.distill.plan import SFDPlan
     from bdense.distill.sfd import SFDTask
-    from bdense.distill.weights import ConstantWeights
+    from bdense.distill.weights import parse_weights
     from bdense.models.branches import widen
     from bdense.train.loop import TrainConfig, Trainer
     from bdense.train.rundir import RunDir
     plan = SFDPlan(nfe=nfe, branches=k)
-    task = SFDTask(teacher, widen(teacher, k), plan, ConstantWeights((1.0,) * k), args.batch, seed,
+    task = SFDTask(teacher, widen(teacher, k), plan, parse_weights(None, k), args.batch, seed,
                    trajectory_source=source)
     cfg = TrainConfig(steps=steps, lr=5e-5, device=args.device, precision=args.precision, progress=False)
     tr = Trainer(task, RunDir(Path(tmp) / f"k{k}-{'src' if source else 'full'}-{id(task)}", {}), cfg)

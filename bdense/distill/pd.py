@@ -37,7 +37,8 @@ class PDPlan:
         if self.branches not in (1, 2):
             raise BdenseError(f"progressive distillation takes --branches 1 (plain PD) or 2 (B-DENSE: midpoint and "
                               f"endpoint of the two teacher steps), got {self.branches}")
-        if not (_power_of_two(self.start_steps) and _power_of_two(self.end_steps)) or self.start_steps <= self.end_steps:
+        powers = _power_of_two(self.start_steps) and _power_of_two(self.end_steps)
+        if not powers or self.start_steps <= self.end_steps:
             raise BdenseError(f"--start-steps and --end-steps must be powers of two with start > end, got "
                               f"{self.start_steps} and {self.end_steps} (e.g. 64 and 8)")
         if self.round_iters < 1:

@@ -12,7 +12,7 @@ from ..train.loop import TrainConfig, Trainer
 from ..train.rundir import RunDir
 from .pd import PDPlan, PDTask
 from .run import _write_grid, file_digest
-from .weights import ConstantWeights, parse_weights
+from .weights import parse_weights
 
 
 def _load_data(spec: str | None, teacher, teacher_path: str):
@@ -46,7 +46,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
         raise BdenseError(f"{teacher_path} has {teacher.branches} branches; distil from a single-branch teacher "
                           f"(bdense export it first)")
     plan = replace(plan, sigma_min=teacher.sigma_min, sigma_max=teacher.sigma_max)
-    weights = ConstantWeights(tuple(parse_weights(branch_weights, branches)))
+    weights = parse_weights(branch_weights, branches)
     data_spec, images = _load_data(data, teacher, teacher_path)
     vp = teacher.config["vp"]
     steps = plan.total_iters
@@ -56,7 +56,8 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                    precision=precision, seed=seed, steps=steps, out=str(out))
     rc = plan.recipe()
     plan_text = (f"progressive distillation, K={branches} branch{'es' if branches > 1 else ''}, weights "
-                 f"{list(weights.weights)}; teacher: VP {vp['parameterization']}-prediction, {vp['time']} time, "
+                 f"{weights.spec} (at start {weights.at(0, steps)}, at end {weights.at(steps, steps)}); "
+                 f"teacher: VP {vp['parameterization']}-prediction, {vp['time']} time, "
                  f"sigma in [{teacher.sigma_min:.4g}, {teacher.sigma_max:.4g}]\n"
                  f"data {data_spec} ({len(images)} images), batch {batch}, Adam lr {lr} annealed linearly to 0 and "
                  f"reset each round, grad clip 1, no EMA\n{plan.describe()}\n"

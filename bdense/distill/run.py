@@ -39,7 +39,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 lr: float = 5e-5, lr_schedule: str = "step-half", precision: str = "fp32", seed: int = 0,
                 resume: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
                 checkpoint_every: int = 100, log_every: int = 10, trajectory_cache: str | None = None,
-                trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = ()) -> dict:
+                trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = (), on_snapshot=None) -> dict:
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
     weights = parse_weights(branch_weights, branches)
@@ -76,7 +76,8 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch)
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
                       checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, device=device,
-                      snapshot_steps=tuple(sorted({max(1, round(f * steps)) for f in snapshot_fractions})))
+                      snapshot_steps=tuple(sorted({max(1, round(f * steps)) for f in snapshot_fractions})),
+                      on_snapshot=on_snapshot)
     trainer = Trainer(task, run, cfg)
     result = trainer.run(resume=resume)
     if result["completed"] and trainer.acc.is_main_process:

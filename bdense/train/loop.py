@@ -7,6 +7,7 @@ stop on Ctrl-C/SIGTERM. A Task owns the model and the math of one iteration.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ class TrainConfig:
     device: str | None = None
     betas: tuple = (0.9, 0.999)
     snapshot_steps: tuple = ()  # also keep the weights (EMA if any) at these steps, for quality-vs-progress curves
+    on_snapshot: object = None  # callable(step, weights) after each snapshot; may raise to stop (bdense tune prunes so)
     extra: dict = field(default_factory=dict)
 
 
@@ -184,6 +186,7 @@ class Trainer:
 
         def on_signal(signum, frame):
             self._stop = True
+        old = old if threading.current_thread() is threading.main_thread() else {}  # handlers: main thread only
         for s in old:
             signal.signal(s, on_signal)
         bar = None
@@ -216,6 +219,8 @@ class Trainer:
                     t0, done_since = time.time(), 0
                 if self.step_idx in cfg.snapshot_steps and self.acc.is_main_process:
                     self.rundir.save_snapshot(self.step_idx, self.final_weights())
+                    if cfg.on_snapshot is not None:
+                        cfg.on_snapshot(self.step_idx, self.final_weights())
                 if cfg.checkpoint_every and self.step_idx % cfg.checkpoint_every == 0 and self.step_idx < cfg.steps:
                     self.save()
             self.save()

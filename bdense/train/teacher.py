@@ -84,6 +84,7 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
             f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on {data.name} "
             f"{len(data)}x{data.channels}x{data.resolution}x{data.resolution}, {steps} steps at batch {batch}")
     cfg = TrainConfig(steps=steps, lr=lr, ema_decay=ema_decay, precision=precision, seed=seed, warmup=min(200, steps // 10),
+                      grad_clip=1.0,
                       checkpoint_every=checkpoint_every, progress=progress, device=device, log_every=log_every)
     trainer = Trainer(TeacherTask(model, data, batch), run, cfg)
     result = trainer.run(resume=resume)

@@ -1,0 +1,350 @@
+"""`bdense tune`: search the B-DENSE branch weights w_k (constant or scheduled) with Optuna, then check the winner.
+
+Why it exists: the paper tuned w_k with Optuna (CIFAR-10, NFE 2), never published them, and carried to another
+data set they hurt; so finding weights is a feature here, and its cost is reported next to its gain. Every trial
+is a short SFD run from ONE shared teacher-trajectory cache (same trajectories, same order), scored on TUNING
+seeds (disjoint from the training trajectories and from the held-out evaluation seeds), reported at snapshot
+points and pruned by the median rule. Each trial is a weight spec string (bdense/distill/weights.py), so the
+winner goes as-is to `distill --branch-weights` and `compare --setting`. The winner, uniform K, a schedule and
+the baseline are then re-trained with the full budget on several seeds by `compare()` and judged on the
+evaluation seeds only. The study lives in OUT/optuna.db under a fixed name: run again to continue it.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..distill.run import distill_sfd, sfd_student_recipe
+from ..distill.weights import parse_weights
+from ..errors import BdenseError
+from ..io import atomic_write_text
+from .compare import EVAL_SEED_BASE, CompareConfig, Comparison, Setting, compare
+from .stats import paired_verdict, t_interval
+
+TUNE_SEED_BASE = EVAL_SEED_BASE + 10**9  # tuning noise seeds: far from training (0..) and evaluation seeds
+STUDY = "bdense-tune"
+SCHEDULED = "decay:cosine:0"
+
+
+@dataclass
+class TuneConfig:
+    teacher: str
+    out: str
+    nfe: int = 2
+    branches: int = 4
+    objective: str = "rmse"  # rmse | fid | combo:A
+    trials: int = 30  # total wanted in the study
+    trial_trajectories: int = 2560
+    trajectories: int = 19200  # the full budget of the final runs (and the size of the shared cache)
+    batch: int = 128
+    lr: float = 2e-4
+    tune_seeds: int = 500
+    report_points: tuple = (0.25, 0.5, 0.75, 1.0)
+    jobs: int = 1
+    seed: int = 0
+    final: bool = True
+    final_seeds: int = 3
+    final_nfes: tuple | None = None  # default (nfe,)
+    eval_seeds: int = 1000
+    eval_points: tuple = (0.25, 0.5, 1.0)
+    apply: str | None = None  # a spec found elsewhere: no search, only the final check
+    data: str | None = None
+    features: str | None = None
+    teacher_solver: str = "dpmpp_3m"
+    device: str | None = None
+    progress: bool = True
+
+
+def tuning_seeds(n: int) -> list[int]:
+    return list(range(TUNE_SEED_BASE, TUNE_SEED_BASE + n))
+
+
+def check_disjoint(tune: list[int], evaluation: list[int], n_train: int) -> None:
+    """Tuning seeds must be neither training trajectory seeds (0..n_train-1) nor evaluation seeds."""
+    if set(tune) & set(evaluation) or min(tune) < n_train:
+        raise BdenseError("tuning seeds overlap the training or evaluation seeds; lower --eval-seeds/--trajectories")
+
+
+def _num(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}".rstrip("0").rstrip(".") or "0"  # fixed point: no exponent, '-' stays a separator
+
+
+def suggest_spec(trial, k: int) -> str:
+    """One point of the search space, written as a weight spec."""
+    family = trial.suggest_categorical("family", ["end", "decay", "free"])
+    if family == "end":
+        a = trial.suggest_float("end_a", 0.1, 0.99)
+        return f"end:{_num(a)}:{trial.suggest_categorical('end_rule', ['uniform', 'linear'])}"
+    if family == "decay":
+        shape = trial.suggest_categorical("decay_shape", ["linear", "cosine"])
+        floor = trial.suggest_float("decay_floor", 0.0, 1.0)
+        s = round(trial.suggest_float("decay_start", 0.0, 0.8), 2)
+        e = round(s + (1 - s) * trial.suggest_float("decay_span", 0.1, 1.0), 2)
+        return f"decay:{shape}:{_num(floor)}:{_num(s, 2)}-{_num(e, 2)}"
+    return ",".join(_num(trial.suggest_float(f"w{i}", 0.05, 1.0, log=True)) for i in range(1, k)) + ",1"
+
+
+def uniform_params(k: int) -> dict:
+    return {"family": "free", **{f"w{i}": 1.0 for i in range(1, k)}}
+
+
+def parse_objective(text: str) -> float:
+    """The weight of the RMSE term: rmse -> 1, fid -> 0, combo:A -> A."""
+    if text in ("rmse", "fid"):
+        return 1.0 if text == "rmse" else 0.0
+    try:
+        head, a = text.split(":")
+        if head == "combo" and 0 <= float(a) <= 1:
+            return float(a)
+    except ValueError:
+        pass
+    raise BdenseError(f"cannot read --objective '{text}'; use rmse, fid or combo:A with 0 <= A <= 1")
+
+
+class Tuner:
+    def __init__(self, cfg: TuneConfig):
+        if cfg.branches < 2:
+            raise BdenseError("tuning branch weights needs --branches >= 2")
+        if cfg.trial_trajectories > cfg.trajectories:
+            raise BdenseError("--trial-trajectories exceeds --trajectories (the shared cache holds --trajectories)")
+        self.cfg, self.out, self.alpha = cfg, Path(cfg.out), parse_objective(cfg.objective)
+        self.points = tuple(sorted(set(cfg.report_points) | {1.0}))
+        ccfg = CompareConfig(cfg.teacher, str(self.out / "final"), nfes=tuple(cfg.final_nfes or (cfg.nfe,)),
+                             seeds=cfg.final_seeds, trajectories=cfg.trajectories, batch=cfg.batch, lr=cfg.lr,
+                             eval_points=cfg.eval_points, eval_seeds=cfg.eval_seeds, data=cfg.data,
+                             features=cfg.features, teacher_solver=cfg.teacher_solver, device=cfg.device,
+                             progress=cfg.progress)
+        self.cmp = Comparison(ccfg)  # owns the shared cache, feature net and reference stats (under OUT/final)
+        self.seeds = tuning_seeds(cfg.tune_seeds)
+        check_disjoint(self.seeds, self.cmp.eval_seeds, cfg.trajectories)
+        self.plan = self.cmp.plan(cfg.nfe)
+        n_cuda = torch.cuda.device_count() if self.cmp.device.startswith("cuda") else 0
+        self.devices = [f"cuda:{i}" for i in range(n_cuda)] if n_cuda > 1 else [self.cmp.device]
+        self.jobs = min(cfg.jobs, len(self.devices))
+        self.notes = [] if self.jobs == cfg.jobs else [
+            f"--jobs {cfg.jobs} asked, {self.jobs} used: parallel trials need several CUDA devices (one per trial)"]
+
+    # -- one short run, measured on the tuning seeds --------------------------------------------
+    def setup(self) -> None:
+        self.cache = self.cmp.cache(self.cfg.nfe)
+        self.ext, self.ref_stats = self.cmp.extractor_and_ref()
+        path = self.out / "search" / f"refs-nfe{self.cfg.nfe}-{len(self.seeds)}.safetensors"
+        if not path.exists():
+            from safetensors.torch import save as st_save
+            from ..distill.trajectories import teacher_trajectories
+            from ..io import atomic_write_bytes
+            ims = [teacher_trajectories(self.cmp.teacher, self.plan, self.seeds[i:i + 500], self.cmp.device)[0][-1]
+                   .clamp(-1, 1).cpu() for i in range(0, len(self.seeds), 500)]
+            atomic_write_bytes(path, st_save({"images": torch.cat(ims).contiguous()}))
+        from safetensors.torch import load_file
+        self.refs = load_file(str(path))["images"]
+
+    def measure(self, model, device) -> dict:
+        from ..sampling.recipe import Recipe
+        from ..sampling.sample import generate
+        from .agreement import image_agreement
+        from .fid import RunningStats, frechet_distance
+        stats, pairs, i = RunningStats(), [], 0
+        for _, im, _ in generate(model, self.seeds, Recipe(**sfd_student_recipe(self.plan)), 500, device):
+            stats.update(self.ext(im))
+            pairs.append((im, self.refs[i:i + len(im)]))
+            i += len(im)
+        return {"rmse": image_agreement(pairs)["rmse"],
+                "fid": frechet_distance(stats.mu, stats.sigma, self.ref_stats["mu"], self.ref_stats["sigma"])}
+
+    def value(self, m: dict, base: dict | None) -> float:
+        if self.alpha in (0.0, 1.0):
+            return m["rmse"] if self.alpha else m["fid"]
+        return self.alpha * m["rmse"] / base["rmse"] + (1 - self.alpha) * m["fid"] / base["fid"]
+
+    def short_run(self, d: Path, k: int, spec: str | None, device: str, on_measure) -> int:
+        """Train on the first --trial-trajectories of the cache; on_measure(step, metrics) at each report point."""
+        from ..models.branches import widen
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)  # accelerate trains on the thread's current CUDA device
+        student = widen(self.cmp.teacher, k).to(device).eval()
+
+        def on_snapshot(step, weights):
+            student.load_state_dict(weights)
+            on_measure(step, self.measure(student, device))
+        try:
+            distill_sfd(self.cfg.teacher, str(d), nfe=self.cfg.nfe, branches=k, branch_weights=spec,
+                        teacher_solver=self.cfg.teacher_solver, trajectories=self.cfg.trial_trajectories,
+                        batch=self.cfg.batch, lr=self.cfg.lr, seed=0, device=device, progress=False,
+                        checkpoint_every=0, trajectory_cache=str(self.cache), grid_seeds=1,
+                        snapshot_fractions=self.points, on_snapshot=on_snapshot)
+        finally:  # keep logs and metrics, drop the weights
+            for sub in ("snapshots", "checkpoints"):
+                shutil.rmtree(d / sub, ignore_errors=True)
+            (d / "model.safetensors").unlink(missing_ok=True)
+        return self.cfg.trial_trajectories // self.cfg.batch
+
+    def objective(self, trial, base: dict) -> float:
+        import optuna
+        spec = suggest_spec(trial, self.cfg.branches)
+        trial.set_user_attr("spec", spec)
+        steps, last = self.cfg.trial_trajectories // self.cfg.batch, {}
+
+        def on_measure(step, m):
+            last.update(m, value=self.value(m, base))
+            for key, v in dict(last, iterations=step, measurements=trial.user_attrs.get("measurements", 0) + 1).items():
+                trial.set_user_attr(key, v)
+            if step < steps:
+                trial.report(last["value"], step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"{spec}: {last['value']:.4g} at step {step} is worse than the median")
+        self.short_run(self.out / "trials" / f"{trial.number:05d}", self.cfg.branches, spec,
+                       self.devices[trial.number % len(self.devices)], on_measure)
+        return last["value"]
+
+    # -- the study ----------------------------------------------------------------------------------
+    def search(self) -> dict:
+        import optuna
+        from optuna.trial import TrialState
+        cfg, t0 = self.cfg, time.time()
+        storage = f"sqlite:///{(self.out / 'optuna.db').resolve()}"
+        study = optuna.create_study(storage=storage, study_name=STUDY, direction="minimize", load_if_exists=True,
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
+        setup = {"teacher_digest": self.cmp.teacher_digest, "nfe": cfg.nfe, "branches": cfg.branches,
+                 "objective": cfg.objective, "trial_trajectories": cfg.trial_trajectories, "batch": cfg.batch,
+                 "lr": cfg.lr, "tune_seeds": cfg.tune_seeds, "teacher_solver": cfg.teacher_solver,
+                 "report_points": list(self.points)}
+        if study.user_attrs.get("setup", setup) != setup:
+            raise BdenseError(f"{self.out / 'optuna.db'} holds a study of another setup "
+                              f"({study.user_attrs['setup']}); use another --out or the same options")
+        study.set_user_attr("setup", setup)
+        base = study.user_attrs.get("baseline")
+        if base is None:  # K = 1 on the trial budget, once: the normaliser of combo:A and a reference point
+            out = {}
+            t = time.time()
+            steps = self.short_run(self.out / "search" / "baseline", 1, None, self.devices[0],
+                                   lambda step, m: out.update(m))
+            base = dict(out, iterations=steps, seconds=time.time() - t)
+            study.set_user_attr("baseline", base)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a killed run: redo them
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        if not study.trials:
+            study.enqueue_trial(uniform_params(cfg.branches))  # trial 0 = uniform: best <= uniform by construction
+        done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # seeded by the trial count so a continued study does not replay the first run's random start
+            study.sampler = optuna.samplers.TPESampler(seed=cfg.seed + len(study.trials), multivariate=True,
+                                                       group=True, n_startup_trials=min(10, max(3, cfg.trials // 4)))
+            if cfg.trials > done:
+                study.optimize(lambda tr: self.objective(tr, base), n_trials=cfg.trials - done, n_jobs=self.jobs,
+                               catch=(BdenseError,))
+        study.set_user_attr("search_wall_s", study.user_attrs.get("search_wall_s", 0.0) + time.time() - t0)
+        return self.summary(study, base)
+
+    def summary(self, study, base: dict) -> dict:
+        from optuna.trial import TrialState
+        trials = study.get_trials(deepcopy=False)
+        by = {s: [t for t in trials if t.state == s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        if not by[TrialState.COMPLETE]:
+            raise BdenseError("no trial completed; see OUT/trials/*/log.txt")
+        best = study.best_trial
+        uniform = next((t for t in by[TrialState.COMPLETE] if t.params == uniform_params(self.cfg.branches)), None)
+        per_iter = len(self.plan.trained_intervals()) * self.cfg.batch
+        iters = sum(t.user_attrs.get("iterations", 0) for t in trials) + base["iterations"]
+        measures = sum(t.user_attrs.get("measurements", 0) for t in trials) + len(self.points)
+        row = lambda t: {"trial": t.number, "spec": t.user_attrs["spec"], "value": t.value,  # noqa: E731
+                         "rmse": t.user_attrs.get("rmse"), "fid": t.user_attrs.get("fid")}
+        return {"objective": self.cfg.objective, "best": row(best), "uniform": row(uniform) if uniform else None,
+                "baseline_trial_budget": base, "top": [row(t) for t in sorted(by[TrialState.COMPLETE],
+                                                                            key=lambda t: t.value)[:5]],
+                "trials": {"complete": len(by[TrialState.COMPLETE]), "pruned": len(by[TrialState.PRUNED]),
+                           "failed": len(by[TrialState.FAIL])},
+                "cost": {"teacher_passes": (self.cfg.trajectories + len(self.seeds)) * self.plan.teacher_nfe(),
+                         "cache_trajectories": self.cfg.trajectories, "teacher_nfe": self.plan.teacher_nfe(),
+                         "student_train_passes": iters * per_iter,
+                         "full_runs_equivalent": iters / (self.cfg.trajectories // self.cfg.batch),
+                         "student_eval_passes": measures * len(self.seeds) * self.cfg.nfe,
+                         "trial_seconds": sum((t.datetime_complete - t.datetime_start).total_seconds()
+                                              for t in trials if t.datetime_complete and t.datetime_start)
+                         + base["seconds"], "search_wall_s": study.user_attrs.get("search_wall_s")},
+                "setup": study.user_attrs["setup"], "notes": self.notes}
+
+    # -- the honest check ---------------------------------------------------------------------------
+    def final(self, spec: str) -> dict:
+        k, w = self.cfg.branches, parse_weights(spec, self.cfg.branches)
+        settings = [Setting("baseline", 1), Setting("uniform", k)]
+        settings += [] if w.kind == "constant" and set(w.base) == {1.0} else [Setting("tuned", k, spec)]
+        settings += [] if spec == SCHEDULED else [Setting("scheduled", k, SCHEDULED)]
+        return compare(replace(self.cmp.cfg, settings=tuple(settings)))
+
+
+def _gain(results: dict, name: str, metric: str) -> list[str]:
+    """Paired (same training seed) difference of `name` to uniform K at the end of training, per NFE."""
+    out = []
+    for nfe, e in results["nfe"].items():
+        runs = e["runs"]
+        if name in runs:
+            ser = [[r["evals"][e["steps_total"]][metric] for _, r in sorted(runs[s].items())] for s in ("uniform", name)]
+            v = paired_verdict(*ser)
+            out.append(f"NFE {nfe}: {name} - uniform = {v['diff_mean']:+.4g} ± {v['diff_half']:.2g} ({v['verdict']})")
+    return out
+
+
+def write_tune_report(tuner: Tuner, doc: dict | None, spec: str, results: dict | None) -> Path:
+    from .report import table
+    cfg, out = tuner.cfg, Path(tuner.cfg.out)
+    text = ["# bdense tune report", "", f"Teacher `{cfg.teacher}`, SFD NFE {cfg.nfe}, K = {cfg.branches}, "
+            f"objective `{cfg.objective}` (lower is better).", ""]
+    if doc is None or "best" not in doc:
+        text += [f"No search: the spec `{spec}` was given with --apply (found elsewhere); this checks whether it "
+                 "carries to this teacher / data set.", ""]
+    else:
+        c, n = doc["cost"], doc["trials"]
+        text += ["## Search", "", f"Best spec: `{spec}` (trial {doc['best']['trial']}), search value "
+                 f"{doc['best']['value']:.4g}" + (f"; uniform (trial {doc['uniform']['trial']}): "
+                                                   f"{doc['uniform']['value']:.4g}" if doc["uniform"] else "")
+                 + f"; baseline K=1 on the trial budget: rmse {doc['baseline_trial_budget']['rmse']:.4g}, "
+                 f"fid {doc['baseline_trial_budget']['fid']:.4g}.",
+                 f"Measured on {cfg.tune_seeds} tuning seeds from {TUNE_SEED_BASE} (never used for training or "
+                 f"for the evaluation below), each trial {cfg.trial_trajectories} trajectories of one shared cache.",
+                 "", "| trial | spec | value | rmse | fid |", "|---|---|---|---|---|",
+                 *[f"| {r['trial']} | `{r['spec']}` | {r['value']:.4g} | {r['rmse']:.4g} | {r['fid']:.4g} |"
+                   for r in doc["top"]], "", "## Tuning cost", "",
+                 f"- trials: {sum(n.values())} ({n['complete']} completed, {n['pruned']} pruned, {n['failed']} failed)",
+                 f"- teacher passes: {c['teacher_passes']:,} ((cache {c['cache_trajectories']:,} + tuning references "
+                 f"{cfg.tune_seeds}) trajectories x {c['teacher_nfe']} teacher NFE; the cache also serves the final runs)",
+                 f"- student training passes: {c['student_train_passes']:,} (iterations x trained intervals x batch; "
+                 f"= {c['full_runs_equivalent']:.1f} full-budget runs)",
+                 f"- student evaluation passes: {c['student_eval_passes']:,}",
+                 f"- time: {c['trial_seconds']:.0f} s of trials, {c['search_wall_s']:.0f} s wall for the search",
+                 *[f"- note: {x}" for x in doc["notes"]], ""]
+    if results is not None:
+        text += ["## Final check (full budget, held-out evaluation seeds)", "",
+                 "Re-trained by `bdense compare` in `final/` (its [report](final/report.md) has progress plots and "
+                 "samples).", "", table(results), "Gain of the tuned weights over uniform K (paired by seed):", "",
+                 *[f"- {m}: {x}" for m in ("rmse", "fid") for x in _gain(results, "tuned", m)], ""]
+    text += ["Reproduce or carry over: `bdense compare --teacher OTHER --out DIR --nfe N --setting baseline:1 "
+             f"--setting uniform:{cfg.branches} --setting 'tuned:{cfg.branches}:{spec}'` or "
+             f"`bdense tune --apply '{spec}' --teacher OTHER --out DIR`.", ""]
+    atomic_write_text(out / "tune_report.md", "\n".join(text))
+    summary = {"spec": spec, "search": doc, "final": None if results is None else {
+        nfe: {s: {m: t_interval([r["evals"][e["steps_total"]][m] for _, r in sorted(runs.items())])
+                  for m in ("rmse", "fid")} for s, runs in e["runs"].items()} for nfe, e in results["nfe"].items()}}
+    atomic_write_text(out / "tune.json", json.dumps(summary, indent=1, default=str))
+    return out / "tune_report.md"
+
+
+def tune(cfg: TuneConfig) -> dict:
+    tuner, doc = Tuner(cfg), None
+    if cfg.apply:
+        parse_weights(cfg.apply, cfg.branches)
+    else:
+        tuner.setup()
+        doc = tuner.search()
+    spec = cfg.apply or doc["best"]["spec"]
+    results = tuner.final(spec) if cfg.final else None
+    write_tune_report(tuner, doc, spec, results)
+    return {"spec": spec, "search": doc, "final": results}
