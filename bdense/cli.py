@@ -226,6 +226,49 @@ from .eval.cli import register  # noqa: E402
 register(app)
 
 
+@app.command("tune")
+def tune(
+    teacher: Path = typer.Option(..., help="teacher model"),
+    out: Path = typer.Option(..., help="study directory (OUT/optuna.db: run again to continue the study)"),
+    nfe: int = typer.Option(2, help="student NFE the weights are tuned for"),
+    branches: int = typer.Option(4, help="K"),
+    objective: str = typer.Option("rmse", help="rmse | fid | combo:A (A*rmse/rmse_base + (1-A)*fid/fid_base)"),
+    trials: int = typer.Option(30, help="total trials wanted in the study (a rerun adds only the missing ones)"),
+    trial_trajectories: int = typer.Option(2560, help="training budget of one trial"),
+    trajectories: int = typer.Option(19200, help="budget of the final runs (and size of the shared cache)"),
+    batch: int = 128,
+    lr: float = 2e-4,
+    tune_seeds: int = typer.Option(500, help="tuning seeds (disjoint from training and evaluation seeds)"),
+    report_points: str = typer.Option("0.25,0.5,0.75,1.0", help="fractions of a trial at which it may be pruned"),
+    jobs: int = typer.Option(1, help="parallel trials, one per CUDA device (1 on CPU or one GPU)"),
+    seed: int = typer.Option(0, help="sampler seed"),
+    final: bool = typer.Option(True, "--final/--no-final", help="re-train the winner, uniform and baseline and compare"),
+    final_seeds: int = typer.Option(3, help="training seeds of the final comparison"),
+    final_nfe: Optional[str] = typer.Option(None, help="NFEs of the final comparison (default: --nfe)"),
+    eval_seeds: int = typer.Option(1000, help="held-out evaluation seeds of the final comparison"),
+    eval_points: str = "0.25,0.5,1.0",
+    apply: Optional[str] = typer.Option(None, help="no search: check this weight spec (found elsewhere) here"),
+    data: Optional[str] = typer.Option(None, help="data set for the FID reference (default: the teacher's)"),
+    features: Optional[Path] = typer.Option(None, help="domain feature network (default: trained into OUT/final)"),
+    teacher_solver: str = "dpmpp_3m",
+    device: Optional[str] = None,
+):
+    """Search branch weights / schedules with Optuna (TPE, median pruning, resumable), then check the winner."""
+    from .eval.tune import TuneConfig, tune as run
+    floats = lambda s: tuple(float(x) for x in s.split(","))  # noqa: E731
+    cfg = TuneConfig(teacher=str(teacher), out=str(out), nfe=nfe, branches=branches, objective=objective,
+                     trials=trials, trial_trajectories=trial_trajectories, trajectories=trajectories, batch=batch,
+                     lr=lr, tune_seeds=tune_seeds, report_points=floats(report_points), jobs=jobs, seed=seed,
+                     final=final, final_seeds=final_seeds, eval_seeds=eval_seeds, eval_points=floats(eval_points),
+                     final_nfes=tuple(int(x) for x in final_nfe.split(",")) if final_nfe else None, apply=apply,
+                     data=data, features=str(features) if features else None, teacher_solver=teacher_solver,
+                     device=device)
+    r = run(cfg)
+    for note in (r["search"] or {}).get("notes", []):
+        typer.echo(f"note: {note}")
+    typer.echo(f"spec: {r['spec']}\nreport: {out / 'tune_report.md'}")
+
+
 def main() -> None:
     try:
         app()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -52,9 +53,13 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            from .errors import BdenseError
+            raise BdenseError(f"disk full while writing {path}; free space or choose another output "
+                              f"directory (the previous file, if any, is untouched)") from None
         raise
 
 

@@ -62,13 +62,13 @@ from diffusers import UNet2DModel
 import bdense.distill.run, bdense.sampling.sample
 print("torch", torch.__version__, "cuda", torch.version.cuda, "| diffusers", diffusers.__version__, "from",
       diffusers.__file__, "| hub", huggingface_hub.__version__, "| accelerate", accelerate.__version__)'
-if ! "$PY" -c "$IMPORT_CHECK" 2>&1 | tee -a "$RES" | tail -1 | grep -q '^torch'; then
+imports_ok() { local o; o=$("$PY" -c "$IMPORT_CHECK" 2>&1); echo "$o" | tail -4 | tee -a "$RES"; echo "$o" | grep -q '^torch '; }
+if ! imports_ok; then
   if ls .whl/fallback/*.whl >/dev/null 2>&1; then
     log "diffusers import failed with the image's packages: installing .whl/fallback (huggingface_hub 2.4.0 + deps)"
     install .whl/fallback/*.whl
   fi
-  "$PY" -c "$IMPORT_CHECK" 2>&1 | tee -a "$RES" | tail -1 | grep -q '^torch' \
-    || { log "FATAL: cannot import diffusers/bdense; nothing else would run"; exit 1; }
+  imports_ok || { log "FATAL: cannot import diffusers/bdense; nothing else would run"; exit 1; }
 fi
 if [ "$DRY" != 1 ]; then
   "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \

@@ -50,7 +50,10 @@ def child(args) -> None:
             task, tr = sfd_trainer(teacher, k, args, tmp, None, steps=1)
             m = task.train_step(tr, 0)
             losses.update({f"K{k} {n}": v for n, v in m.items() if n.startswith("loss/")})
-    tf = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) if device == "cuda" else None
+    try:
+        tf = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) if device == "cuda" else None
+    except RuntimeError as e:  # torch refuses to read legacy flags after the new fp32_precision API was used
+        tf = str(e)[:80]
     torch.save({"traj": traj.cpu(), "losses": losses}, args.save)
     print(json.dumps({"checksum": checksum, "tf32": tf, "device": str(tr.device)}))
 

@@ -20,12 +20,15 @@ def _load_data(spec: str | None, teacher, teacher_path: str):
     spec = spec or teacher.config.get("meta", {}).get("data")
     if not spec:
         raise BdenseError(f"{teacher_path} does not name its training data; pass --data (e.g. --data digits)")
-    data = load_dataset(spec)
-    if data.resolution != teacher.resolution:
-        data = load_dataset(spec, resolution=teacher.resolution)
-    if data.channels != teacher.channels:
-        raise BdenseError(f"data set {spec} has {data.channels} channels but the teacher expects {teacher.channels}; "
-                          f"pass --data with matching images")
+    own = spec == teacher.config.get("meta", {}).get("data")
+    data = load_dataset(spec, resolution=teacher.resolution if own else None)  # the teacher's own resizing
+    if data.channels != teacher.channels or data.resolution != teacher.resolution:
+        raise BdenseError(f"data set {spec} is {data.channels}x{data.resolution}x{data.resolution} but the teacher "
+                          f"expects {teacher.channels}x{teacher.resolution}x{teacher.resolution}; pass --data with "
+                          f"matching images")
+    if teacher.num_classes and data.num_classes != teacher.num_classes:
+        raise BdenseError(f"the teacher is conditional on {teacher.num_classes} classes but {spec} has "
+                          f"{data.num_classes}; pass --data with the teacher's classes")
     return spec, data
 
 
@@ -67,14 +70,14 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                  f"(sigma {rc['sigma_max']:.4g} .. {rc['sigma_min']:.4g}), last step to sigma 0: NFE {end_steps}")
     if dry_run:
         return {"plan": plan_text, "options": options}
+    cfg = TrainConfig(steps=steps, lr=lr, lr_schedule="linear", grad_clip=1.0, ema_decay=0.0, precision=precision,
+                      seed=seed, checkpoint_every=checkpoint_every, log_every=log_every, progress=progress,
+                      device=device)
     run = RunDir(out, options, resume=resume)
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
     student = widen(teacher, branches)
     task = PDTask(teacher, student, plan, images, weights, batch)
-    cfg = TrainConfig(steps=steps, lr=lr, lr_schedule="linear", grad_clip=1.0, ema_decay=0.0, precision=precision,
-                      seed=seed, checkpoint_every=checkpoint_every, log_every=log_every, progress=progress,
-                      device=device)
     trainer = Trainer(task, run, cfg)
     result = trainer.run(resume=resume)
     if result["completed"] and trainer.acc.is_main_process:

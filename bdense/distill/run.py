@@ -62,6 +62,10 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                  f"teacher NFE per trajectory {plan.teacher_nfe()}, student NFE {plan.nfe}")
     if dry_run:
         return {"plan": plan_text, "options": options}
+    cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
+                      checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, device=device,
+                      snapshot_steps=tuple(sorted({max(1, round(f * steps)) for f in snapshot_fractions})),
+                      on_snapshot=on_snapshot)
     run = RunDir(out, options, resume=resume)
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
@@ -74,10 +78,6 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
             raise BdenseError(f"the cache holds {source.size} trajectories but the run needs {steps * batch}; "
                               f"lower --trajectories or make a larger cache")
     task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch)
-    cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
-                      checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, device=device,
-                      snapshot_steps=tuple(sorted({max(1, round(f * steps)) for f in snapshot_fractions})),
-                      on_snapshot=on_snapshot)
     trainer = Trainer(task, run, cfg)
     result = trainer.run(resume=resume)
     if result["completed"] and trainer.acc.is_main_process:

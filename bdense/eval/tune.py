@@ -111,6 +111,8 @@ class Tuner:
     def __init__(self, cfg: TuneConfig):
         if cfg.branches < 2:
             raise BdenseError("tuning branch weights needs --branches >= 2")
+        if cfg.tune_seeds < 2:
+            raise BdenseError("--tune-seeds must be at least 2 (FID needs a covariance)")
         if cfg.trial_trajectories > cfg.trajectories:
             raise BdenseError("--trial-trajectories exceeds --trajectories (the shared cache holds --trajectories)")
         self.cfg, self.out, self.alpha = cfg, Path(cfg.out), parse_objective(cfg.objective)
@@ -124,14 +126,15 @@ class Tuner:
         self.seeds = tuning_seeds(cfg.tune_seeds)
         check_disjoint(self.seeds, self.cmp.eval_seeds, cfg.trajectories)
         self.plan = self.cmp.plan(cfg.nfe)
-        n_cuda = torch.cuda.device_count() if self.cmp.device.startswith("cuda") else 0
+        n_cuda = torch.cuda.device_count() if cfg.device in (None, "cuda") and self.cmp.device == "cuda" else 0
         self.devices = [f"cuda:{i}" for i in range(n_cuda)] if n_cuda > 1 else [self.cmp.device]
-        self.jobs = min(cfg.jobs, len(self.devices))
+        self.jobs = max(1, min(cfg.jobs, len(self.devices)))
         self.notes = [] if self.jobs == cfg.jobs else [
             f"--jobs {cfg.jobs} asked, {self.jobs} used: parallel trials need several CUDA devices (one per trial)"]
 
     # -- one short run, measured on the tuning seeds --------------------------------------------
     def setup(self) -> None:
+        self.t0 = time.time()  # the search's wall time includes making the cache and references
         self.cache = self.cmp.cache(self.cfg.nfe)
         self.ext, self.ref_stats = self.cmp.extractor_and_ref()
         path = self.out / "search" / f"refs-nfe{self.cfg.nfe}-{len(self.seeds)}.safetensors"
@@ -207,7 +210,7 @@ class Tuner:
     def search(self) -> dict:
         import optuna
         from optuna.trial import TrialState
-        cfg, t0 = self.cfg, time.time()
+        cfg, t0 = self.cfg, self.t0
         storage = f"sqlite:///{(self.out / 'optuna.db').resolve()}"
         study = optuna.create_study(storage=storage, study_name=STUDY, direction="minimize", load_if_exists=True,
                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=4))

@@ -39,6 +39,16 @@ class TrainConfig:
     on_snapshot: object = None  # callable(step, weights) after each snapshot; may raise to stop (bdense tune prunes so)
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        """Refuse impossible settings before any run directory is touched."""
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise BdenseError(f"unknown --precision '{self.precision}'; use fp32, bf16 or fp16")
+        if self.precision == "fp16" and (self.device == "cpu" or not torch.cuda.is_available()):
+            raise BdenseError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+        if self.steps < 1:
+            raise BdenseError(f"nothing to train: {self.steps} iterations; raise --steps or --trajectories")
+        lr_at(self, 0)  # an unknown lr schedule fails here
+
 
 def lr_at(cfg: TrainConfig, step: int, total: int | None = None) -> float:
     total = total or cfg.steps
@@ -59,11 +69,7 @@ class Trainer:
         from accelerate import Accelerator
         self.task, self.rundir, self.cfg = task, rundir, cfg
         cpu = cfg.device == "cpu" or not torch.cuda.is_available()
-        mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}.get(cfg.precision)
-        if mp is None:
-            raise BdenseError(f"unknown --precision '{cfg.precision}'; use fp32, bf16 or fp16")
-        if cpu and mp == "fp16":
-            raise BdenseError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+        mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision]
         self.acc = Accelerator(mixed_precision=mp, cpu=cpu)
         self.device = self.acc.device
         task.to(self.device)

@@ -76,6 +76,9 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
     options = dict(command="train-teacher", data=data_spec, parameterization=parameterization, preset=preset,
                    steps=steps, batch=batch, lr=lr, ema_decay=ema_decay, class_cond=class_cond,
                    resolution=data.resolution, precision=precision, seed=seed, out=str(out))
+    cfg = TrainConfig(steps=steps, lr=lr, ema_decay=ema_decay, precision=precision, seed=seed, warmup=min(200, steps // 10),
+                      grad_clip=1.0,
+                      checkpoint_every=checkpoint_every, progress=progress, device=device, log_every=log_every)
     run = RunDir(out, options, resume=resume)
     torch.manual_seed(seed)
     model = new_model(parameterization, data.channels, data.resolution,
@@ -83,9 +86,6 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
     run.log(f"teacher: {parameterization} {model.config['preset']} "
             f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on {data.name} "
             f"{len(data)}x{data.channels}x{data.resolution}x{data.resolution}, {steps} steps at batch {batch}")
-    cfg = TrainConfig(steps=steps, lr=lr, ema_decay=ema_decay, precision=precision, seed=seed, warmup=min(200, steps // 10),
-                      grad_clip=1.0,
-                      checkpoint_every=checkpoint_every, progress=progress, device=device, log_every=log_every)
     trainer = Trainer(TeacherTask(model, data, batch), run, cfg)
     result = trainer.run(resume=resume)
     if not result["completed"]:

@@ -1,0 +1,134 @@
+"""bdense tune: search space as weight specs, seed separation, best <= uniform, resumable study, pruning, final check."""
+import json
+
+import optuna
+import pytest
+import torch
+
+from bdense.distill.weights import parse_weights
+from bdense.errors import BdenseError
+from bdense.eval import tune as tune_mod
+from bdense.eval.compare import EVAL_SEED_BASE
+from bdense.eval.tune import (TuneConfig, Tuner, check_disjoint, parse_objective, suggest_spec, tune, tuning_seeds,
+                              uniform_params)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A tiny random digits teacher and a quickly trained feature net (FID values are then only relative)."""
+    from bdense.eval.features import train_domain_classifier
+    from bdense.models.checkpoint import save_model
+    from bdense.models.factory import new_model
+    d = tmp_path_factory.mktemp("tune")
+    torch.manual_seed(0)
+    teacher = save_model(d / "teacher.safetensors", new_model("edm", 1, 8, preset="tiny", data="digits").eval())
+    train_domain_classifier("digits", d / "features.safetensors", steps=30, log=None)
+    return str(teacher), str(d / "features.safetensors")
+
+
+def tiny_cfg(assets, out, **kw):
+    teacher, features = assets
+    base = dict(trial_trajectories=64, trajectories=64, batch=32, tune_seeds=16, eval_seeds=16, features=features,
+                report_points=(0.5, 1.0), eval_points=(1.0,), final=False, final_seeds=2, progress=False)
+    return TuneConfig(teacher, str(out), **dict(base, **kw))
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_every_point_of_the_search_space_is_a_valid_spec(k):
+    specs = []
+
+    def objective(trial):
+        spec = suggest_spec(trial, k)
+        w = parse_weights(spec, k)
+        assert w.spec == spec and len(w.at(0, 10)) == k and all(x >= 0 for x in w.at(10, 10))
+        specs.append(spec)
+        return 0.0
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(uniform_params(k))
+    study.optimize(objective, n_trials=150)
+    assert specs[0] == ",".join(["1"] * k)
+    assert {s.split(":")[0] for s in specs} >= {"end", "decay"} and any(":" not in s for s in specs[1:])
+    assert any(s.endswith(":linear") for s in specs) and any("cosine" in s for s in specs)
+
+
+def test_objective_parsing():
+    assert parse_objective("rmse") == 1.0 and parse_objective("fid") == 0.0 and parse_objective("combo:0.3") == 0.3
+    for bad in ("combo:2", "combo", "psnr", "combo:x"):
+        with pytest.raises(BdenseError, match="objective"):
+            parse_objective(bad)
+
+
+def test_tuning_seeds_are_disjoint_from_training_and_evaluation(assets, tmp_path):
+    tuner = Tuner(tiny_cfg(assets, tmp_path, jobs=2, device="cpu"))
+    assert not set(tuner.seeds) & set(tuner.cmp.eval_seeds)
+    assert min(tuner.seeds) >= tuner.cfg.trajectories and tuner.cmp.eval_seeds[0] == EVAL_SEED_BASE
+    assert tuner.jobs == 1 and "CUDA" in tuner.notes[0]  # CPU: one trial at a time, and it says so
+    with pytest.raises(BdenseError, match="overlap"):
+        check_disjoint(tuning_seeds(4), [tuning_seeds(4)[2]], 64)
+    with pytest.raises(BdenseError, match="overlap"):
+        check_disjoint([5], [EVAL_SEED_BASE], 64)
+
+
+def test_search_is_resumable_and_best_is_no_worse_than_uniform(assets, tmp_path):
+    out = tmp_path / "study"
+    doc = tune(tiny_cfg(assets, out, trials=3))["search"]
+    assert doc["uniform"]["trial"] == 0 and doc["uniform"]["spec"] == "1,1,1,1"
+    assert doc["best"]["value"] <= doc["uniform"]["value"]
+    parse_weights(doc["best"]["spec"], 4)
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    first = {t.number: (t.params, t.datetime_complete) for t in optuna.load_study(study_name="bdense-tune",
+                                                                                  storage=storage).trials}
+    optuna.load_study(study_name="bdense-tune", storage=storage).ask()  # a trial left RUNNING by a killed run
+    doc = tune(tiny_cfg(assets, out, trials=5))["search"]
+    trials = optuna.load_study(study_name="bdense-tune", storage=storage).trials
+    assert doc["trials"] == {"complete": 5, "pruned": 0, "failed": 1} and len(trials) == 6
+    assert {t.number: (t.params, t.datetime_complete) for t in trials[:3]} == first  # finished trials not redone
+    params = [json.dumps(t.params, sort_keys=True) for t in trials if t.params]
+    assert len(params) == len(set(params))  # the continued sampler does not replay the first run's start
+    doc = tune(tiny_cfg(assets, out, trials=5))["search"]
+    assert len(optuna.load_study(study_name="bdense-tune", storage=storage).trials) == 6  # nothing left to do
+    assert doc["best"]["value"] <= doc["uniform"]["value"]
+    assert doc["cost"]["teacher_passes"] == (64 + 16) * 12 and doc["cost"]["student_train_passes"] > 0
+    with pytest.raises(BdenseError, match="another setup"):
+        tune(tiny_cfg(assets, out, trials=5, objective="fid"))
+
+
+class PruneAfterFirst(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return trial.number > 0
+
+
+def test_pruning_and_final_check(assets, tmp_path, monkeypatch):
+    monkeypatch.setattr(optuna.pruners, "MedianPruner", lambda **kw: PruneAfterFirst())
+    cfg = tiny_cfg(assets, tmp_path, trials=3, objective="combo:0.5", final=True)
+    r = tune(cfg)
+    doc = r["search"]
+    assert doc["trials"] == {"complete": 1, "pruned": 2, "failed": 0} and doc["best"]["spec"] == "1,1,1,1"
+    study = optuna.load_study(study_name="bdense-tune", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.user_attrs["iterations"] for t in study.trials] == [2, 1, 1]  # pruned at the half-way report
+    assert doc["best"]["value"] == pytest.approx(0.5 * doc["best"]["rmse"] / doc["baseline_trial_budget"]["rmse"]
+                                                 + 0.5 * doc["best"]["fid"] / doc["baseline_trial_budget"]["fid"])
+    runs = r["final"]["nfe"]["2"]["runs"]
+    assert set(runs) == {"baseline", "uniform", "scheduled"}  # the winner is uniform: no separate 'tuned' row
+    lo, hi = (int(x) for x in r["final"]["protocol"]["eval_seeds"].split("-"))
+    assert not set(range(lo, hi + 1)) & set(tuning_seeds(cfg.tune_seeds))
+    assert (tmp_path / "tune_report.md").exists() and (tmp_path / "final" / "report.md").exists()
+    saved = json.loads((tmp_path / "tune.json").read_text())
+    assert saved["spec"] == "1,1,1,1" and set(saved["final"]["2"]) == set(runs)
+    assert "Tuning cost" in (tmp_path / "tune_report.md").read_text()
+
+
+def test_cli_tune_apply(assets, tmp_path):
+    from typer.testing import CliRunner
+    from bdense.cli import app
+    teacher, features = assets
+    res = CliRunner().invoke(app, ["tune", "--teacher", teacher, "--out", str(tmp_path), "--apply", "end:0.5",
+                                   "--trajectories", "64", "--trial-trajectories", "64", "--batch", "32",
+                                   "--final-seeds", "1", "--eval-seeds", "16", "--eval-points", "1.0",
+                                   "--features", features])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "tune_report.md").read_text()
+    assert "No search" in text and "tuned (K=4)" in text
+    assert tune_mod.STUDY and not (tmp_path / "optuna.db").exists()
