@@ -71,24 +71,35 @@ def test_tuning_seeds_are_disjoint_from_training_and_evaluation(assets, tmp_path
         check_disjoint([5], [EVAL_SEED_BASE], 64)
 
 
-def test_search_is_resumable_and_best_is_no_worse_than_uniform(assets, tmp_path):
-    out = tmp_path / "study"
-    doc = tune(tiny_cfg(assets, out, trials=3))["search"]
+def test_search_is_resumable_and_best_is_no_worse_than_uniform(assets, tmp_path, monkeypatch):
+    out, storage = tmp_path / "study", f"sqlite:///{tmp_path / 'study' / 'optuna.db'}"
+    real = tune_mod.distill_sfd
+
+    def ctrl_c_in_trial_1(teacher, d, **kw):  # the trainer stops early on Ctrl-C and reports it not completed
+        return {"completed": False} if d.endswith("00001") else real(teacher, d, **kw)
+    monkeypatch.setattr(tune_mod, "distill_sfd", ctrl_c_in_trial_1)
+    with pytest.raises(KeyboardInterrupt):
+        tune(tiny_cfg(assets, out, trials=3))
+    monkeypatch.setattr(tune_mod, "distill_sfd", real)
+    study = lambda: optuna.load_study(study_name="bdense-tune", storage=storage)  # noqa: E731
+    assert [t.state.name for t in study().trials] == ["COMPLETE", "FAIL"]
+    study().ask()  # a trial left RUNNING by a killed process
+    doc = tune(tiny_cfg(assets, out, trials=4))["search"]
+    trials = study().trials
+    assert doc["trials"] == {"complete": 4, "pruned": 0, "failed": 2} and len(trials) == 6
+    assert trials[3].user_attrs["retry_of"] == 1 and trials[3].params == trials[1].params
     assert doc["uniform"]["trial"] == 0 and doc["uniform"]["spec"] == "1,1,1,1"
     assert doc["best"]["value"] <= doc["uniform"]["value"]
     parse_weights(doc["best"]["spec"], 4)
-    storage = f"sqlite:///{out / 'optuna.db'}"
-    first = {t.number: (t.params, t.datetime_complete) for t in optuna.load_study(study_name="bdense-tune",
-                                                                                  storage=storage).trials}
-    optuna.load_study(study_name="bdense-tune", storage=storage).ask()  # a trial left RUNNING by a killed run
+    first = {t.number: (t.params, t.datetime_complete) for t in trials if t.state.name == "COMPLETE"}
     doc = tune(tiny_cfg(assets, out, trials=5))["search"]
-    trials = optuna.load_study(study_name="bdense-tune", storage=storage).trials
-    assert doc["trials"] == {"complete": 5, "pruned": 0, "failed": 1} and len(trials) == 6
-    assert {t.number: (t.params, t.datetime_complete) for t in trials[:3]} == first  # finished trials not redone
-    params = [json.dumps(t.params, sort_keys=True) for t in trials if t.params]
+    trials = study().trials
+    assert len(trials) == 7 and doc["trials"]["complete"] == 5
+    assert {t.number: (t.params, t.datetime_complete) for t in trials if t.number in first} == first  # not redone
+    params = [json.dumps(t.params, sort_keys=True) for t in trials if t.state.name == "COMPLETE"]
     assert len(params) == len(set(params))  # the continued sampler does not replay the first run's start
     doc = tune(tiny_cfg(assets, out, trials=5))["search"]
-    assert len(optuna.load_study(study_name="bdense-tune", storage=storage).trials) == 6  # nothing left to do
+    assert len(study().trials) == 7  # nothing left to do
     assert doc["best"]["value"] <= doc["uniform"]["value"]
     assert doc["cost"]["teacher_passes"] == (64 + 16) * 12 and doc["cost"]["student_train_passes"] > 0
     with pytest.raises(BdenseError, match="another setup"):

@@ -61,6 +61,10 @@ class TuneConfig:
     progress: bool = True
 
 
+def _stop():
+    raise KeyboardInterrupt  # the trainer caught Ctrl-C/SIGTERM and stopped early: stop the study, too
+
+
 def tuning_seeds(n: int) -> list[int]:
     return list(range(TUNE_SEED_BASE, TUNE_SEED_BASE + n))
 
@@ -181,7 +185,7 @@ class Tuner:
                         teacher_solver=self.cfg.teacher_solver, trajectories=self.cfg.trial_trajectories,
                         batch=self.cfg.batch, lr=self.cfg.lr, seed=0, device=device, progress=False,
                         checkpoint_every=0, trajectory_cache=str(self.cache), grid_seeds=1,
-                        snapshot_fractions=self.points, on_snapshot=on_snapshot)
+                        snapshot_fractions=self.points, on_snapshot=on_snapshot)["completed"] or _stop()
         finally:  # keep logs and metrics, drop the weights
             for sub in ("snapshots", "checkpoints"):
                 shutil.rmtree(d / sub, ignore_errors=True)
@@ -202,8 +206,12 @@ class Tuner:
                 trial.report(last["value"], step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"{spec}: {last['value']:.4g} at step {step} is worse than the median")
-        self.short_run(self.out / "trials" / f"{trial.number:05d}", self.cfg.branches, spec,
-                       self.devices[trial.number % len(self.devices)], on_measure)
+        try:
+            self.short_run(self.out / "trials" / f"{trial.number:05d}", self.cfg.branches, spec,
+                           self.devices[trial.number % len(self.devices)], on_measure)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # failed now, redone by the next `bdense tune`
+            raise
         return last["value"]
 
     # -- the study ----------------------------------------------------------------------------------
@@ -230,9 +238,12 @@ class Tuner:
                                    lambda step, m: out.update(m))
             base = dict(out, iterations=steps, seconds=time.time() - t)
             study.set_user_attr("baseline", base)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a killed run: redo them
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        retried = {t.user_attrs.get("retry_of") for t in study.trials}
+        for t in study.get_trials(deepcopy=False):  # left by a killed or interrupted run: redo them, once
+            if t.number not in retried and (t.state == TrialState.RUNNING or t.user_attrs.get("interrupted")):
+                if t.state == TrialState.RUNNING:
+                    study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
         if not study.trials:
             study.enqueue_trial(uniform_params(cfg.branches))  # trial 0 = uniform: best <= uniform by construction
         done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)

@@ -70,6 +70,8 @@ class Trainer:
         self.task, self.rundir, self.cfg = task, rundir, cfg
         cpu = cfg.device == "cpu" or not torch.cuda.is_available()
         mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision]
+        from accelerate.state import AcceleratorState
+        AcceleratorState._reset_state()  # several runs in one process (compare, tune) may differ in precision
         self.acc = Accelerator(mixed_precision=mp, cpu=cpu)
         self.device = self.acc.device
         task.to(self.device)
