@@ -129,6 +129,7 @@ def distill(
     device: Optional[str] = None,
     checkpoint_every: int = 100,
     log_every: int = typer.Option(10, help="write metrics every N iterations"),
+    compile_teacher: bool = typer.Option(False, help="sfd: torch.compile the teacher (GPU; slow to start on CPU)"),
     trust_pickle: bool = False,
 ):
     """Distil a teacher into a few-step student (K = 1: host baseline; K > 1: B-DENSE)."""
@@ -138,7 +139,8 @@ def distill(
                           teacher_substeps=teacher_substeps, teacher_solver=teacher_solver, afs=afs,
                           trajectories=trajectories, batch=batch, lr=lr or 5e-5, precision=precision, seed=seed,
                           resume=resume, dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
-                          trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every)
+                          trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every,
+                          compile_teacher=compile_teacher)
     elif method == "pd":
         from .distill.pd_run import distill_pd
         res = distill_pd(str(teacher), str(out), data=data, branches=branches or 2, branch_weights=branch_weights,

@@ -35,7 +35,7 @@ class NaNEvery(Task):
             loss = loss * float("nan")
         tr.backward(loss)
         tr.step()
-        return {"loss": float(loss)}
+        return {"loss": float(loss.detach())}
 
 
 def test_nonfinite_steps_are_skipped_and_counted(tmp_path):

@@ -16,7 +16,7 @@ import torch
 from ..errors import BdenseError
 from ..models.branches import export_endpoint, widen
 from ..solvers.schedules import cosine_sigma
-from ..train.loop import Task
+from ..train.loop import Task, to_device
 from ..train.teacher import vp_loss
 
 
@@ -151,8 +151,8 @@ class PDTask(Task):
         self.teacher.requires_grad_(False).eval()
 
     def to(self, device):
-        self.model.to(device)
-        self.teacher.to(device)
+        to_device(self.model, device)
+        to_device(self.teacher, device)
 
     def lr_position(self, step, total):
         return step % self.plan.round_iters, self.plan.round_iters

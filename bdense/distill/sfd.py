@@ -9,7 +9,7 @@ import torch
 
 from ..solvers.afs import afs_step
 from ..solvers.common import euler_step
-from ..train.loop import Task
+from ..train.loop import Task, to_device
 from .plan import SFDPlan
 from .trajectories import teacher_trajectories, trajectory_seeds
 
@@ -38,8 +38,8 @@ class SFDTask(Task):
         self.teacher.requires_grad_(False).eval()
 
     def to(self, device):
-        self.model.to(device)
-        self.teacher.to(device)
+        to_device(self.model, device)
+        to_device(self.teacher, device)
 
     def targets(self, tr, step):
         seeds = tr.shard_list(trajectory_seeds(self.seed, step, self.batch, self.pool or (step + 1) * self.batch))
@@ -52,8 +52,7 @@ class SFDTask(Task):
         traj, labels = self.targets(tr, step)
         w = self.weights.at(step, tr.cfg.steps)
         x = traj[0]
-        metrics = {}
-        total = 0.0
+        losses = {}  # interval -> per-branch losses, kept on the device until the iteration ends (no syncs)
         for i in range(plan.points - 1):
             t, t_next = self.t_student[i], self.t_student[i + 1]
             if plan.afs and i == 0:
@@ -68,8 +67,8 @@ class SFDTask(Task):
             tr.backward(loss)
             tr.step()
             x = states[:, -1].detach()
-            for k, lk in enumerate(per_branch.tolist(), 1):
-                metrics[f"loss/i{i}/b{k}"] = lk
-            total += per_branch[-1].item()
-        metrics["loss"] = total  # endpoint loss summed over intervals: comparable across K
+            losses[i] = per_branch.detach()
+        values = torch.stack(list(losses.values())).tolist()
+        metrics = {f"loss/i{i}/b{k}": v for i, row in zip(losses, values) for k, v in enumerate(row, 1)}
+        metrics["loss"] = sum(row[-1] for row in values)  # endpoint loss summed over intervals: comparable across K
         return metrics
