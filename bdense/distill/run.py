@@ -39,7 +39,8 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 lr: float = 5e-5, lr_schedule: str = "step-half", precision: str = "fp32", seed: int = 0,
                 resume: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
                 checkpoint_every: int = 100, log_every: int = 10, trajectory_cache: str | None = None,
-                trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = (), on_snapshot=None) -> dict:
+                trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = (), on_snapshot=None,
+                compile_teacher: bool = False) -> dict:
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
     weights = parse_weights(branch_weights, branches)
@@ -77,6 +78,8 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
         if source.size < steps * batch:
             raise BdenseError(f"the cache holds {source.size} trajectories but the run needs {steps * batch}; "
                               f"lower --trajectories or make a larger cache")
+    if compile_teacher:  # the teacher is only ever run forward: compile it once for the whole run
+        teacher.net = torch.compile(teacher.net)
     task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch)
     trainer = Trainer(task, run, cfg)
     result = trainer.run(resume=resume)
