@@ -77,9 +77,9 @@ def sample(
     import numpy as np
     import torch
 
-    from .data.images import save_grid, save_npz, to_uint8
+    from .data.images import save_grid, save_npz
     from .models.checkpoint import load_model
-    from .sampling.sample import generate, model_recipe
+    from .sampling.sample import model_recipe, sample_uint8
     from .seeds import parse_seeds
     if grid is None and npz is None:
         raise BdenseError("nothing to write: pass --grid PATH.png and/or --npz PATH.npz")
@@ -87,14 +87,11 @@ def sample(
     den = load_model(model, device=dev, trust_pickle=trust_pickle)
     recipe = model_recipe(den).with_overrides(solver=solver, nfe=nfe, schedule=schedule, afs=afs)
     seed_list = parse_seeds(seeds)
-    imgs, labels = [], []
-    for _, im, lab in generate(den, seed_list, recipe, batch_size=batch, device=dev, progress=True):
-        imgs.append(to_uint8(im))
-        if lab is not None:
-            labels.append(lab.cpu().numpy())
-    arr = np.concatenate(imgs)
+    arr, labels, is_main = sample_uint8(den, seed_list, recipe, batch_size=batch, device=dev, progress=True)
+    if not is_main:
+        return
     if npz is not None:
-        extra = {"labels": np.concatenate(labels)} if labels else {}
+        extra = {"labels": labels} if labels is not None else {}
         save_npz(arr, npz, seeds=np.array(seed_list), **extra)
         typer.echo(f"wrote {len(arr)} images to {npz}")
     if grid is not None:

@@ -40,3 +40,12 @@ def test_two_processes_match_one(tmp_path, tiny_teacher_file, command):
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) > 0
     assert one == pytest.approx(two, rel=1e-4, abs=1e-5)
+
+
+def test_sampling_sharded_over_two_processes_equals_one(tmp_path, tiny_teacher_file):
+    import numpy as np
+    base = ["sample", str(tiny_teacher_file), "--seeds", "0-9", "--nfe", "5", "--batch", "4"]
+    _launch(1, base + ["--npz", str(tmp_path / "one.npz")], tmp_path)
+    _launch(2, base + ["--npz", str(tmp_path / "two.npz")], tmp_path)
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    assert np.array_equal(one["seeds"], two["seeds"]) and np.array_equal(one["images"], two["images"])

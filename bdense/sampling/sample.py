@@ -33,3 +33,31 @@ def generate(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 256, 
         labels = seed_labels(chunk, denoiser.num_classes, device)
         out = solve(recipe.solver, denoiser, x, sigmas, label=labels, afs=recipe.afs)
         yield chunk, out.float().clamp(-1, 1).cpu(), labels
+
+
+def sample_uint8(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 256, device="cpu",
+                 progress: bool = False):
+    """All images as uint8 NHWC (+ labels), in seed order. Under `accelerate launch` each process samples a
+    contiguous range of the seeds and the main process gathers them; the images are the same as in one process."""
+    import numpy as np
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from ..data.images import to_uint8
+    state = PartialState()
+    mine = seeds
+    if state.num_processes > 1:
+        per = -(-len(seeds) // state.num_processes)
+        mine = seeds[state.process_index * per:(state.process_index + 1) * per]
+        device = state.device
+        denoiser.to(device)
+    imgs, labels = [], []
+    for _, im, lab in generate(denoiser, mine, recipe, batch_size=batch_size, device=device,
+                               progress=progress and state.is_main_process):
+        imgs.extend(to_uint8(im))
+        labels.extend(lab.cpu().tolist() if lab is not None else [])
+    if state.num_processes > 1:
+        imgs, labels = gather_object([(imgs, labels)]), None
+        imgs, labels = [i for part in imgs for i in part[0]], [x for part in imgs for x in part[1]]
+    arr = np.stack(imgs) if imgs else np.zeros((0,))
+    return arr, (np.array(labels) if labels else None), state.is_main_process
