@@ -27,12 +27,20 @@ def _feats(n=200, d=12, offset=50.0):
     return RNG.normal(size=(n, d)) @ a + offset
 
 
-def test_frechet_closed_form_diagonal():
+@pytest.mark.parametrize("method", ["sqrtm", "eigvals"])
+def test_frechet_closed_form_diagonal(method):
     mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, -1.0, 2.5])
     a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 0.25])
     # |mu1-mu2|^2 = 1 + 4 + 0.25; trace term = sum(a + b - 2 sqrt(ab)) = (1+4-4) + (4+1-4) + (9+0.25-3)
     expected = 5.25 + 1.0 + 1.0 + 6.25
-    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, abs=1e-10)
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b), method=method) == pytest.approx(expected, abs=1e-10)
+
+
+def test_frechet_methods_agree_on_singular_covariances():
+    f1, f2 = _feats(n=30, d=40), _feats(n=30, d=40) * 1.1  # fewer samples than dimensions, as Inception often is
+    s1, s2 = RunningStats().update(f1), RunningStats().update(f2)
+    args = (s1.mu, s1.sigma, s2.mu, s2.sigma)
+    assert frechet_distance(*args, method="eigvals") == pytest.approx(frechet_distance(*args), rel=1e-6)
 
 
 def test_frechet_closed_form_commuting_rotated():

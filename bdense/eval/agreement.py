@@ -1,12 +1,4 @@
-"""Teacher agreement: RMSE and PSNR (data range 2) between a student's and its teacher's samples from the same seeds.
-
-Both start from the same x_T = sigma_max * n(seed) (same noise stream, same sigma_max). Two references:
-  'distill': the teacher with the solver and refined grid the SFD student was trained towards (its end state at
-             the student's sigma_min, e.g. 0.006), i.e. the distillation error itself;
-  'teacher': the teacher with a high-NFE recipe (by default its own, Heun 35 NFE ending at sigma 0). The student
-             stops at sigma_min, so a residual of order sigma_min (<= 0.006 RMSE) is included in this number.
-Images are compared after clamping to [-1, 1], as samples are written.
-"""
+"""Teacher agreement: RMSE and PSNR (data range 2) between a student's and its teacher's samples from the same seeds."""
 from __future__ import annotations
 
 import math
@@ -80,8 +72,12 @@ def agreement(student, teacher, seeds: list[int], reference: str = "distill", ba
               teacher_recipe: Recipe | None = None) -> dict:
     """dict(rmse, psnr, n, reference, ...) of the student's samples (its own recipe) against a teacher reference.
 
-    reference 'distill' needs an SFD student (its teacher solver on the refined grid); 'teacher' uses
-    teacher_recipe (default: the teacher's own recipe), started at the student's sigma_max.
+    Both start from the same x_T = sigma_max * n(seed) (same noise stream, the student's sigma_max). References:
+      'distill': the teacher with the solver and refined grid an SFD student was trained towards, ending at the
+                 student's sigma_min (e.g. 0.006): the distillation error itself;
+      'teacher': teacher_recipe (default: the teacher's own, Heun 35 NFE ending at sigma 0). The student stops at
+                 sigma_min, so a residual of order sigma_min (<= 0.006 RMSE) is included in this number.
+    Images are compared after clamping to [-1, 1], as samples are written.
     """
     srec = model_recipe(student)
     if reference == "distill":
