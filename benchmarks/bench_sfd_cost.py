@@ -13,7 +13,7 @@ With --extrapolate N it also prints the steady-state time per iteration scaled t
 
     .venv/bin/python benchmarks/bench_sfd_cost.py                      # CPU, digits 8x8, batch 128, 1024 trajectories
     python3 benchmarks/bench_sfd_cost.py --device cuda --preset ddpm-cifar10 --channels 3 --resolution 32 \
-        --runs nocache --branches 1,4 --trajectories 2048 --extrapolate 200000 --precision bf16
+        --runs nocache --branches 1,4 --trajectories 1536 --extrapolate 200000 --precisions fp32,bf16
 """
 from __future__ import annotations
 
@@ -85,6 +85,7 @@ def main() -> None:
     p.add_argument("--shard-size", type=int, default=0,
                    help="cache shard size (0: 2 x batch, so the pool spans several shards as a real cache does)")
     p.add_argument("--extrapolate", type=int, default=0, help="also print minutes for this many trajectories")
+    p.add_argument("--precisions", default="", help="comma list (fp32,bf16) run in this one process; default --precision")
     args = p.parse_args()
     setup(args)
     describe_machine(args)
@@ -111,33 +112,54 @@ def main() -> None:
             sync(args.device)
             notes.append(f"cache: {args.trajectories} trajectories in shards of {shard}, fp32, written once in "
                          f"{time.perf_counter() - t0:.2f} s (teacher fp32, not timed below)")
-        for _ in range(args.warmup):  # one short untimed run: imports, allocator, kernels
-            one_run(argparse_copy(args, trajectories=args.batch), teacher_path, ks[0], None, 0, tmp, "warmup")
+            mb = shard * len(plan.grids()[1]) * args.channels * args.resolution ** 2 * 4 / 2**20
+            steps = args.trajectories // args.batch
+            notes.append("whole-shard loads per iteration (TrajectoryCache keeps one shard in memory): " + ", ".join(
+                f"seed {sd}: {shard_loads(sd, steps, args.batch, shard):.1f}" for sd in (0, 1))
+                + f" ({mb:.1f} MiB per shard)")
+        precs = [argparse_copy(args, precision=pr) for pr in (args.precisions or args.precision).split(",")]
+        for a in precs:
+            for _ in range(args.warmup):  # one short untimed run per precision: imports, allocator, kernels
+                one_run(argparse_copy(a, trajectories=a.batch), teacher_path, ks[0], None, 0, tmp, "warmup")
         for _ in range(args.repeats):
-            for k in ks:
-                for r in runs:
-                    src = None if r == "nocache" else str(cache)
-                    results.setdefault((k, r), []).append(
-                        one_run(args, teacher_path, k, src, 1 if r == "cache-seed1" else 0, tmp, f"{k}-{r}"))
+            for a in precs:
+                for k in ks:
+                    for r in runs:
+                        src = None if r == "nocache" else str(cache)
+                        res = one_run(a, teacher_path, k, src, 1 if r == "cache-seed1" else 0, tmp, f"{k}-{r}")
+                        results.setdefault((a.precision, k, r), []).append(res)
+                        print(f"  {a.precision} {r} K={k}: wall {res['wall']:.2f} s, targets {res['targets']:.2f} s, "
+                              f"student {res['student']:.2f} s, steady {1e3 * res['steady']:.1f} ms/iter", flush=True)
     steps = args.trajectories // args.batch
     rows = []
-    for (k, r), rs in results.items():
+    for (prec, k, r), rs in results.items():
         m = {key: med([x[key] for x in rs]) for key in rs[0]}
         share = lambda v: f"{v:.2f} ({100 * v / m['wall']:.0f}%)"  # noqa: E731
-        row = [r, k, f"{m['wall']:.2f}", share(m["targets"]), share(m["student"]), share(m["other"]),
+        row = [prec, r, k, f"{m['wall']:.2f}", share(m["targets"]), share(m["student"]), share(m["other"]),
                f"{m['setup']:.2f} / {m['loop']:.2f} / {m['finish']:.2f}", f"{1e3 * m['steady']:.1f}",
                f"{1e3 * m['steady_targets']:.1f}"]
         if args.extrapolate:
             row.append(f"{m['steady'] * args.extrapolate / args.batch / 60:.1f}")
         rows.append(row)
-    headers = ["run", "K", "wall s", "targets s (%)", "student s (%)", "other s (%)", "other: setup / loop / finish",
+    headers = ["precision", "run", "K", "wall s", "targets s (%)", "student s (%)", "other s (%)", "other: setup / loop / finish",
                "ms/iter steady", "targets ms/iter"]
     if args.extrapolate:
         headers.append(f"min for {args.extrapolate} traj")
-    table(f"Short SFD NFE {args.nfe} run, {steps} iterations x batch {args.batch}, {args.precision} "
+    table(f"Short SFD NFE {args.nfe} run, {steps} iterations x batch {args.batch} "
           f"(medians of {args.repeats} interleaved rounds)", headers, rows)
     for line in notes:
         print(line)
+
+
+def shard_loads(seed, steps, batch, shard) -> float:
+    """Shard reads per iteration a TrajectoryCache does for a run's seed order (it reloads on every shard change)."""
+    from bdense.distill.trajectories import trajectory_seeds
+    last, loads = None, 0
+    for st in range(steps):
+        for s in trajectory_seeds(seed, st, batch, steps * batch):
+            loads += s // shard != last
+            last = s // shard
+    return loads / steps
 
 
 def argparse_copy(args, **kw):

@@ -58,25 +58,35 @@ def autocast(device, precision: str):
     return contextlib.nullcontext()
 
 
-def timed(fn, device) -> float:
-    """Seconds one call of fn takes, the device drained before and after."""
+def timed(fn, device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call of fn, the device drained before and after.
+
+    On a shared CPU the wall clock also counts time spent waiting for a core; the process CPU time does not
+    (it still counts slowdowns from shared caches, memory bandwidth or a hypervisor). Meaningless on CUDA."""
     sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def interleaved(fns: dict, device, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Round-robin timing: every round calls each fn once in order (A B C A B C ...); returns all timings."""
+def interleaved(fns: dict, device, repeats: int, warmup: int = 1) -> tuple[dict, dict]:
+    """Round-robin timing: every round calls each fn once, the order reversed every other round (A B C, C B A,
+    A B C ...) so that no configuration always runs first. Returns ({name: [wall s]}, {name: [CPU s]})."""
     for _ in range(warmup):
         for fn in fns.values():
             timed(fn, device)
-    out = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            out[k].append(timed(fn, device))
-    return out
+    wall, cpu = {k: [] for k in fns}, {k: [] for k in fns}
+    for r in range(repeats):
+        for k, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
+            w, c = timed(fn, device)
+            wall[k].append(w)
+            cpu[k].append(c)
+    return wall, cpu
+
+
+def is_cuda(device) -> bool:
+    return str(device).startswith("cuda")
 
 
 def med(xs) -> float:
@@ -138,18 +148,6 @@ def child_json(argv: list[str], timeout: float = 900) -> dict:
     if r.returncode:
         raise RuntimeError(f"child {' '.join(argv)} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def peak_rss_mib() -> float:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def peak_mib(device) -> float:
-    """Peak memory so far: CUDA allocator high-water mark, or this process's peak RSS on CPU."""
-    if str(device).startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return peak_rss_mib()
 
 
 class FixedSource:

@@ -25,7 +25,7 @@ if [ "$DRY" = 1 ]; then
   BIG=(--preset tiny --channels 3 --resolution 8 --batch 8); BIGTRAJ=16; CONS=(--dry-run --batch 16)
 else
   PY=${PY:-python3}; SITE=/tmp/site; DEV=cuda
-  SMALL=(--preset mnist --resolution 28 --batch 128); NTRAJ=2048; REP=10
+  SMALL=(--preset mnist --resolution 28 --batch 128); NTRAJ=1024; REP=10
   BIG=(--preset ddpm-cifar10 --channels 3 --resolution 32 --batch 128); BIGTRAJ=2048; CONS=(--batch 64)
 fi
 
@@ -60,8 +60,9 @@ export PYTHONPATH=$SITE:$PWD
 IMPORT_CHECK='import torch, accelerate, huggingface_hub, diffusers, safetensors
 from diffusers import UNet2DModel
 import bdense.distill.run, bdense.sampling.sample
-print("torch", torch.__version__, "cuda", torch.version.cuda, "| diffusers", diffusers.__version__, "from",
-      diffusers.__file__, "| hub", huggingface_hub.__version__, "| accelerate", accelerate.__version__)'
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), "| diffusers",
+      diffusers.__version__, "from", diffusers.__file__, "| hub", huggingface_hub.__version__, "| accelerate",
+      accelerate.__version__, "| safetensors", safetensors.__version__)'
 imports_ok() { local o; o=$("$PY" -c "$IMPORT_CHECK" 2>&1); echo "$o" | tail -4 | tee -a "$RES"; echo "$o" | grep -q '^torch '; }
 if ! imports_ok; then
   if ls .whl/fallback/*.whl >/dev/null 2>&1; then
@@ -70,29 +71,24 @@ if ! imports_ok; then
   fi
   imports_ok || { log "FATAL: cannot import diffusers/bdense; nothing else would run"; exit 1; }
 fi
-if [ "$DRY" != 1 ]; then
-  "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
-    || { log "FATAL: torch.cuda.is_available() is False"; exit 1; }
-fi
+if [ "$DRY" != 1 ] && ! grep -q "available True" "$RES"; then log "FATAL: torch.cuda.is_available() is False"; exit 1; fi
 B="$PY benchmarks"
 
-# (b) GPU vs CPU: teacher trajectory and one SFD step (K=1, K=4), fp32 (TF32 default / strict) and bf16
-part "consistency GPU vs CPU" 90 $B/gpu_consistency.py "${CONS[@]}"
+# (b) GPU vs CPU: teacher trajectory and one SFD step (K=1, K=4): CPU fp32 vs CUDA fp32 (TF32 default/strict), bf16
+part "consistency GPU vs CPU" 60 $B/gpu_consistency.py "${CONS[@]}"
 
-# (d) SFD NFE 2 at CIFAR size (35.7M-param DDPM layout, random weights), K=1 vs K=4, extrapolated to 200k
-for prec in fp32 bf16; do
-  part "SFD NFE 2 at CIFAR size, $prec" 110 $B/bench_sfd_cost.py --device $DEV "${BIG[@]}" --runs nocache \
-    --branches 1,4 --trajectories $BIGTRAJ --repeats 2 --extrapolate 200000 --precision $prec
-done
+# (d) SFD NFE 2 at CIFAR size (35.7M-param DDPM layout, random weights), K=1 vs K=4, fp32 and bf16, -> 200k
+part "SFD NFE 2 at CIFAR size, fp32 and bf16" 130 $B/bench_sfd_cost.py --device $DEV "${BIG[@]}" --runs nocache \
+  --branches 1,4 --trajectories $BIGTRAJ --repeats 1 --extrapolate 200000 --precisions fp32,bf16
 
 # (c) the benchmark tables at 28x28 (mnist preset), batch 128
 part "solver overhead + teacher rollout images/s, fp32" 60 $B/bench_solver.py --device $DEV "${SMALL[@]}" --repeats $REP
+part "K=4 vs K=1 iteration and memory" 70 $B/bench_branches.py --device $DEV "${SMALL[@]}" --repeats $REP \
+  --iters 3 --memory-rounds 1
+part "SFD run cost split, cache vs no cache" 70 $B/bench_sfd_cost.py --device $DEV "${SMALL[@]}" \
+  --trajectories $NTRAJ --repeats 2
 part "teacher rollout images/s, bf16" 40 $B/bench_solver.py --device $DEV "${SMALL[@]}" --repeats $REP \
   --precision bf16 --solvers dpmpp_3m --student-nfe 2
-part "K=4 vs K=1 iteration and memory" 100 $B/bench_branches.py --device $DEV "${SMALL[@]}" --repeats $REP \
-  --iters 3 --memory-rounds 1
-part "SFD run cost split, cache vs no cache" 80 $B/bench_sfd_cost.py --device $DEV "${SMALL[@]}" \
-  --trajectories $NTRAJ --repeats 2
 
 log ""
 log "# done in $(( $(date +%s) - T0 ))s; results in $RES"
