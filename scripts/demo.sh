@@ -13,7 +13,7 @@ if [ ! -f "$OUT/teacher/model.safetensors" ]; then
   $BD train-teacher --data digits --out "$OUT/teacher" $resume
 fi
 $BD compare --teacher "$OUT/teacher/model.safetensors" --out "$OUT/compare" --nfe 2,3 --seeds 3 \
-  --setting baseline:1 --setting bdense:4
+  --setting baseline:1 --setting bdense:4 --trajectories 12800 --eval-seeds 500
 echo "demo finished in $(( $(date +%s) - start )) s"
 echo "teacher samples: $OUT/teacher/samples.png"
 echo "report:          $OUT/compare/report.md"

@@ -75,6 +75,7 @@ class TrajectoryCache:
         self.size = manifest["count"]
         self.shard_size = manifest["shard_size"]
         self._loaded: dict[int, dict] = {}
+        self.keep_shards = 4  # a permuted seed order touches many shards per batch; keep a few in memory
 
     @classmethod
     def open(cls, path: str | Path, teacher_digest: str | None = None, plan: SFDPlan | None = None) -> "TrajectoryCache":
@@ -103,24 +104,33 @@ class TrajectoryCache:
             p = self.path / f"shard-{i:05d}.safetensors"
             try:
                 with safe_open(str(p), framework="pt") as f:
-                    self._loaded = {i: {k: f.get_tensor(k) for k in f.keys()}}
+                    shard = {k: f.get_tensor(k) for k in f.keys()}
             except Exception:
                 raise BdenseError(f"trajectory shard {p} is missing or corrupt; delete it and rerun bdense "
                                   f"trajectories to rewrite it") from None
+            if len(self._loaded) >= self.keep_shards:
+                self._loaded.pop(next(iter(self._loaded)))  # oldest first
+            self._loaded[i] = shard
         return self._loaded[i]
 
     def batch(self, seeds: list[int], device) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(trajectory [T+1, B, C, H, W] float32 on device, labels) for these seeds, in this order."""
+        """(trajectory [T+1, B, C, H, W] float32 on device, labels) for these seeds, in this order.
+
+        Seeds are grouped by shard so each shard is read once per batch, whatever order the seeds come in."""
         if max(seeds) >= self.size:
             raise BdenseError(f"seed {max(seeds)} is beyond the cache's {self.size} trajectories")
-        trajs, labels = [], []
-        for s in seeds:
-            sh = self._shard(s // self.shard_size)
-            trajs.append(sh["traj"][:, s % self.shard_size])
-            if "labels" in sh:
-                labels.append(sh["labels"][s % self.shard_size])
-        traj = torch.stack(trajs, 1)
+        seeds_t = torch.tensor(seeds)
+        shard_of = seeds_t // self.shard_size
+        shape, has_labels = self.manifest["shape"], self.manifest["labels"]
+        traj = torch.empty([shape[0], len(seeds)] + shape[1:], dtype=self._shard(int(shard_of[0]))["traj"].dtype)
+        labels = torch.empty(len(seeds), dtype=torch.long) if has_labels else None
+        for i in shard_of.unique().tolist():
+            rows = (shard_of == i).nonzero().flatten()
+            sh, local = self._shard(i), seeds_t[rows] % self.shard_size
+            traj[:, rows] = sh["traj"][:, local]
+            if has_labels:
+                labels[rows] = sh["labels"][local]
         if torch.device(device).type == "cuda":
             traj = traj.pin_memory()
         traj = traj.to(device, torch.float32, non_blocking=True)
-        return traj, (torch.stack(labels).to(device) if labels else None)
+        return traj, (labels.to(device) if labels is not None else None)

@@ -14,10 +14,11 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].lerp_(v.detach(), 1 - d)
-            else:
+        live = model.state_dict()
+        floats = [k for k, v in live.items() if v.dtype.is_floating_point]
+        torch._foreach_lerp_([self.shadow[k] for k in floats], [live[k].detach() for k in floats], 1 - d)
+        for k, v in live.items():
+            if not v.dtype.is_floating_point:
                 self.shadow[k].copy_(v)
 
     def copy_to(self, model: torch.nn.Module) -> None:

@@ -53,7 +53,7 @@ class TeacherTask(Task):
 
 
 # per data set: (steps, batch, lr) that give a usable teacher in minutes on CPU (digits) or a GPU (28x28)
-PRESET_TRAINING = {"digits": (3500, 64, 2e-3), "mnist": (20000, 128, 5e-4), "fashion-mnist": (20000, 128, 5e-4)}
+PRESET_TRAINING = {"digits": (2800, 64, 2e-3), "mnist": (20000, 128, 5e-4), "fashion-mnist": (20000, 128, 5e-4)}
 
 
 def train_teacher(data_spec: str, out: str, parameterization: str = "edm", preset: str | None = None,
