@@ -111,7 +111,7 @@ def distill(
     teacher_solver: str = typer.Option("dpmpp_3m", help="sfd: dpmpp_3m | heun | euler | dpmpp_2m"),
     teacher_substeps: int = typer.Option(4, help="sfd: teacher steps per student interval (K must divide it)"),
     afs: bool = typer.Option(True, help="sfd: analytical first step"),
-    trajectories: int = typer.Option(64000, help="sfd: teacher trajectories to train on (SFD paper: 200000)"),
+    trajectories: int = typer.Option(25600, help="sfd: teacher trajectories to train on (SFD paper: 200000)"),
     trajectory_cache: Optional[str] = typer.Option(None, "--trajectories-from", help="sfd: a cache written by bdense trajectories"),
     data: Optional[str] = typer.Option(None, help="pd: data set (default: the teacher's)"),
     start_steps: int = typer.Option(64, help="pd: teacher sampling steps of the first round"),
