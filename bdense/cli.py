@@ -170,7 +170,7 @@ def trajectories(
 
     from .distill.cache import write_cache
     from .distill.plan import SFDPlan
-    from .distill.run import file_digest
+    from .io import file_digest
     from .models.checkpoint import load_model
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(teacher, device=dev, trust_pickle=trust_pickle)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -75,3 +76,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write `text` to `path` atomically."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """First 16 hex digits of a file's sha256 (a directory, e.g. a diffusers model, is named by its path)."""
+    p = Path(path)
+    if p.is_dir():
+        return "dir:" + str(p.resolve())
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]

@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from bdense.distill.run import distill_sfd, file_digest
+from bdense.distill.run import distill_sfd
+from bdense.io import file_digest
 from bdense.errors import BdenseError
 from bdense.models.checkpoint import load_model
 

@@ -12,6 +12,7 @@ import torch
 
 from bdense.data.datasets import load_dataset
 from bdense.data.images import save_npz, to_uint8
+from bdense.io import file_digest
 from bdense.errors import BdenseError
 from bdense.eval import features as feat_mod
 from bdense.eval.agreement import agreement, agreement_for_recipe, sfd_plan
@@ -102,7 +103,7 @@ def test_domain_classifier_trains_and_extracts(domain_net):
     assert res["accuracy"] > 0.90, res
     ext = feat_mod.DomainExtractor(path)
     assert ext.config["accuracy"] == pytest.approx(res["accuracy"])
-    assert ext.digest == feat_mod.file_digest(path) and ext.name == "domain-cnn(digits)"
+    assert ext.digest == file_digest(path) and ext.name == "domain-cnn(digits)"
     f = ext(load_dataset("digits").images[:64])
     assert f.shape == (64, 128) and f.dtype == np.float64 and np.isfinite(f).all()
     with pytest.raises(BdenseError, match="trained on"):
@@ -121,8 +122,8 @@ def test_fid_ref_and_calc_with_domain_features(domain_net, tmp_path):
     other = fid_calc(ref, samples=tmp_path / "other.npz", progress=False)
     assert abs(same["fid"]) < 1e-6 < other["fid"]
     doc = json.loads((tmp_path / "r.json").read_text())
-    assert doc["n"] == 600 and doc["extractor_digest"] == feat_mod.file_digest(path)
-    assert doc["reference_sha256"] == feat_mod.file_digest(ref)
+    assert doc["n"] == 600 and doc["extractor_digest"] == file_digest(path)
+    assert doc["reference_sha256"] == file_digest(ref)
     noise = torch.rand(600, 1, 8, 8) * 2 - 1
     save_npz(to_uint8(noise), tmp_path / "noise.npz")
     assert fid_calc(ref, samples=tmp_path / "noise.npz", progress=False)["fid"] > 10 * other["fid"]

@@ -11,7 +11,8 @@ from ..models.checkpoint import load_model, save_model
 from ..train.loop import TrainConfig, Trainer
 from ..train.rundir import RunDir
 from .pd import PDPlan, PDTask
-from .run import _write_grid, file_digest
+from ..io import file_digest
+from .run import _write_grid
 from .weights import parse_weights
 
 

