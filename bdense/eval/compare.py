@@ -19,6 +19,7 @@ from ..errors import BdenseError
 from ..io import atomic_write_text, file_digest
 from ..models.checkpoint import load_model
 from ..sampling.recipe import Recipe
+from ..train.rundir import list_snapshots
 from ..sampling.sample import generate
 
 EVAL_SEED_BASE = 1_000_000_000_000  # evaluation noise seeds live far from every training pool
@@ -188,7 +189,7 @@ class Comparison:
         done = _evals(path)
         student = load_model(d / "model.safetensors", device=self.device)
         recipe = Recipe.from_dict(student.config["meta"]["sampling"])
-        snaps = {int(p.stem.split("-")[1]): p for p in sorted((d / "snapshots").glob("weights-*.safetensors"))}
+        snaps = list_snapshots(d)
         for step, p in snaps.items():
             if str(step) not in done:
                 student.load_state_dict(load_file(str(p)))

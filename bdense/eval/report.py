@@ -67,6 +67,14 @@ def progress_table(results: dict, metric: str = "rmse") -> str:
     return "\n".join(lines)
 
 
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
 def plots(results: dict, out: Path) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -88,11 +96,7 @@ def plots(results: dict, out: Path) -> list[str]:
             ax.set_xlabel("trajectories seen (thousands)")
             ax.set_ylabel(label)
             ax.legend()
-        fig.tight_layout()
-        name = f"{metric}_vs_progress.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        written.append(name)
+        written.append(_save(fig, out / f"{metric}_vs_progress.png"))
         fig, ax = plt.subplots(figsize=(5, 3.6))
         nfes = [int(n) for n in results["nfe"]]
         for s in settings:
@@ -103,11 +107,7 @@ def plots(results: dict, out: Path) -> list[str]:
         ax.set_ylabel(label)
         ax.set_xticks(nfes)
         ax.legend()
-        fig.tight_layout()
-        name = f"{metric}_vs_nfe.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        written.append(name)
+        written.append(_save(fig, out / f"{metric}_vs_nfe.png"))
     return written
 
 

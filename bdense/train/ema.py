@@ -20,6 +20,3 @@ class EMA:
         for k, v in live.items():
             if not v.dtype.is_floating_point:
                 self.shadow[k].copy_(v)
-
-    def copy_to(self, model: torch.nn.Module) -> None:
-        model.load_state_dict(self.shadow)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -37,7 +37,6 @@ class TrainConfig:
     betas: tuple = (0.9, 0.999)
     snapshot_steps: tuple = ()  # also keep the weights (EMA if any) at these steps, for quality-vs-progress curves
     on_snapshot: object = None  # callable(step, weights) after each snapshot; may raise to stop (bdense tune prunes so)
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         """Refuse impossible settings before any run directory is touched."""

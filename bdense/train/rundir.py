@@ -58,10 +58,6 @@ class RunDir:
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row, default=float) + "\n")
 
-    def read_metrics(self) -> list[dict]:
-        p = self.path / "metrics.jsonl"
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
-
     # -- checkpoints -------------------------------------------------------
     def checkpoints(self) -> list[Path]:
         return sorted(self.ckpt_dir.glob("state-*.safetensors")) if self.ckpt_dir.exists() else []
@@ -86,8 +82,7 @@ class RunDir:
         return path
 
     def snapshots(self) -> dict[int, Path]:
-        d = self.path / "snapshots"
-        return {int(p.stem.split("-")[1]): p for p in sorted(d.glob("weights-*.safetensors"))} if d.exists() else {}
+        return list_snapshots(self.path)
 
     def load_state(self, path: Path | None = None) -> tuple[dict[str, torch.Tensor], dict]:
         path = path or self.latest()
@@ -103,3 +98,9 @@ class RunDir:
         if md.get("format") != "bdense-train-state":
             raise BdenseError(f"{path} is not a bdense training checkpoint; remove it from {self.ckpt_dir}")
         return tensors, json.loads(md["meta"])
+
+
+def list_snapshots(run: str | Path) -> dict[int, Path]:
+    """{step: path} of the weight snapshots a run kept (TrainConfig.snapshot_steps)."""
+    d = Path(run) / "snapshots"
+    return {int(p.stem.split("-")[1]): p for p in sorted(d.glob("weights-*.safetensors"))} if d.exists() else {}
