@@ -20,3 +20,16 @@ def tiny_teacher():
 def tiny_teacher_file(tmp_path, tiny_teacher):
     from bdense.models.checkpoint import save_model
     return save_model(tmp_path / "teacher.safetensors", tiny_teacher)
+
+
+@pytest.fixture(scope="session")
+def digits_assets(tmp_path_factory):
+    """A tiny random digits teacher and a quickly trained feature net (FID values are then only relative)."""
+    from bdense.eval.features import train_domain_classifier
+    from bdense.models.checkpoint import save_model
+    from bdense.models.factory import new_model
+    d = tmp_path_factory.mktemp("digits-assets")
+    torch.manual_seed(0)
+    teacher = save_model(d / "teacher.safetensors", new_model("edm", 1, 8, preset="tiny", data="digits").eval())
+    train_domain_classifier("digits", d / "features.safetensors", steps=30, log=None)
+    return str(teacher), str(d / "features.safetensors")

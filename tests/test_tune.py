@@ -15,17 +15,9 @@ from bdense.eval.tune import (TuneConfig, Tuner, check_disjoint, parse_objective
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    """A tiny random digits teacher and a quickly trained feature net (FID values are then only relative)."""
-    from bdense.eval.features import train_domain_classifier
-    from bdense.models.checkpoint import save_model
-    from bdense.models.factory import new_model
-    d = tmp_path_factory.mktemp("tune")
-    torch.manual_seed(0)
-    teacher = save_model(d / "teacher.safetensors", new_model("edm", 1, 8, preset="tiny", data="digits").eval())
-    train_domain_classifier("digits", d / "features.safetensors", steps=30, log=None)
-    return str(teacher), str(d / "features.safetensors")
+@pytest.fixture
+def assets(digits_assets):
+    return digits_assets
 
 
 def tiny_cfg(assets, out, **kw):

@@ -19,7 +19,7 @@ from ..errors import BdenseError
 from ..io import atomic_write_text, file_digest
 from ..models.checkpoint import load_model
 from ..sampling.recipe import Recipe
-from ..train.rundir import list_snapshots
+from ..train.rundir import RESUME_FREE, list_snapshots
 from ..sampling.sample import generate
 
 EVAL_SEED_BASE = 1_000_000_000_000  # evaluation noise seeds live far from every training pool
@@ -65,6 +65,20 @@ class CompareConfig:
 
 def _evals(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def check_reusable(d: Path, options: dict) -> None:
+    """A finished run is reused only if it was trained with the options this comparison asks for.
+
+    Without this, changing --trajectories, --lr or a setting's weights but keeping --out would silently report
+    the old runs under the new settings.
+    """
+    old = _evals(d / "options.json")
+    free = RESUME_FREE | {"trajectory_cache"}  # the cache itself is checked against teacher and plan
+    diff = sorted(k for k in set(old) | set(options) if k not in free and old.get(k) != options.get(k))
+    if diff:
+        raise BdenseError(f"{d} holds a finished run made with other options ({', '.join(diff)}); "
+                          f"use another --out or a new setting name, or delete that run directory")
 
 
 class Comparison:
@@ -174,13 +188,15 @@ class Comparison:
 
     def train(self, nfe: int, setting: Setting, seed: int, cache: Path) -> Path:
         d = self.run_dir(nfe, setting, seed)
+        kw = dict(nfe=nfe, branches=setting.branches, branch_weights=setting.weights,
+                  teacher_solver=self.cfg.teacher_solver, trajectories=self.cfg.trajectories, batch=self.cfg.batch,
+                  lr=self.cfg.lr, seed=seed, device=self.device, progress=self.cfg.progress,
+                  trajectory_cache=str(cache), snapshot_fractions=self.cfg.eval_points, grid_seeds=16)
         if (d / "model.safetensors").exists():
+            check_reusable(d, distill_sfd(self.cfg.teacher, str(d), dry_run=True, **kw)["options"])
             return d
         resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
-        distill_sfd(self.cfg.teacher, str(d), nfe=nfe, branches=setting.branches, branch_weights=setting.weights,
-                    teacher_solver=self.cfg.teacher_solver, trajectories=self.cfg.trajectories, batch=self.cfg.batch,
-                    lr=self.cfg.lr, seed=seed, resume=resume, device=self.device, progress=self.cfg.progress,
-                    trajectory_cache=str(cache), snapshot_fractions=self.cfg.eval_points, grid_seeds=16)
+        distill_sfd(self.cfg.teacher, str(d), resume=resume, **kw)
         return d
 
     def evaluate_run(self, d: Path, ref_images, ext, ref_stats) -> dict:

@@ -1,0 +1,53 @@
+"""bdense compare: the grid of runs, reuse of finished runs, refusal of stale ones, and the paired verdicts."""
+import json
+
+import pytest
+
+from bdense.errors import BdenseError
+from bdense.eval.compare import CompareConfig, Setting, compare
+from bdense.eval.stats import paired_verdict, t_interval
+
+
+def tiny_compare(assets, out, **kw):
+    teacher, features = assets
+    base = dict(nfes=(2,), settings=(Setting("baseline", 1), Setting("bdense", 2, "end:0.5")), seeds=2,
+                trajectories=64, batch=32, eval_seeds=16, eval_points=(0.5, 1.0), features=features, progress=False)
+    return CompareConfig(teacher, str(out), **dict(base, **kw))
+
+
+def test_compare_grid_report_and_reuse(digits_assets, tmp_path):
+    r = compare(tiny_compare(digits_assets, tmp_path))
+    runs = r["nfe"]["2"]["runs"]
+    assert set(runs) == {"baseline", "bdense"} and all(set(v) == {0, 1} for v in runs.values())
+    for per_seed in runs.values():
+        for run in per_seed.values():
+            assert set(run["evals"]) == {1, 2}  # 50% and 100% of 2 iterations
+            assert all(m in run["evals"][2] for m in ("rmse", "psnr", "fid"))
+    opts = json.loads((tmp_path / "runs/nfe2/bdense/seed1/options.json").read_text())
+    assert opts["branches"] == 2 and opts["branch_weights"]["spec"] == "end:0.5" and opts["seed"] == 1
+    text = (tmp_path / "report.md").read_text()
+    assert "bdense (K=2)" in text and "verdict vs baseline" in text and "teacher reference" in text
+    model = tmp_path / "runs/nfe2/baseline/seed0/model.safetensors"
+    stamp = model.stat().st_mtime_ns
+    again = compare(tiny_compare(digits_assets, tmp_path))  # finished runs are reused, not retrained
+    assert model.stat().st_mtime_ns == stamp
+    assert again["nfe"]["2"]["runs"] == json.loads(json.dumps(runs), object_hook=lambda d: {
+        (int(k) if k.isdigit() else k): v for k, v in d.items()})
+
+
+def test_compare_refuses_a_finished_run_made_with_other_options(digits_assets, tmp_path):
+    compare(tiny_compare(digits_assets, tmp_path, settings=(Setting("baseline", 1),), seeds=1))
+    with pytest.raises(BdenseError, match=r"other options \(lr\)"):
+        compare(tiny_compare(digits_assets, tmp_path, settings=(Setting("baseline", 1),), seeds=1, lr=1e-3))
+    with pytest.raises(BdenseError, match=r"other options \(batch, trajectories\)"):
+        compare(tiny_compare(digits_assets, tmp_path, settings=(Setting("baseline", 1),), seeds=1,
+                             trajectories=96, batch=48))
+
+
+def test_paired_verdicts_and_intervals():
+    assert paired_verdict([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])["verdict"] == "better"  # exactly 1 lower each seed
+    assert paired_verdict([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])["verdict"] == "worse"
+    assert paired_verdict([1.0, 2.0, 3.0], [2.0, 1.0, 3.0])["verdict"].startswith("not distinguishable")
+    assert paired_verdict([1.0], [0.0])["verdict"] == "too few seeds to judge"
+    ci = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t(0.975, 2) = 4.3027
+    assert ci["mean"] == 2.0 and ci["half"] == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)
