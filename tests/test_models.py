@@ -124,3 +124,13 @@ def test_model_config_is_json_and_rebuilds(tiny_teacher):
     from bdense.models.denoisers import denoiser_from_config
     cfg = json.loads(json.dumps(tiny_teacher.config))
     assert denoiser_from_config(cfg).config == tiny_teacher.config
+
+
+def test_ddpm_cifar10_preset_has_the_ddpm_layout():
+    """35.7M parameters as in DDPM's CIFAR-10 model, attention at 16x16 with one head over all 256 channels."""
+    from bdense.models.unet import build_unet, unet_config
+    cfg = unet_config("ddpm-cifar10", 3, 32)
+    net = build_unet(json.loads(json.dumps(cfg)))  # the config survives JSON (a null head width included)
+    assert sum(p.numel() for p in net.parameters()) == 35_746_307
+    heads = [(m.heads, m.inner_dim) for m in net.modules() if type(m).__name__ == "Attention"]
+    assert heads and all(h == (1, 256) for h in heads)

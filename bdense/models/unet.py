@@ -9,9 +9,10 @@ PRESETS = {
     "digits": dict(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8),     # 8x8 CPU teacher
     "mnist": dict(block_out_channels=(32, 64, 64), layers_per_block=2, norm_num_groups=16), # 28x28
     "cifar": dict(block_out_channels=(64, 128, 128), layers_per_block=2, norm_num_groups=32),
-    # the DDPM CIFAR-10 layout (35.7M parameters), for speed checks at CIFAR size
+    # the DDPM CIFAR-10 layout (35.7M parameters), for speed checks at CIFAR size; its attention is one head over
+    # all 256 channels as in DDPM (heads of width 8 would be 32 tiny heads, slow in fused attention kernels)
     "ddpm-cifar10": dict(block_out_channels=(128, 256, 256, 256), layers_per_block=2, norm_num_groups=32,
-                         attn_levels=(1,)),
+                         attn_levels=(1,), attention_head_dim=None),
 }
 
 
@@ -36,7 +37,7 @@ def unet_config(preset: str, channels: int, resolution: int, out_channels: int |
     down = ["AttnDownBlock2D" if i in attn else "DownBlock2D" for i in range(levels)]
     up = ["AttnUpBlock2D" if i in attn else "UpBlock2D" for i in reversed(range(levels))]
     cfg = dict(sample_size=resolution, in_channels=channels, out_channels=out_channels or channels,
-               down_block_types=down, up_block_types=up, attention_head_dim=8,
+               down_block_types=down, up_block_types=up, attention_head_dim=p.pop("attention_head_dim", 8),
                **{k: list(v) if isinstance(v, tuple) else v for k, v in p.items()})
     if num_classes:
         cfg["num_class_embeds"] = num_classes
