@@ -42,15 +42,14 @@ def write_cache(teacher, teacher_digest: str, plan: SFDPlan, count: int, out: st
             raise BdenseError(f"{out} holds a different trajectory cache; choose another --out")
     atomic_write_text(mpath, json.dumps(manifest, indent=2))
     tdtype = torch.float32 if dtype == "fp32" else torch.bfloat16
-    shards = range(0, count, shard_size)
-    if progress:
-        from tqdm import tqdm
-        shards = tqdm(shards, desc="trajectories", unit="shard")
-    for first in shards:
+    from tqdm import tqdm
+    bar = tqdm(total=count, desc="trajectories", unit="traj", disable=not progress)  # a shard can take minutes
+    for first in range(0, count, shard_size):
         path = out / f"shard-{first // shard_size:05d}.safetensors"
-        if path.exists():
-            continue
         n = min(shard_size, count - first)
+        if path.exists():
+            bar.update(n)
+            continue
         trajs, labels = [], []
         for b in range(first, first + n, batch):
             seeds = list(range(b, min(b + batch, first + n)))
@@ -58,10 +57,12 @@ def write_cache(teacher, teacher_digest: str, plan: SFDPlan, count: int, out: st
             trajs.append(traj.to("cpu", tdtype))
             if lab is not None:
                 labels.append(lab.cpu())
+            bar.update(len(seeds))
         tensors = {"traj": torch.cat(trajs, 1).contiguous()}
         if labels:
             tensors["labels"] = torch.cat(labels)
         atomic_write_bytes(path, st_save(tensors, metadata={"format": FORMAT, "first": str(first)}))
+    bar.close()
     manifest["complete"] = True
     atomic_write_text(mpath, json.dumps(manifest, indent=2))
     return out
