@@ -121,6 +121,7 @@ def test_pruning_and_final_check(assets, tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "tune.json").read_text())
     assert saved["spec"] == "1,1,1,1" and set(saved["final"]["2"]) == set(runs)
     assert "Tuning cost" in (tmp_path / "tune_report.md").read_text()
+    assert "of the final budget" not in (tmp_path / "tune_report.md").read_text()  # trials ran the full budget
 
 
 def test_cli_tune_apply(assets, tmp_path):

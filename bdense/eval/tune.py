@@ -324,6 +324,10 @@ def write_tune_report(tuner: Tuner, doc: dict | None, spec: str, results: dict |
                  f"fid {doc['baseline_trial_budget']['fid']:.4g}.",
                  f"Measured on {cfg.tune_seeds} tuning seeds from {TUNE_SEED_BASE} (never used for training or "
                  f"for the evaluation below), each trial {cfg.trial_trajectories} trajectories of one shared cache.",
+                 *([f"Trials ran on {cfg.trial_trajectories / cfg.trajectories:.0%} of the final budget: a ranking of "
+                    "short runs need not hold at full length (on digits the winner at 1/3 lost to uniform at the "
+                    "full budget), so judge by the final check below."] if cfg.trial_trajectories < cfg.trajectories
+                   else []),
                  "", "| trial | spec | value | rmse | fid |", "|---|---|---|---|---|",
                  *[f"| {r['trial']} | `{r['spec']}` | {r['value']:.4g} | {r['rmse']:.4g} | {r['fid']:.4g} |"
                    for r in doc["top"]], "", "## Tuning cost", "",
