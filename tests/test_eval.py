@@ -222,6 +222,13 @@ def test_cli_fid_and_agreement(domain_net, tiny, tmp_path):
     assert r.exit_code == 0 and "FID" in r.output, r.output
     doc = json.loads((tmp_path / "fid.json").read_text())
     assert doc["n"] == 20 and doc["recipe"]["solver"] == "euler" and doc["nfe"] == 3 and doc["seeds"] == "0-19"
+    assert doc["frechet"] == "sqrtm"
+    r = run(app, ["fid", "calc", "--ref", str(tmp_path / "ref.npz"), "--model", str(teacher), "--seeds", "0-19",
+                  "--nfe", "3", "--solver", "euler", "--device", "cpu", "--frechet", "eigvals",
+                  "--out", str(tmp_path / "fid-eig.json")])
+    assert r.exit_code == 0, r.output
+    eig = json.loads((tmp_path / "fid-eig.json").read_text())
+    assert eig["frechet"] == "eigvals" and eig["fid"] == pytest.approx(doc["fid"], rel=1e-6)
     student = save_model(tmp_path / "s.safetensors", tiny, {"role": "student", "teacher": str(teacher),
                                                              "sampling": Recipe(solver="euler", nfe=2).to_dict()})
     r = run(app, ["agreement", "--model", str(student), "--seeds", "0-1", "--teacher-nfe", "5", "--baseline",

@@ -162,8 +162,14 @@ def fid_ref(data: str, out, extractor="inception", features=None, inception_weig
 
 
 def fid_calc(ref_path, samples=None, model=None, seeds="0-1999", nfe=None, solver=None, batch: int = 250,
-             device=None, inception_weights=None, features=None, out=None, progress: bool = True) -> dict:
-    """FID of a samples npz/folder (or a stats npz), or of a model sampled on the fly, against `ref_path`."""
+             device=None, inception_weights=None, features=None, out=None, progress: bool = True,
+             frechet: str = "sqrtm") -> dict:
+    """FID of a samples npz/folder (or a stats npz), or of a model sampled on the fly, against `ref_path`.
+
+    frechet: 'sqrtm' (pytorch-fid's matrix square root) or 'eigvals' (same value to ~1e-8, ~9x faster at 2048-d).
+    """
+    if frechet not in ("sqrtm", "eigvals"):
+        raise BdenseError(f"unknown --frechet '{frechet}'; use sqrtm or eigvals")
     t0 = time.time()
     if (samples is None) == (model is None):
         raise BdenseError("pass exactly one of --samples (npz, folder or stats npz) or --model CHECKPOINT")
@@ -202,7 +208,8 @@ def fid_calc(ref_path, samples=None, model=None, seeds="0-1999", nfe=None, solve
                        nfe=recipe.nfe, solver=recipe.solver, recipe=recipe.to_dict(), role=meta.get("role"),
                        teacher=meta.get("teacher"), distill=meta.get("distill"), device=dev)
         mu, sigma, n = stats.mu, stats.sigma, stats.n
-    res.update(fid=frechet_distance(ref["mu"], ref["sigma"], mu, sigma), n=n, seconds=round(time.time() - t0, 1))
+    res.update(fid=frechet_distance(ref["mu"], ref["sigma"], mu, sigma, method=frechet), frechet=frechet, n=n,
+               seconds=round(time.time() - t0, 1))
     res = {"fid": res.pop("fid"), **res}
     if out is not None:
         from ..io import atomic_write_text
