@@ -19,7 +19,7 @@ from ..errors import BdenseError
 from ..io import atomic_write_text, file_digest
 from ..models.checkpoint import load_model
 from ..sampling.recipe import Recipe
-from ..train.rundir import RESUME_FREE, list_snapshots
+from ..train.rundir import changed_options, list_snapshots
 from ..sampling.sample import generate
 
 EVAL_SEED_BASE = 1_000_000_000_000  # evaluation noise seeds live far from every training pool
@@ -63,7 +63,7 @@ class CompareConfig:
     progress: bool = True
 
 
-def _evals(path: Path) -> dict:
+def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -73,9 +73,8 @@ def check_reusable(d: Path, options: dict) -> None:
     Without this, changing --trajectories, --lr or a setting's weights but keeping --out would silently report
     the old runs under the new settings.
     """
-    old = _evals(d / "options.json")
-    free = RESUME_FREE | {"trajectory_cache"}  # the cache itself is checked against teacher and plan
-    diff = sorted(k for k in set(old) | set(options) if k not in free and old.get(k) != options.get(k))
+    # the cache itself is checked against teacher and plan, so its path may differ
+    diff = changed_options(_read_json(d / "options.json"), options, free={"trajectory_cache"})
     if diff:
         raise BdenseError(f"{d} holds a finished run made with other options ({', '.join(diff)}); "
                           f"use another --out or a new setting name, or delete that run directory")
@@ -158,7 +157,7 @@ class Comparison:
 
     def teacher_rows(self, nfe: int, ref_images, ext, ref_stats) -> dict:
         path = self.out / "refs" / "teacher-evals.json"
-        done = _evals(path)
+        done = _read_json(path)
         plan = self.plan(nfe)
         own = Recipe.from_dict(self.teacher.config.get("meta", {}).get("sampling") or {})
         rows = {
@@ -202,7 +201,7 @@ class Comparison:
     def evaluate_run(self, d: Path, ref_images, ext, ref_stats) -> dict:
         from safetensors.torch import load_file
         path = d / "evals.json"
-        done = _evals(path)
+        done = _read_json(path)
         student = load_model(d / "model.safetensors", device=self.device)
         recipe = Recipe.from_dict(student.config["meta"]["sampling"])
         snaps = list_snapshots(d)

@@ -20,6 +20,11 @@ from ..io import atomic_write_bytes
 RESUME_FREE = {"resume", "progress", "log_every", "checkpoint_every", "keep", "device", "out", "steps"}
 
 
+def changed_options(old: dict, new: dict, free: set = frozenset()) -> list[str]:
+    """Options that change what a run computes and differ between two option sets (sorted)."""
+    return sorted(k for k in set(old) | set(new) if k not in RESUME_FREE | free and old.get(k) != new.get(k))
+
+
 class RunDir:
     def __init__(self, path: str | Path, options: dict, resume: bool = False, keep: int = 2):
         self.path = Path(path)
@@ -38,9 +43,9 @@ class RunDir:
             if not resume and self.latest() is not None:
                 raise BdenseError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
             if resume:
-                diff = {k for k in set(old) | set(options) if k not in RESUME_FREE and old.get(k) != options.get(k)}
+                diff = changed_options(old, options)
                 if diff:
-                    raise BdenseError(f"--resume with options that differ from the run's ({', '.join(sorted(diff))}); "
+                    raise BdenseError(f"--resume with options that differ from the run's ({', '.join(diff)}); "
                                       f"use the original options or a new --out")
         self.options = options
         atomic_write_bytes(opt_file, json.dumps(options, indent=2, sort_keys=True, default=str).encode())
