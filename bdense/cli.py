@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from .distill.targets import DEFAULT_TARGETS
 from .errors import BdenseError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -106,9 +107,13 @@ def distill(
     out: Path = typer.Option(..., help="run directory"),
     method: str = typer.Option("sfd", help="sfd (data-free) | pd (progressive distillation)"),
     branches: Optional[int] = typer.Option(None, help="K: 1 = the host baseline, >1 = B-DENSE (default: 1 for sfd, 2 for pd)"),
-    branch_weights: Optional[str] = typer.Option(None, help="K positive numbers, e.g. 1,1,1,2 (default uniform)"),
+    branch_weights: Optional[str] = typer.Option(None, help="uniform | ramp | 1,1,1,2 | sum1:1,1,1,2 | end:A[:linear] | decay:linear|cosine:F[:S-E] (README: Branch weights)"),
+    branch_targets: str = typer.Option(DEFAULT_TARGETS, help="sfd: teacher | anchored | anchored-log | on-policy (README: Branch targets)"),
+    dropout: float = typer.Option(0.0, help="sfd: student UNet dropout while training, e.g. 0.13 as SFD on CIFAR-10"),
     nfe: int = typer.Option(2, help="sfd: student NFE (1..8)"),
     teacher_solver: str = typer.Option("dpmpp_3m", help="sfd: dpmpp_3m | heun | euler | dpmpp_2m"),
+    teacher_order_rule: str = typer.Option("sfd", help="sfd, dpmpp: sfd (lower order on every grid's last steps) | dpm-solver (only below 10 steps)"),
+    first_trajectory_seed: int = typer.Option(0, help="sfd: noise seed of the first training trajectory"),
     teacher_substeps: int = typer.Option(4, help="sfd: teacher steps per student interval (K must divide it)"),
     afs: bool = typer.Option(True, help="sfd: analytical first step"),
     trajectories: int = typer.Option(25600, help="sfd: teacher trajectories to train on (SFD paper: 200000)"),
@@ -137,7 +142,8 @@ def distill(
                           trajectories=trajectories, batch=batch, lr=lr or 5e-5, precision=precision, seed=seed,
                           resume=resume, dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
                           trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every,
-                          compile_teacher=compile_teacher)
+                          compile_teacher=compile_teacher, branch_targets=branch_targets, dropout=dropout,
+                          teacher_order_rule=teacher_order_rule, first_trajectory_seed=first_trajectory_seed)
     elif method == "pd":
         from .distill.pd_run import distill_pd
         res = distill_pd(str(teacher), str(out), data=data, branches=branches or 2, branch_weights=branch_weights,
@@ -157,8 +163,10 @@ def trajectories(
     nfe: int = typer.Option(2, help="student NFE the cache serves (fixes the grid)"),
     count: int = typer.Option(64000, help="trajectories (noise seeds 0..count-1)"),
     teacher_solver: str = "dpmpp_3m",
+    teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | dpm-solver (see distill --help)"),
     teacher_substeps: int = 4,
     afs: bool = True,
+    first_seed: int = typer.Option(0, help="noise seed of the first trajectory (distill --first-trajectory-seed)"),
     batch: int = typer.Option(128, help="generation batch (use the training batch for bit-identical students)"),
     shard_size: int = 4096,
     dtype: str = typer.Option("fp32", help="fp32 | bf16 (half the disk)"),
@@ -175,9 +183,9 @@ def trajectories(
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(teacher, device=dev, trust_pickle=trust_pickle)
     plan = SFDPlan(nfe=nfe, substeps=teacher_substeps, afs=afs, teacher_solver=teacher_solver,
-                   sigma_max=min(80.0, model.sigma_max))
+                   teacher_order_rule=teacher_order_rule, sigma_max=min(80.0, model.sigma_max))
     path = write_cache(model, file_digest(teacher), plan, count, out, batch=batch, shard_size=shard_size,
-                       dtype=dtype, device=dev)
+                       dtype=dtype, device=dev, first_seed=first_seed)
     typer.echo(f"wrote {count} trajectories to {path}")
 
 
@@ -186,8 +194,9 @@ def compare(
     teacher: Path = typer.Option(..., help="teacher model"),
     out: Path = typer.Option(..., help="report directory (runs, caches and evaluations are reused from it)"),
     nfe: str = typer.Option("2,3", help="student NFEs, comma-separated"),
-    setting: list[str] = typer.Option(["baseline:1", "bdense:4"], help="name:K[:w1,...,wK]; the first must be K=1"),
+    setting: list[str] = typer.Option(["baseline:1", "bdense:4"], help="name:K[:WEIGHTS][:targets=MODE][:dropout=P], e.g. ramp:4:ramp:targets=anchored; the first must be K=1"),
     seeds: int = typer.Option(3, help="training seeds per setting"),
+    pool: str = typer.Option("shared", help="shared (seeds reorder one trajectory pool) | fresh (each seed its own pool)"),
     trajectories: int = typer.Option(19200, help="teacher trajectories per run (the budget)"),
     batch: int = 128,
     lr: float = 2e-4,
@@ -196,6 +205,7 @@ def compare(
     data: Optional[str] = typer.Option(None, help="data set for the FID reference (default: the teacher's)"),
     features: Optional[Path] = typer.Option(None, help="domain feature network (default: trained into OUT)"),
     teacher_solver: str = "dpmpp_3m",
+    teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | dpm-solver (see distill --help)"),
     device: Optional[str] = None,
 ):
     """Baseline vs B-DENSE side by side over several seeds, with intervals, plots and a report."""
@@ -204,7 +214,8 @@ def compare(
                         settings=tuple(Setting.parse(s) for s in setting), seeds=seeds, trajectories=trajectories,
                         batch=batch, lr=lr, eval_points=tuple(float(x) for x in eval_points.split(",")),
                         eval_seeds=eval_seeds, data=data, features=str(features) if features else None,
-                        teacher_solver=teacher_solver, device=device)
+                        teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule, pool=pool,
+                        device=device)
     run(cfg)
     typer.echo(f"report: {out / 'report.md'}")
 
@@ -231,6 +242,7 @@ def tune(
     out: Path = typer.Option(..., help="study directory (OUT/optuna.db: run again to continue the study)"),
     nfe: int = typer.Option(2, help="student NFE the weights are tuned for"),
     branches: int = typer.Option(4, help="K"),
+    branch_targets: str = typer.Option(DEFAULT_TARGETS, help="target mode of every trial and of the final K > 1 runs"),
     objective: str = typer.Option("rmse", help="rmse | fid | combo:A (A*rmse/rmse_base + (1-A)*fid/fid_base)"),
     trials: int = typer.Option(30, help="total trials wanted in the study (a rerun adds only the missing ones)"),
     trial_trajectories: int = typer.Option(2560, help="training budget of one trial"),
@@ -261,7 +273,7 @@ def tune(
                      final=final, final_seeds=final_seeds, eval_seeds=eval_seeds, eval_points=floats(eval_points),
                      final_nfes=tuple(int(x) for x in final_nfe.split(",")) if final_nfe else None, apply=apply,
                      data=data, features=str(features) if features else None, teacher_solver=teacher_solver,
-                     device=device)
+                     branch_targets=branch_targets, device=device)
     r = run(cfg)
     for note in (r["search"] or {}).get("notes", []):
         typer.echo(f"note: {note}")
