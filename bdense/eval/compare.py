@@ -233,16 +233,18 @@ class Comparison:
     def run_dir(self, nfe: int, setting: Setting, seed: int) -> Path:
         return self.out / "runs" / f"nfe{nfe}" / setting.name / f"seed{seed}"
 
-    def train(self, nfe: int, setting: Setting, seed: int, cache: Path) -> Path:
+    def train(self, nfe: int, setting: Setting, seed: int) -> Path:
+        """Train one run from its trajectory cache, or reuse the finished run (which then needs no cache)."""
         d = self.run_dir(nfe, setting, seed)
         kw = dict(nfe=nfe, **setting.distill_options(), teacher_solver=self.cfg.teacher_solver,
                   teacher_order_rule=self.cfg.teacher_order_rule, first_trajectory_seed=self.first_seed(seed),
                   trajectories=self.cfg.trajectories, batch=self.cfg.batch,
                   lr=self.cfg.lr, seed=seed, device=self.device, progress=self.cfg.progress,
-                  trajectory_cache=str(cache), snapshot_fractions=self.cfg.eval_points, grid_seeds=16)
+                  snapshot_fractions=self.cfg.eval_points, grid_seeds=16)
         if (d / "model.safetensors").exists():
             check_reusable(d, distill_sfd(self.cfg.teacher, str(d), dry_run=True, **kw)["options"])
             return d
+        kw["trajectory_cache"] = str(self.cache(nfe, seed))
         resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
         distill_sfd(self.cfg.teacher, str(d), resume=resume, **kw)
         return d
@@ -280,7 +282,7 @@ class Comparison:
             for s in cfg.settings:
                 per_seed = {}
                 for seed in range(cfg.seeds):
-                    d = self.train(nfe, s, seed, self.cache(nfe, seed))
+                    d = self.train(nfe, s, seed)
                     per_seed[seed] = {"dir": str(d), "evals": self.evaluate_run(d, ref_images, ext, ref_stats)}
                 entry["runs"][s.name] = per_seed
             entry["steps_total"] = steps_total
