@@ -96,3 +96,38 @@ def save_npz(images_uint8: np.ndarray | torch.Tensor, path: str | os.PathLike, *
         with open(tmp, "wb") as fh:  # a file object, so numpy does not append ".npz" to the temp name
             np.savez_compressed(fh, images=images_uint8, **arrays)
     return path
+
+
+def save_pngs(images_uint8: np.ndarray, seeds: list[int], outdir: str | os.PathLike) -> Path:
+    """One PNG per image, named by its seed (000042.png), gray or RGB: the folder layout EDM's fid.py,
+    torch-fidelity and `bdense fid calc --samples DIR` read. Each file is written under a temporary name and
+    renamed, so an interrupted run leaves no half-written PNG."""
+    arr = _as_nhwc_uint8(images_uint8)
+    if len(arr) != len(seeds):
+        raise BdenseError(f"save_pngs got {len(arr)} images for {len(seeds)} seeds")
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise BdenseError(f"--outdir {outdir} is a file; pass a directory")
+    outdir.mkdir(parents=True, exist_ok=True)
+    for im, seed in zip(arr, seeds):
+        final = outdir / f"{int(seed):06d}.png"
+        tmp = outdir / f".{final.name}.tmp"
+        Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(tmp, format="PNG")
+        os.replace(tmp, final)
+    return outdir
+
+
+def save_npz_adm(images_uint8: np.ndarray, path: str | os.PathLike, labels=None) -> Path:
+    """ADM's sample layout (guided-diffusion's evaluator reads it): arr_0 = uint8 NHWC RGB (gray repeated to three
+    channels, as its Inception needs), arr_1 = labels for class-conditional models. Uncompressed, as ADM writes."""
+    arr = _as_nhwc_uint8(images_uint8)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    arrays = {"arr_0": np.ascontiguousarray(arr)}
+    if labels is not None:
+        arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return path
