@@ -26,7 +26,16 @@ def model_bytes(denoiser: Denoiser, meta: dict | None = None) -> bytes:
     if meta is not None:
         config["meta"] = meta
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in denoiser.state_dict().items()}
-    return st_save(tensors, metadata={"format": FORMAT, "config": json.dumps(config)})
+    return canonical_header(st_save(tensors, metadata={"format": FORMAT, "config": json.dumps(config)}))
+
+
+def canonical_header(data: bytes) -> bytes:
+    """The same safetensors bytes with the JSON header's keys sorted: safetensors writes metadata in hash-map
+    order, which changes from run to run, and the same model should always be the same file."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors pads the header with spaces to 8-byte alignment
+    return len(header).to_bytes(8, "little") + header + data[8 + n:]
 
 
 def save_model(path: str | Path, denoiser: Denoiser, meta: dict | None = None) -> Path:
