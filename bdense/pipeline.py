@@ -179,6 +179,8 @@ class BDensePipeline(DiffusionPipeline):
         """Sample len(seeds) images (or batch_size from `generator`). class_labels: an int or a list cycled over
         the images (default: drawn per seed as bdense does). output_type: pil | uint8 (NHWC, as bdense's npz) |
         np (float [0, 1] = uint8 / 255) | pt (float NCHW in [-1, 1])."""
+        if seeds is not None and generator is not None:
+            raise ValueError("pass seeds (reproduces bdense sample) or generator, not both")
         if isinstance(seeds, int):
             seeds = list(range(seeds))
         if isinstance(generator, (list, tuple)) and len(generator) != batch_size and seeds is None:

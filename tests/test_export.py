@@ -123,6 +123,26 @@ def test_class_import_and_generators_match_seeds(tmp_path):
         pipe.scheduler.set_timesteps(7)
 
 
+@pytest.mark.parametrize("param,solver", [("eps", "heun"), ("x", "euler"), ("v", "euler")])
+def test_vp_cosine_models_export_exactly(tmp_path, param, solver):
+    """VP cosine-time models (bdense's PD teachers and students; PD's recipe: time-uniform grid ending at 0)."""
+    from bdense.models.export import export_model
+    from bdense.models.factory import new_model
+    from bdense.pipeline import BDensePipeline
+    from bdense.sampling.recipe import Recipe
+    torch.manual_seed(2)
+    model = new_model(param, 1, 8, preset="tiny").eval()
+    rec = Recipe(solver=solver, nfe=4 if solver == "euler" else 5, schedule="time-uniform", sigma_min=0.05,
+                 sigma_max=80.0, final_zero=True)
+    model.config["meta"] = dict(role="student", sampling=rec.to_dict())
+    export_model(save_model(tmp_path / "m.safetensors", model), tmp_path / "exp", "diffusers")
+    pipe = BDensePipeline.from_pretrained(tmp_path / "exp")
+    pipe.set_progress_bar_config(disable=True)
+    want = sample_uint8(model, SEEDS, rec)[0]
+    assert np.array_equal(pipe(seeds=SEEDS, output_type="uint8").images, want)
+    assert np.array_equal(sample_uint8(load_model(tmp_path / "exp"), SEEDS, rec)[0], want)
+
+
 def test_exports_are_byte_identical_and_round_trip(tmp_path, cli):
     from bdense.models.export import export_model
     src = _edm_student(tmp_path)

@@ -66,7 +66,7 @@ def model_card(model: Denoiser, sched: dict, src, quality: list) -> str:
     commands = []
     if opts_file is not None and opts_file.exists():
         commands.append(_command(json.loads(opts_file.read_text())))
-    commands.append(f"bdense export {src} --format diffusers --out THIS_FOLDER")
+    commands.append(f"bdense export {src} --format diffusers --out FOLDER")
     grid = ", ".join(f"{s:.6g}" for s in sched["sigmas"])
     lines = [
         "---", "library_name: diffusers", f"pipeline_tag: {tag}-image-generation",
@@ -85,13 +85,13 @@ def model_card(model: Denoiser, sched: dict, src, quality: list) -> str:
         f"| data | {meta.get('data') or '-'} |",
         f"| exported from | `{src}` (sha256 prefix {meta.get('exported_from_digest', '-')}) |", "",
         "## Use", "", "```python",
-        "import torch",
         "from diffusers import DiffusionPipeline",
-        "pipe = DiffusionPipeline.from_pretrained(THIS_FOLDER, trust_remote_code=True)  # runs bdense_pipeline.py",
+        'pipe = DiffusionPipeline.from_pretrained("path/to/this/folder", trust_remote_code=True)  # runs '
+        "bdense_pipeline.py",
         "images = pipe(seeds=list(range(16))).images  # PIL; image i depends only on seed i, as `bdense sample`",
         "```", "",
         "With bdense installed: `from bdense.pipeline import BDensePipeline; BDensePipeline.from_pretrained("
-        "THIS_FOLDER)` (no code from the folder runs), or `bdense sample THIS_FOLDER --seeds 0-15 --grid g.png`.", "",
+        "FOLDER)` (no code from the folder runs), or `bdense sample FOLDER --seeds 0-15 --grid g.png`.", "",
         "## How it was made", "", "```bash", *commands, "```", "",
         "## Measured quality", "", *_quality_lines(quality), ""]
     return "\n".join(lines)
