@@ -143,7 +143,8 @@ class BDensePipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """A local export folder loads without running code from it; anything else goes through diffusers."""
         path = str(pretrained_model_name_or_path)
-        kwargs.pop("trust_remote_code", None)
+        for key in ("trust_remote_code", "custom_pipeline"):
+            kwargs.pop(key, None)
         if not os.path.isdir(path):
             return super().from_pretrained(path, **kwargs)
         unet = kwargs.pop("unet", None) or UNet2DModel.from_pretrained(path, subfolder="unet", **kwargs)
