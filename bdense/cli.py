@@ -219,8 +219,8 @@ def compare(
     teacher: Path = typer.Option(..., help="teacher model"),
     out: Path = typer.Option(..., help="report directory (runs, caches and evaluations are reused from it)"),
     nfe: str = typer.Option("2,3", help="student NFEs, comma-separated"),
-    setting: list[str] = typer.Option(["baseline:1", "bdense:4"], help="NAME:K[:SPEC], SPEC as --branch-weights, repeatable, e.g. bdense:4 or "
-                                       "sched:4:decay:cosine:0; the first must be K=1"),
+    setting: list[str] = typer.Option(["baseline:1", "bdense:4"], help="NAME:K[:SPEC], SPEC as --branch-weights, "
+                                      "repeatable, e.g. bdense:4 or sched:4:decay:cosine:0; the first must be K=1"),
     seeds: int = typer.Option(3, help="training seeds per setting"),
     trajectories: int = typer.Option(19200, help="teacher trajectories per run (the budget)"),
     batch: int = 128,

@@ -59,6 +59,7 @@ def model_card(model: Denoiser, sched: dict, src, quality: list) -> str:
     params = sum(p.numel() for p in model.net.parameters())
     res, ch, classes = model.resolution, model.channels, model.num_classes
     tag = "class-conditional" if classes else "unconditional"
+    afs = ", analytical first step (AFS, no network call)" if sched["afs"] else ""
     how = (f" ({distill['method'].upper()}, {'B-DENSE K=' + str(k_trained) if k_trained > 1 else 'K=1 baseline'})"
            if distill.get("method") else "")
     src_path = Path(str(src))
@@ -77,7 +78,7 @@ def model_card(model: Denoiser, sched: dict, src, quality: list) -> str:
         f"| host method | {distill.get('method', '-')} |",
         f"| branches K | {k_trained} trained (B-DENSE when > 1); this export keeps the endpoint branch only |",
         f"| branch weights | {weights} |",
-        f"| sampling | {sched['solver']}, {nfe} NFE{', analytical first step (AFS, no network call)' if sched['afs'] else ''} |",
+        f"| sampling | {sched['solver']}, {nfe} NFE{afs} |",
         f"| sigma grid | {grid} |",
         f"| network | diffusers UNet2DModel, {params:,} parameters, {ch}x{res}x{res}, "
         f"{f'{classes} classes' if classes else 'unconditional'} |",

@@ -23,6 +23,8 @@ PIPELINE_FILE = "bdense_pipeline.py"
 def export_model(src: str | Path, out: str | Path, fmt: str = "bdense", metrics: list | tuple = ()) -> Path:
     if fmt not in ("bdense", "diffusers"):
         raise BdenseError(f"unknown export --format '{fmt}'; use bdense or diffusers")
+    if metrics and fmt != "diffusers":
+        raise BdenseError("--metrics goes into the model card of a diffusers export; add --format diffusers")
     model = load_model(src)
     single = export_endpoint(model) if model.branches > 1 else model
     meta = dict(model.config.get("meta", {}), exported_from=str(src), exported_from_digest=file_digest(src),
