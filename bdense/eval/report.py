@@ -162,7 +162,7 @@ def branch_loss_plots(results: dict, out: Path) -> list[str]:
 
 def grids(cmp, results: dict, out: Path, n: int = 16) -> list[str]:
     """Rows from the same evaluation seeds: teacher reference, then seed-0 student of each setting."""
-    from ..data.images import save_grid
+    from ..data.images import save_labeled_grid
     from ..models.checkpoint import load_model
     from ..sampling.recipe import Recipe
     from ..sampling.sample import generate
@@ -170,13 +170,14 @@ def grids(cmp, results: dict, out: Path, n: int = 16) -> list[str]:
     seeds = cmp.eval_seeds[:n]
     for nfe, entry in results["nfe"].items():
         rows = [cmp.reference_images(int(nfe))[:n]]
+        names = ["teacher ref."] + [f"{s['name']} K={s['branches']}" for s in results["settings"]]
         for s in results["settings"]:
             d = Path(entry["runs"][s["name"]][0]["dir"])
             m = load_model(d / "model.safetensors", device=cmp.device)
             rec = Recipe.from_dict(m.config["meta"]["sampling"])
             rows.append(torch.cat([im for _, im, _ in generate(m, seeds, rec, device=cmp.device)]))
         name = f"samples_nfe{nfe}.png"
-        save_grid(torch.cat(rows), out / name, nrow=n)
+        save_labeled_grid(torch.cat(rows), out / name, names, nrow=n)
         written.append(name)
     return written
 
