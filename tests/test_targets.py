@@ -7,7 +7,7 @@ import torch
 from bdense.distill.cache import TrajectoryCache, write_cache
 from bdense.distill.plan import SFDPlan
 from bdense.distill.sfd import SFDTask
-from bdense.distill.targets import TARGET_MODES, closing_factors, interval_targets
+from bdense.distill.targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS, TARGET_MODES, closing_factors, interval_targets
 from bdense.distill.trajectories import teacher_steps, teacher_trajectories
 from bdense.distill.weights import ConstantWeights, parse_weights
 from bdense.errors import BdenseError
@@ -152,4 +152,7 @@ def test_dry_run_names_the_targets_and_their_factors(tiny_teacher_file):
                       branch_targets="anchored", dry_run=True)
     assert "targets anchored" in res["plan"] and "f = 0." in res["plan"] and "order rule sfd" in res["plan"]
     assert res["options"]["branch_targets"] == "anchored" and res["options"]["teacher_order_rule"] == "sfd"
-    assert "K = 1" in distill_sfd(str(tiny_teacher_file), "unused", nfe=2, branches=1, dry_run=True)["plan"]
+    k1 = distill_sfd(str(tiny_teacher_file), "unused", nfe=2, branches=1, dry_run=True)
+    assert "K = 1" in k1["plan"] and k1["options"]["branch_weights"]["spec"] == "uniform"
+    default = distill_sfd(str(tiny_teacher_file), "unused", nfe=2, branches=4, dry_run=True)["options"]
+    assert default["branch_weights"]["spec"] == DEFAULT_WEIGHTS and default["branch_targets"] == DEFAULT_TARGETS

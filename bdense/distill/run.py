@@ -12,7 +12,7 @@ from ..train.loop import TrainConfig, Trainer
 from ..train.rundir import RunDir
 from .plan import SFDPlan
 from .sfd import SFDTask
-from .targets import DEFAULT_TARGETS, check_mode, closing_factors
+from .targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS, check_mode, closing_factors
 from .weights import parse_weights
 
 
@@ -35,7 +35,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 teacher_order_rule: str = "sfd", first_trajectory_seed: int = 0) -> dict:
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
-    weights = parse_weights(branch_weights, branches)
+    weights = parse_weights(branch_weights or (DEFAULT_WEIGHTS if branches > 1 else None), branches)
     check_mode(branch_targets)
     if not 0 <= dropout < 1:
         raise BdenseError(f"--dropout must be in [0, 1), got {dropout}")

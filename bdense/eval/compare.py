@@ -112,8 +112,11 @@ def check_reusable(d: Path, options: dict) -> None:
     Without this, changing --trajectories, --lr or a setting's weights but keeping --out would silently report
     the old runs under the new settings.
     """
-    # the cache itself is checked against teacher and plan, so its path may differ
-    diff = changed_options(_read_json(d / "options.json"), options, free={"trajectory_cache"})
+    # the cache itself is checked against teacher and plan, so its path may differ; with K = 1 every target mode
+    # is the same computation (tested bit for bit), so a baseline made under another default mode is still valid
+    old = _read_json(d / "options.json")
+    free = {"trajectory_cache"} | ({"branch_targets"} if old.get("branches") == options.get("branches") == 1 else set())
+    diff = changed_options(old, options, free=free)
     if diff:
         raise BdenseError(f"{d} holds a finished run made with other options ({', '.join(diff)}); "
                           f"use another --out or a new setting name, or delete that run directory")
