@@ -57,17 +57,17 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                       checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, device=device,
                       snapshot_steps=tuple(sorted({max(1, round(f * steps)) for f in snapshot_fractions})),
                       on_snapshot=on_snapshot)
-    run = RunDir(out, options, resume=resume)
-    run.log(plan_text.replace("\n", "\n    "))
-    torch.manual_seed(seed)
-    student = widen(teacher, branches)
     source = None
-    if trajectory_cache:
+    if trajectory_cache:  # checked before the run directory is made
         from .cache import TrajectoryCache
         source = TrajectoryCache.open(trajectory_cache, teacher_digest=options["teacher_digest"], plan=plan)
         if source.size < steps * batch:
             raise BdenseError(f"the cache holds {source.size} trajectories but the run needs {steps * batch}; "
                               f"lower --trajectories or make a larger cache")
+    run = RunDir(out, options, resume=resume)
+    run.log(plan_text.replace("\n", "\n    "))
+    torch.manual_seed(seed)
+    student = widen(teacher, branches)
     if compile_teacher:  # the teacher is only ever run forward: compile it once for the whole run
         teacher.net = torch.compile(teacher.net)
     task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch)
@@ -76,7 +76,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     if result["completed"] and trainer.acc.is_main_process:
         student.load_state_dict(trainer.final_weights())
         meta = dict(teacher.config.get("meta", {}), role="student", sampling=sfd_student_recipe(plan),
-                    teacher=str(teacher_path), teacher_digest=options["teacher_digest"],
+                    **_teacher_link(teacher_path, run.path),
                     distill={"method": "sfd", "branches": branches, "weights": weights.describe(),
                              "teacher_substeps": teacher_substeps, "teacher_solver": teacher_solver,
                              "targets": [[plan.target_index(i, k) for k in range(1, branches + 1)]
@@ -87,6 +87,13 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
         _write_grid(student, run.path / "samples.png", grid_seeds, trainer.device)
         run.log(f"wrote {run.path / 'model.safetensors'}")
     return result
+
+
+def _teacher_link(teacher_path, run_dir) -> dict:
+    """A student names its teacher by absolute path, by path relative to the student file, and by digest."""
+    from ..io import link
+    lk = link(teacher_path, run_dir)
+    return {"teacher": lk["path"], "teacher_rel": lk["rel"], "teacher_digest": lk["digest"]}
 
 
 def _write_grid(model, path, n, device):
