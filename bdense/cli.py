@@ -320,6 +320,10 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:  # the file system refused (name too long, permission, ...): the user's path, one line
+        where = f" ({e.filename})" if e.filename else ""
+        typer.echo(f"error: {e.strerror or e}{where}; check the path and its permissions", err=True)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -145,6 +145,8 @@ def check_outputs(outputs: dict, inputs=(), overwrite: bool = False) -> None:
         seen[key] = flag
         if out.is_dir():
             raise BdenseError(f"{flag} {out} is a directory; give a file path")
+        if out.exists() and not out.is_file():  # a device, FIFO or socket: never replaced by a file
+            raise BdenseError(f"{flag} {out} is not a regular file; give a file path")
         parent = next((q for q in out.resolve().parents if q.exists()), None)
         if parent is not None and not parent.is_dir():
             raise BdenseError(f"{flag} {out}: {parent} is a file, not a directory; choose another path")

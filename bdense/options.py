@@ -136,7 +136,7 @@ COUNT = Int(1, BIG)  # trajectories, steps, iterations
 
 RULES = {
     "batch": BATCH, "lr": Float(0, 1), "seed": Int(0, SEED_MAX), "device": Device(), "precision": PRECISION,
-    "steps": Int(1, BIG), "ema_decay": Float(0, 1, lo_open=False, hi_open=True), "resolution": Int(4, 1024),
+    "steps": Int(1, BIG), "ema_decay": Float(0, 1, lo_open=False, hi_open=True), "resolution": Int(4, 512),
     "checkpoint_every": Int(0, BIG), "log_every": Int(1, BIG), "seeds": Seeds(), "solver": SOLVER,
     "teacher_solver": SOLVER, "nfe": Int(1, 1000), "schedule": Choice(("polynomial", "logsnr", "time-uniform")),
     "branches": Int(1, 16), "teacher_substeps": Int(1, 64), "trajectories": COUNT, "start_steps": Int(2, 65536),

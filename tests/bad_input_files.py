@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -124,6 +125,7 @@ def make_files(root: Path) -> dict:
     train_domain_classifier("digits", root / "features16.safetensors", steps=1, log=None, resolution=16)
     # run directories, caches, diffusers folders, plain files
     (root / "a-file").write_text("x")
+    os.mkfifo(root / "fifo")
     (root / "existing.npz").write_bytes(b"not made by bdense")
     run = root / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -34,6 +34,7 @@ CASES = [
     (0, "truncated checkpoint", "sample {root}/truncated.safetensors --grid {root}/g.png", "truncated or corrupt"),
     (0, "file from another tool", "sample {root}/foreign.safetensors --grid {root}/g.png", "not a bdense model"),
     (0, "pickled checkpoint", "sample {root}/pickled.pt --grid {root}/g.png", "--trust-pickle"),
+    (7, "a FIFO given as the model", "sample {root}/fifo --grid {root}/g.png", "not a regular file"),
     (0, "missing checkpoint", "sample {root}/nope.safetensors --grid {root}/g.png", "does not exist"),
     (0, "K-branch student used as a teacher", "distill --teacher {student} --out {root}/o", "export it first"),
     (0, "K the grid cannot serve", DIST + " --branches 3", "divides --teacher-substeps"),
@@ -69,6 +70,8 @@ CASES = [
     (2, "sample --npz and --grid at one path", "sample {teacher} --npz {root}/x.npz --grid {root}/x.npz",
      "same file"),
     (2, "sample --npz is a directory", "sample {teacher} --npz {root}", "directory"),
+    (2, "sample --npz onto a FIFO (as /dev/null)", "sample {teacher} --npz {root}/fifo --overwrite",
+     "not a regular file"),
     (2, "sample --npz inside a file", "sample {teacher} --npz {root}/a-file/x.npz", "is a file"),
     (2, "sample --overwrite on an existing file (valid)", "sample {teacher} --seeds 0-1 --npz {root}/existing.npz "
      "--overwrite", "", 0, ("existing.npz",)),

@@ -177,6 +177,36 @@ def test_random_values_for_every_option_of_every_command(tmp_path):
     assert runs > 300
 
 
+HOSTILE_TEXT = ["", ":", "::", "a:99999999999999999999", "a:1:nan", "x:-1", "b:0", "decay:linear:nan",
+                "decay:cosine:0:0.9-0.1", "end:inf", "end:0", "combo:nan", "combo:", "sum1:0,0", "1e400,1", "nan,1",
+                "npz:", "folder:", "cifar10:/", "uniform:", "é:2", "a" * 5000]
+
+
+def test_hostile_text_for_every_free_text_option(tmp_path):
+    """Weight specs, settings, objectives, data specs: free text parsed by their own readers, never a traceback."""
+    cmds = commands()
+    runs = 0
+    for name, base in BASE.items():
+        argv0 = base.format(m=MISSING, t=tmp_path).split()
+        for p in cmds[name].params:
+            if p.name not in FREE_TEXT or p.param_type_name != "option":
+                continue
+            flag = max(p.opts, key=len)
+            for value in HOSTILE_TEXT:
+                argv = argv0 + [flag, value]
+                if flag == "--data" and "--data" in argv0:  # replace the missing data set, keep it missing
+                    i = argv0.index("--data")
+                    argv = argv0[:i] + argv0[i + 2:] + [flag, value]
+                code, out, err = run_cli(argv)
+                runs += 1
+                lines = [x for x in err.splitlines() if x.strip()]
+                where = f"bdense {name} ... {flag} {value[:40]!r}"
+                assert "Traceback" not in err + out, f"{where}:\n{err[-3000:]}"
+                assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), f"{where}: {code} {lines}"
+                assert not _tree(tmp_path), f"{where} left {_tree(tmp_path)}"
+    assert runs > 100
+
+
 def test_every_rule_is_used_by_a_command():
     used = {(n, p.name) for n, c in commands().items() for p in c.params if rule_for(n, p.name) is not None}
     names = {p for _, p in used}

@@ -280,8 +280,12 @@ def load_dataset(spec: str = "digits", resolution: int | None = None, pad: str =
         x, y = _BUILTIN[spec]()
         images = torch.from_numpy(_to_unit(_layout(x, spec), spec))
     else:
-        hint = f" (did you mean folder:{spec} or npz:{spec}?)" if Path(spec).exists() else ""
-        raise BdenseError(f"unknown data set {spec!r}{hint}; valid specs: {', '.join(SPECS)}")
+        try:
+            hint = f" (did you mean folder:{spec} or npz:{spec}?)" if Path(spec).exists() else ""
+        except (OSError, ValueError):  # a name too long or with a NUL byte is no path either
+            hint = ""
+        shown = spec if len(spec) <= 80 else spec[:77] + "..."
+        raise BdenseError(f"unknown data set {shown!r}{hint}; valid specs: {', '.join(SPECS)}")
     _validate(images, spec)
     labels, num_classes = _labels(y, images.shape[0], spec)
     if names is not None or spec in _BUILTIN or kind == "cifar10":

@@ -54,8 +54,8 @@ class WeightSchedule:
 
 def parse_weights(spec: str | None, k: int) -> WeightSchedule:
     spec = (spec or "uniform").strip()
-    if k < 1:
-        raise BdenseError(f"--branches must be >= 1, got {k}")
+    if not 1 <= k <= 64:
+        raise BdenseError(f"--branches must be between 1 and 64, got {k}")
     head, _, rest = spec.partition(":")
     if spec == "uniform":
         return WeightSchedule("constant", (1.0,) * k, spec=spec)

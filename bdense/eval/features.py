@@ -199,8 +199,9 @@ class DomainExtractor:
         from safetensors import safe_open
         self.path = Path(path)
         if not self.path.is_file():
-            raise BdenseError(f"feature network {self.path} not found; train one with "
-                              f"`bdense train-features --data digits --out {self.path}`")
+            raise BdenseError(f"feature network {self.path} not found; check the path, or train one with "
+                              f"`bdense train-features --out {self.path}` (statistics made with another network "
+                              f"will not match it)")
         try:
             with safe_open(str(self.path), framework="pt") as f:
                 meta = f.metadata() or {}

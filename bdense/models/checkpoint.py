@@ -96,6 +96,8 @@ def _existing(path) -> Path:
     path = Path(path)
     if not path.exists():
         raise BdenseError(f"model file {path} does not exist; train one (bdense train-teacher) or check the path")
+    if not (path.is_file() or path.is_dir()):  # a FIFO or device would block or stream forever
+        raise BdenseError(f"{path} is not a regular file; pass a model file or a diffusers model directory")
     return path
 
 
