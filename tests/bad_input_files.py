@@ -83,6 +83,13 @@ def make_files(root: Path) -> dict:
     (root / "nan-vp.safetensors").write_bytes(st_save({k: v.contiguous() for k, v in vbad.state_dict().items()},
                                                       metadata={"format": "bdense-model",
                                                                 "config": json.dumps(vbad.config)}))
+    for name, edit in (("badrecipe", {"meta": dict(t.config["meta"], sampling={"nfe": "many"})}),
+                       ("extrarecipe", {"meta": dict(t.config["meta"], sampling={"steps": 3})}),
+                       ("huge", {"resolution": 10**6})):
+        cfg = dict(t.config, **edit)
+        (root / f"{name}.safetensors").write_bytes(st_save(
+            {k: v.contiguous() for k, v in t.state_dict().items()},
+            metadata={"format": "bdense-model", "config": json.dumps(cfg)}))
     raw = teacher.read_bytes()
     (root / "truncated.safetensors").write_bytes(raw[: len(raw) // 3])
     save_file({"w": torch.zeros(3)}, str(root / "foreign.safetensors"))

@@ -135,3 +135,30 @@ def test_the_compare_grid_is_checked_before_anything_is_made(tmp_path, tiny_teac
             CompareConfig(str(tiny_teacher_file), str(tmp_path / "c"), **kw)
     assert not (tmp_path / "c").exists()
     assert CompareConfig(str(tiny_teacher_file), "c", eval_points=(0.25, 0.5)).eval_points == (0.25, 0.5, 1.0)
+
+
+def test_nan_in_a_training_checkpoint_or_a_trajectory_shard_is_refused_on_load(tmp_path, tiny_teacher):
+    from safetensors.torch import save_file
+
+    from bdense.distill.cache import TrajectoryCache, write_cache
+    from bdense.distill.plan import SFDPlan
+    from bdense.train.rundir import RunDir
+    run = RunDir(tmp_path / "run", {})
+    run.save_state(1, {"model/w": torch.ones(2)}, {})
+    bad = run.ckpt_dir / "state-000000002.safetensors"
+    save_file({"model/w": torch.tensor([1.0, float("nan")])}, str(bad),
+              metadata={"format": "bdense-train-state", "meta": "{}"})
+    with pytest.raises(BdenseError, match="'model/w' holds NaN.*delete it to resume from the checkpoint before"):
+        run.load_state()
+    assert run.load_state(run.checkpoints()[0])[0]["model/w"].tolist() == [1.0, 1.0]
+    plan = SFDPlan(nfe=1, substeps=1, teacher_solver="euler")
+    cache = write_cache(tiny_teacher, "d", plan, 4, tmp_path / "cache", batch=2, shard_size=2, progress=False)
+    shard = cache / "shard-00001.safetensors"
+    from safetensors.torch import load_file
+    t = load_file(str(shard))
+    t["traj"][0, 0, 0, 0, 0] = float("inf")
+    save_file(t, str(shard), metadata={"format": "bdense-trajectories", "first": "2"})
+    c = TrajectoryCache.open(cache)
+    assert c.batch([0, 1], "cpu")[0].isfinite().all()
+    with pytest.raises(BdenseError, match="shard-00001.*'traj' holds NaN or Inf"):
+        c.batch([2], "cpu")

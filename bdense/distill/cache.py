@@ -116,6 +116,8 @@ class TrajectoryCache:
             except Exception:
                 raise BdenseError(f"trajectory shard {p} is missing or corrupt; delete it and rerun bdense "
                                   f"trajectories to rewrite it") from None
+            from ..models.checkpoint import check_finite
+            check_finite(shard, f"trajectory shard {p}", "delete it and rerun bdense trajectories to rewrite it")
             if len(self._loaded) >= self.keep_shards:
                 self._loaded.pop(next(iter(self._loaded)))  # oldest first
             self._loaded[i] = shard

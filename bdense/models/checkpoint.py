@@ -77,6 +77,7 @@ def load_model(path: str | Path, device="cpu", trust_pickle: bool = False) -> De
     if path.is_dir():
         return load_diffusers_teacher(path, device, trust_pickle)
     config = read_config(path)
+    _check_shape(config, path)
     try:
         model = denoiser_from_config(config)
         with safe_open(str(path), framework="pt") as f:
@@ -90,6 +91,18 @@ def load_model(path: str | Path, device="cpu", trust_pickle: bool = False) -> De
                           f"use another checkpoint") from None
     check_finite(state, str(path), "the model diverged or the file is corrupt: use an earlier checkpoint")
     return model.to(device).eval()
+
+
+def _check_shape(config: dict, path) -> None:
+    """The few config numbers that size everything (an edited resolution could ask for terabytes)."""
+    def ok(key, lo, hi, default=None):
+        v = config.get(key, default)
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    if not (ok("channels", 1, 4) and ok("resolution", 1, 1024) and ok("branches", 1, 64, 1)
+            and ok("num_classes", 0, 100_000, 0)):
+        shown = {k: config.get(k) for k in ("channels", "resolution", "branches", "num_classes")}
+        raise BdenseError(f"{path}: impossible model shape in its config {shown}; the file is corrupt or was edited: "
+                          f"use another checkpoint")
 
 
 def _existing(path) -> Path:

@@ -111,6 +111,9 @@ class RunDir:
                               f"from the one before") from None
         if md.get("format") != "bdense-train-state":
             raise BdenseError(f"{path} is not a bdense training checkpoint; remove it from {self.ckpt_dir}")
+        from ..models.checkpoint import check_finite
+        check_finite({k: v for k, v in tensors.items() if not k.startswith("rng/")}, f"checkpoint {path}",
+                     "delete it to resume from the checkpoint before")
         return tensors, parse_json(md.get("meta", ""), f"the header of {path}",
                                    "delete it to resume from the checkpoint before")
 
