@@ -144,11 +144,11 @@ def distill(
     check_out_dir("--out", out, [teacher])
     if method == "sfd":
         from .distill.run import distill_sfd
-        res = distill_sfd(str(teacher), str(out), nfe=nfe, branches=1 if branches is None else branches, branch_weights=branch_weights,
-                          teacher_substeps=teacher_substeps, teacher_solver=teacher_solver, afs=afs,
-                          trajectories=trajectories, batch=batch, lr=5e-5 if lr is None else lr, precision=precision,
-                          seed=seed,
-                          resume=resume, dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
+        res = distill_sfd(str(teacher), str(out), nfe=nfe, branches=1 if branches is None else branches,
+                          branch_weights=branch_weights, teacher_substeps=teacher_substeps,
+                          teacher_solver=teacher_solver, afs=afs, trajectories=trajectories, batch=batch,
+                          lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume,
+                          dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
                           trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every,
                           compile_teacher=compile_teacher)
     elif method == "pd":

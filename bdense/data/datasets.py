@@ -122,7 +122,8 @@ def _resize(images: torch.Tensor, resolution: int, pad: str, name: str) -> torch
         return images
     if pad == "pad":
         if resolution < size:
-            raise BdenseError(f"cannot pad {name} from {size} down to {resolution}; use --pad none (pad='none') to resize instead")
+            raise BdenseError(f"cannot pad {name} from {size} down to {resolution}; use --pad none (pad='none') "
+                              f"to resize instead")
         before = (resolution - size) // 2
         after = resolution - size - before
         return F.pad(images, (before, after, before, after), value=-1.0)

@@ -176,7 +176,8 @@ def train_domain_classifier(data: str = "digits", out: str | Path | None = None,
     with torch.no_grad():
         pred = torch.cat([net(c.to(device)).argmax(1).cpu() for c in x[te].split(512)])
     acc = float((pred == d.labels[te]).float().mean())
-    result = dict(data=data, resolution=d.resolution, pad=pad, accuracy=acc, n_train=len(tr), n_heldout=n_test, steps=steps, batch=batch, lr=lr,
+    result = dict(data=data, resolution=d.resolution, pad=pad, accuracy=acc, n_train=len(tr), n_heldout=n_test,
+                  steps=steps, batch=batch, lr=lr,
                   seed=seed, seconds=round(time.time() - t0, 1), arch=cfg)
     if out is not None:
         from safetensors.torch import save as st_save
@@ -217,7 +218,8 @@ class DomainExtractor:
             self.net = DomainCNN(**self.config["arch"])
             self.net.load_state_dict(state)
         except Exception as e:  # a header edited by hand or weights from another architecture
-            raise BdenseError(f"{self.path}: weights do not match its config ({type(e).__name__}); retrain it") from None
+            raise BdenseError(f"{self.path}: weights do not match its config ({type(e).__name__}); "
+                              f"retrain it") from None
         check_finite(state, str(self.path), "retrain it")
         self.net.eval().to(device)
         self.device, self.batch_size = torch.device(device), batch_size
