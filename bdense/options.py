@@ -15,22 +15,13 @@ import math
 from dataclasses import dataclass
 
 from .errors import BdenseError
-
 from .seeds import MAX_SEEDS, SEED_MAX
 
 BIG = 10**9
 
 
 def _flag(name: str) -> str:
-    """The option's flag as the user typed it (from click's context), else --name-with-dashes."""
-    try:
-        import click
-        ctx = click.get_current_context(silent=True)
-        for p in (ctx.command.params if ctx else []):
-            if p.name == name and p.opts:
-                return max(p.opts, key=len) if p.param_type_name == "option" else p.human_readable_name
-    except Exception:  # noqa: BLE001 - a nicer flag name is optional
-        pass
+    """The option's flag: --name-with-dashes (every ruled option is named so; tests/test_options.py checks it)."""
     return "--" + name.replace("_", "-")
 
 

@@ -48,6 +48,10 @@ def test_every_numeric_or_list_option_has_a_rule():
                 if rule_for(name, p.name) is None:
                     missing.append(f"{name} --{p.name}")
     assert not missing, f"give these options a rule in bdense/options.py: {missing}"
+    from bdense.options import _flag
+    wrong = [f"{n} {p.opts}" for n, c in commands().items() for p in c.params
+             if rule_for(n, p.name) is not None and p.param_type_name == "option" and _flag(p.name) not in p.opts]
+    assert not wrong, f"messages would name these options by another flag: {wrong}"
 
 
 def test_rules_accept_their_range_and_refuse_outside_it():
