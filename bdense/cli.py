@@ -9,6 +9,7 @@ import typer
 
 from .distill.targets import DEFAULT_TARGETS
 from .errors import BdenseError
+from .options import check
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Few-step diffusion students by distillation (SFD, progressive distillation) with B-DENSE.")
@@ -41,6 +42,7 @@ def data_fetch(name: str = typer.Argument(..., help="mnist | fashion-mnist"),
 @data_app.command("info")
 def data_info(spec: str = typer.Argument("digits"), resolution: Optional[int] = None):
     """Load a data set and print its size, shape, classes and value range."""
+    check("data info", locals())
     from .data.datasets import load_dataset
     d = load_dataset(spec, resolution=resolution)
     typer.echo(f"{d.name}: {len(d)} images, {d.channels}x{d.resolution}x{d.resolution}, {d.num_classes} classes, "
@@ -59,6 +61,7 @@ def train_teacher(
     ema_decay: float = 0.999,
     class_cond: bool = typer.Option(False, help="train a class-conditional teacher"),
     resolution: Optional[int] = typer.Option(None, help="resize/pad the data to this size"),
+    pad: str = typer.Option("none", help="none (resize to --resolution) | pad (black border up to --resolution)"),
     precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16"),
     seed: int = 0,
     resume: bool = typer.Option(False, help="continue the run in --out from its latest checkpoint"),
@@ -67,10 +70,14 @@ def train_teacher(
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
 ):
     """Train a teacher with the EDM (or VP) loss; writes OUT/model.safetensors and a sample grid."""
+    check("train-teacher", locals())
+    from .data.datasets import spec_path
+    from .io import check_out_dir
+    check_out_dir("--out", out, [spec_path(data)])
     from .train.teacher import train_teacher as run
     run(data, str(out), parameterization=parameterization, preset=preset, steps=steps, batch=batch, lr=lr,
         ema_decay=ema_decay, class_cond=class_cond, resolution=resolution, precision=precision, seed=seed,
-        resume=resume, checkpoint_every=checkpoint_every, device=device, log_every=log_every)
+        resume=resume, checkpoint_every=checkpoint_every, device=device, log_every=log_every, pad=pad)
 
 
 @app.command("sample")
@@ -95,21 +102,26 @@ def sample(
     batch: int = typer.Option(256, help="batch size (does not change the images), e.g. 64"),
     device: Optional[str] = None,
     trust_pickle: bool = typer.Option(False, help="allow pickled weights in a diffusers directory"),
+    overwrite: bool = typer.Option(False, help="replace an existing --npz/--grid file"),
 ):
     """Sample images from any model, by seed, with its own recipe unless overridden."""
+    seed_list = check("sample", locals())["seeds"]
     import numpy as np
     import torch
 
     from .data.images import save_grid, save_npz, save_npz_adm, save_pngs
     from .models.checkpoint import load_model
+    from .io import check_out_dir, check_outputs
     from .sampling.sample import cycle_classes, model_recipe, sample_uint8
     from .seeds import parse_seeds
     if grid is None and npz is None and npz_adm is None and outdir is None:
         raise BdenseError("nothing to write: pass --grid PATH.png, --npz PATH.npz, --npz-adm PATH.npz or --outdir DIR")
+    check_outputs({"--npz": npz, "--grid": grid, "--npz-adm": npz_adm}, [model], overwrite)
+    if outdir is not None:
+        check_out_dir("--outdir", outdir, [model])
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     den = load_model(model, device=dev, trust_pickle=trust_pickle)
     recipe = model_recipe(den).with_overrides(solver=solver, nfe=nfe, schedule=schedule, afs=afs)
-    seed_list = parse_seeds(seeds)
     class_list = cycle_classes(parse_seeds(classes) if classes is not None else None, len(seed_list),
                                den.num_classes)
     arr, labels, is_main = sample_uint8(den, seed_list, recipe, batch_size=batch, device=dev, progress=True,
@@ -170,20 +182,25 @@ def distill(
     trust_pickle: bool = False,
 ):
     """Distil a teacher into a few-step student (K = 1: host baseline; K > 1: B-DENSE)."""
+    check("distill", locals())
+    from .io import check_out_dir
+    check_out_dir("--out", out, [teacher])
     if method == "sfd":
         from .distill.run import distill_sfd
-        res = distill_sfd(str(teacher), str(out), nfe=nfe, branches=branches or 1, branch_weights=branch_weights,
-                          teacher_substeps=teacher_substeps, teacher_solver=teacher_solver, afs=afs,
-                          trajectories=trajectories, batch=batch, lr=lr or 5e-5, precision=precision, seed=seed,
-                          resume=resume, dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
+        res = distill_sfd(str(teacher), str(out), nfe=nfe, branches=1 if branches is None else branches,
+                          branch_weights=branch_weights, teacher_substeps=teacher_substeps,
+                          teacher_solver=teacher_solver, afs=afs, trajectories=trajectories, batch=batch,
+                          lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume,
+                          dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
                           trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every,
                           compile_teacher=compile_teacher, branch_targets=branch_targets, dropout=dropout,
                           teacher_order_rule=teacher_order_rule, first_trajectory_seed=first_trajectory_seed)
     elif method == "pd":
         from .distill.pd_run import distill_pd
-        res = distill_pd(str(teacher), str(out), data=data, branches=branches or 2, branch_weights=branch_weights,
+        res = distill_pd(str(teacher), str(out), data=data, branches=2 if branches is None else branches,
+                         branch_weights=branch_weights,
                          start_steps=start_steps, end_steps=end_steps, round_iters=round_iters, batch=batch,
-                         lr=lr or 5e-5, precision=precision, seed=seed, resume=resume, dry_run=dry_run,
+                         lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume, dry_run=dry_run,
                          device=device, checkpoint_every=checkpoint_every, trust_pickle=trust_pickle)
     else:
         raise BdenseError(f"unknown --method '{method}'; use sfd or pd")
@@ -209,12 +226,14 @@ def trajectories(
     trust_pickle: bool = False,
 ):
     """Write teacher trajectories once; distill --trajectories-from DIR trains from them."""
+    check("trajectories", locals())
     import torch
 
     from .distill.cache import write_cache
     from .distill.plan import SFDPlan
-    from .io import file_digest
+    from .io import check_out_dir, file_digest
     from .models.checkpoint import load_model
+    check_out_dir("--out", out, [teacher])
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(teacher, device=dev, trust_pickle=trust_pickle)
     plan = SFDPlan(nfe=nfe, substeps=teacher_substeps, afs=afs, teacher_solver=teacher_solver,
@@ -246,10 +265,11 @@ def compare(
     device: Optional[str] = None,
 ):
     """Baseline vs B-DENSE side by side over several seeds, with intervals, plots and a report."""
+    v = check("compare", locals())
     from .eval.compare import CompareConfig, Setting, compare as run
-    cfg = CompareConfig(teacher=str(teacher), out=str(out), nfes=tuple(int(x) for x in nfe.split(",")),
+    cfg = CompareConfig(teacher=str(teacher), out=str(out), nfes=v["nfe"],
                         settings=tuple(Setting.parse(s) for s in setting), seeds=seeds, trajectories=trajectories,
-                        batch=batch, lr=lr, eval_points=tuple(float(x) for x in eval_points.split(",")),
+                        batch=batch, lr=lr, eval_points=v["eval_points"],
                         eval_seeds=eval_seeds, data=data, features=str(features) if features else None,
                         teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule, pool=pool,
                         device=device)
@@ -266,8 +286,15 @@ def export(
                                "DiffusionPipeline.from_pretrained loads), e.g. diffusers"),
     metrics: list[Path] = typer.Option([], help="diffusers: quality for the model card, the --out JSON of bdense "
                                        "fid calc or agreement (repeatable), e.g. fid.json"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
 ):
     """Keep only the endpoint branch: a standard model that samples at exactly the baseline's cost."""
+    check("export", locals())
+    from .io import check_out_dir, check_outputs
+    if format == "bdense":
+        check_outputs({"--out": out}, [model], overwrite)
+    else:
+        check_out_dir("--out", out, [model])
     from .models.export import export_model
     path = export_model(model, out, format, metrics=metrics)
     typer.echo(f"wrote {path}")
@@ -306,13 +333,13 @@ def tune(
     device: Optional[str] = None,
 ):
     """Search branch weights / schedules with Optuna (TPE, median pruning, resumable), then check the winner."""
+    v = check("tune", locals())
     from .eval.tune import TuneConfig, tune as run
-    floats = lambda s: tuple(float(x) for x in s.split(","))  # noqa: E731
     cfg = TuneConfig(teacher=str(teacher), out=str(out), nfe=nfe, branches=branches, objective=objective,
                      trials=trials, trial_trajectories=trial_trajectories, trajectories=trajectories, batch=batch,
-                     lr=lr, tune_seeds=tune_seeds, report_points=floats(report_points), jobs=jobs, seed=seed,
-                     final=final, final_seeds=final_seeds, eval_seeds=eval_seeds, eval_points=floats(eval_points),
-                     final_nfes=tuple(int(x) for x in final_nfe.split(",")) if final_nfe else None, apply=apply,
+                     lr=lr, tune_seeds=tune_seeds, report_points=v["report_points"], jobs=jobs, seed=seed,
+                     final=final, final_seeds=final_seeds, eval_seeds=eval_seeds, eval_points=v["eval_points"],
+                     final_nfes=v["final_nfe"], apply=apply,
                      data=data, features=str(features) if features else None, teacher_solver=teacher_solver,
                      branch_targets=branch_targets, device=device)
     r = run(cfg)
@@ -321,23 +348,47 @@ def tune(
     typer.echo(f"spec: {r['spec']}\nreport: {out / 'tune_report.md'}")
 
 
+_COMMAND = []  # the click command built from `app` once per process (building it is most of a refusal's time)
+
+
 def command():
     """The click command tree of `bdense`, with every option's help completed by an example (bdense.clihelp)."""
-    from .clihelp import teach
-    root = typer.main.get_command(app)
-    teach(root)
-    return root
+    if not _COMMAND:
+        from .clihelp import teach
+        root = typer.main.get_command(app)
+        teach(root)
+        _COMMAND.append(root)
+    return _COMMAND[0]
 
 
 def main() -> None:
+    from typer._click import exceptions as click  # typer >= 0.2x carries its own click
     try:
-        command()()
+        code = command().main(prog_name="bdense", standalone_mode=False)
     except BdenseError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except click.NoArgsIsHelpError as e:  # a bare group: its help, as click would show it
+        typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
+        sys.exit(2)
+    except click.UsageError as e:  # a malformed value or unknown option: one line, like every other refusal
+        cmd = e.ctx.command_path if e.ctx else "bdense"
+        typer.echo(f"error: {e.format_message()} (see {cmd} --help)", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        typer.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:  # the file system refused (name too long, permission, ...): the user's path, one line
+        where = f" ({e.filename})" if e.filename else ""
+        typer.echo(f"error: {e.strerror or e}{where}; check the path and its permissions", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

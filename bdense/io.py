@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import BdenseError
+
 
 def _fsync_dir(directory: Path) -> None:
     """Make a rename durable; silently skipped where directories cannot be opened (e.g. Windows)."""
@@ -58,7 +60,6 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            from .errors import BdenseError
             raise BdenseError(f"disk full while writing {path}; free space or choose another output "
                               f"directory (the previous file, if any, is untouched)") from None
         raise
@@ -91,3 +92,107 @@ def file_digest(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def parse_json(text: str | bytes, where: str, fix: str) -> dict:
+    """A JSON object from a file or header, or one line saying which file is bad and what to do."""
+    import json
+    try:
+        doc = json.loads(text)
+    except (ValueError, TypeError, RecursionError) as e:
+        raise BdenseError(f"{where} holds invalid JSON ({type(e).__name__}); {fix}") from None
+    if not isinstance(doc, dict):
+        raise BdenseError(f"{where} holds JSON {type(doc).__name__}, not an object; {fix}")
+    return doc
+
+
+def read_json_file(path: str | os.PathLike, fix: str) -> dict:
+    """parse_json of a file's text ({} when the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BdenseError(f"cannot read {path} ({type(e).__name__}); {fix}") from None
+    return parse_json(text, str(path), fix)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_outputs(outputs: dict, inputs=(), overwrite: bool = False) -> None:
+    """Refuse, before any work, an output that is one of the command's inputs (or inside an input directory),
+    two outputs at one path, a directory where a file goes, and an existing file unless `overwrite`.
+
+    outputs: {flag: path or None}; inputs: paths (None skipped). Writes themselves are atomic (atomic_path).
+    """
+    ins = [Path(p) for p in inputs if p]
+    seen: dict[Path, str] = {}
+    for flag, out in outputs.items():
+        if out is None:
+            continue
+        out = Path(out)
+        for p in ins:
+            if _same(out, p) or (p.is_dir() and out.resolve().is_relative_to(p.resolve())):
+                raise BdenseError(f"{flag} {out} is one of this command's inputs ({p}); write the output elsewhere")
+        key = out.resolve()
+        if key in seen:
+            raise BdenseError(f"{flag} and {seen[key]} name the same file {out}; give each output its own path")
+        seen[key] = flag
+        if out.is_dir():
+            raise BdenseError(f"{flag} {out} is a directory; give a file path")
+        if out.exists() and not out.is_file():  # a device, FIFO or socket: never replaced by a file
+            raise BdenseError(f"{flag} {out} is not a regular file; give a file path")
+        parent = next((q for q in out.resolve().parents if q.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise BdenseError(f"{flag} {out}: {parent} is a file, not a directory; choose another path")
+        if out.exists() and not overwrite:
+            raise BdenseError(f"{flag} {out} already exists; pass --overwrite to replace it or choose another path")
+
+
+def check_out_dir(flag: str, out: str | os.PathLike, inputs=()) -> None:
+    """A directory output (run, cache, report): not an existing file, not an input, not inside a file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BdenseError(f"{flag} {out} is an existing file, not a directory; choose a directory path")
+    for p in (Path(q) for q in inputs if q):
+        if _same(out, p) or _same(out / "model.safetensors", p):
+            raise BdenseError(f"{flag} {out} holds this command's input {p}, which the run would overwrite; "
+                              f"choose another {flag}")
+    parent = next((q for q in out.resolve().parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise BdenseError(f"cannot write to {out}: {parent} is a file, not a directory; choose another {flag}")
+
+
+def link(target: str | os.PathLike, artefact_dir: str | os.PathLike) -> dict:
+    """How an artefact names another file: absolute path, path relative to the artefact's folder, digest."""
+    t = Path(target).resolve()
+    return {"path": str(t), "rel": os.path.relpath(t, Path(artefact_dir).resolve()), "digest": file_digest(t)}
+
+
+def resolve_link(stored: str | None, rel: str | None, digest: str | None, artefact: str | os.PathLike,
+                 what: str, fix: str) -> Path:
+    """Find the file an artefact names: relative to the artefact first (folders moved together), then the stored
+    absolute path, then as given (older files stored the path relative to where the command ran); the file must
+    have the stored digest. `fix` says how to pass the right file explicitly."""
+    base = Path(artefact).resolve().parent
+    candidates = [base / rel] if rel else []
+    candidates += [Path(stored), base / stored] if stored else []
+    found = [c for c in candidates if c.is_file() or c.is_dir()]
+    for c in found:
+        if digest is None or file_digest(c) == digest:
+            return c
+    if not candidates:
+        raise BdenseError(f"{artefact} does not name its {what}; {fix}")
+    if found:
+        raise BdenseError(f"{artefact} names its {what} {found[0]}, but that file has changed (digest "
+                          f"{file_digest(found[0])}, recorded {digest}); {fix}")
+    raise BdenseError(f"{artefact} names its {what} {stored or rel}, which is not found (looked relative to "
+                      f"{base} and as given); {fix}")

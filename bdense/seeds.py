@@ -6,13 +6,19 @@ import torch
 from .errors import BdenseError
 
 
-def parse_seeds(spec: str | int | list[int]) -> list[int]:
-    """'0-9,20,30-31' -> [0..9, 20, 30, 31]; an int n means range(n)."""
+SEED_MAX = 2**63 - 1
+MAX_SEEDS = 1_000_000  # per command: more only exhausts memory; split the work
+
+
+def parse_seeds(spec: str | int | list[int], flag: str = "--seeds") -> list[int]:
+    """'0-9,20,30-31' -> [0..9, 20, 30, 31]; an int n means range(n). At most MAX_SEEDS seeds in 0..2^63-1."""
     if isinstance(spec, int):
-        return list(range(spec))
+        if spec < 1:
+            raise BdenseError(f"{flag}: need at least one seed, got {spec}")
+        spec = f"0-{spec - 1}"
     if isinstance(spec, list):
-        return list(spec)
-    out: list[int] = []
+        spec = ",".join(str(s) for s in spec)
+    parts, count = [], 0
     for part in str(spec).split(","):
         part = part.strip()
         try:
@@ -21,14 +27,17 @@ def parse_seeds(spec: str | int | list[int]) -> list[int]:
                 lo_i, hi_i = int(lo), int(hi)
                 if hi_i < lo_i:
                     raise BdenseError(f"seed range '{part}' runs backwards; write it as {hi_i}-{lo_i}")
-                out.extend(range(lo_i, hi_i + 1))
             else:
-                out.append(int(part))
+                lo_i = hi_i = int(part)
         except ValueError:
-            raise BdenseError(f"cannot read seeds '{spec}'; use forms like 0-99 or 0,5,7-9") from None
-    if not out or min(out) < 0:
-        raise BdenseError(f"seeds '{spec}' must be non-negative integers; use forms like 0-99")
-    return out
+            raise BdenseError(f"cannot read {flag} '{spec}'; use forms like 0-99 or 0,5,7-9") from None
+        if lo_i < 0 or hi_i > SEED_MAX:
+            raise BdenseError(f"{flag} '{spec}': seeds must lie in 0..{SEED_MAX} (2^63-1)")
+        count += hi_i - lo_i + 1
+        if count > MAX_SEEDS:
+            raise BdenseError(f"{flag} '{spec}' names more than {MAX_SEEDS:,} seeds; split the work into several runs")
+        parts.append((lo_i, hi_i))
+    return [s for lo, hi in parts for s in range(lo, hi + 1)]
 
 
 def seed_noise(seeds: list[int], shape: tuple[int, ...], device="cpu", dtype=torch.float32) -> torch.Tensor:

@@ -1,94 +1,275 @@
-"""Bad input is refused with one line naming the problem and the fix, a non-zero exit, and no file touched.
+"""Bad input is refused with one line naming the problem and the fix, exit code 2, and no file touched.
 
-Run `python tests/test_bad_input.py` to print the table of cases and messages kept in docs/bad-input.md.
+Every case runs the real `bdense` entry point in-process. Run `python tests/test_bad_input.py > docs/bad-input.md`
+to regenerate the docs table from these cases (the messages shown are the ones the test sees).
 """
 from __future__ import annotations
 
 import errno
 import hashlib
-import json
+import io
+import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bad_input_files import MARKER, make_files, write_cifar  # noqa: E402
 
-def _setup(root: Path) -> dict:
-    """Files the cases refer to: a good teacher, a 2-branch student, broken models, broken data."""
-    from safetensors.torch import save_file
+T = "{teacher}"
+TT = "train-teacher --preset tiny --steps 1"
+DIST = "distill --teacher {teacher} --out {root}/o"
+CMP = "compare --teacher {teacher} --out {root}/c"
+TUNE = "tune --teacher {teacher} --out {root}/t"
+NO_CUDA = not torch.cuda.is_available()
 
-    from bdense.models.branches import widen
-    from bdense.models.checkpoint import save_model
-    from bdense.models.factory import new_model
-    torch.manual_seed(0)
-    t = new_model("edm", 1, 8, preset="tiny", data="digits")
-    p = {"teacher": save_model(root / "teacher.safetensors", t),
-         "student": save_model(root / "student.safetensors", widen(t, 2)),
-         "t16": save_model(root / "teacher16.safetensors", new_model("v", 1, 16, preset="tiny", data="mnist"))}
-    raw = p["teacher"].read_bytes()
-    (root / "truncated.safetensors").write_bytes(raw[: len(raw) // 3])
-    save_file({"w": torch.zeros(3)}, str(root / "foreign.safetensors"))
-    torch.save({"w": torch.zeros(3)}, root / "pickled.pt")
-    bad = np.zeros((4, 8, 8), np.float32)
-    bad[0, 0, 0] = np.nan
-    np.savez(root / "nan.npz", images=bad)
-    np.savez(root / "range.npz", images=np.full((4, 8, 8), 7.0, np.float32))
-    (root / "a-file").write_text("x")
-    (root / "run").mkdir()
-    (root / "run" / "options.json").write_text(json.dumps({"command": "other"}))
-    (root / "run" / "checkpoints").mkdir()
-    (root / "run" / "checkpoints" / "state-000000001.safetensors").write_bytes(b"old")
-    return {k: str(v) for k, v in p.items()}
-
-
-# (what is wrong, command line with {root} and file keys, text the message must contain)
+# (class, what is wrong, command line with {root} and file keys, text the line must contain[, exit code[, files the
+# command may create or replace]]). Classes follow issue 12: 1 code from data, 2 outputs over inputs, 3 non-finite
+# models, 4 option values, 5 late failures (a grid checked only after work), 6 files named by relative path,
+# 7 corrupt metadata and wrong file kinds, 8 precision, 9 data shape; 0 the cases of round one.
 CASES = [
-    ("truncated checkpoint", "sample {root}/truncated.safetensors --grid {root}/g.png", "truncated or corrupt"),
-    ("file from another tool", "sample {root}/foreign.safetensors --grid {root}/g.png", "not a bdense model"),
-    ("pickled checkpoint", "sample {root}/pickled.pt --grid {root}/g.png", "--trust-pickle"),
-    ("missing checkpoint", "sample {root}/nope.safetensors --grid {root}/g.png", "does not exist"),
-    ("K-branch student used as a teacher", "distill --teacher {student} --out {root}/o", "export it first"),
-    ("K the grid cannot serve", "distill --teacher {teacher} --out {root}/o --branches 3", "divides --teacher-substeps"),
-    ("NFE 0", "distill --teacher {teacher} --out {root}/o --nfe 0", "between 1 and 8"),
-    ("negative branch weight", "distill --teacher {teacher} --out {root}/o --branches 2 --branch-weights 1,-1",
-     "positive"),
-    ("wrong number of weights", "distill --teacher {teacher} --out {root}/o --branches 4 --branch-weights 1,1",
-     "give exactly 4"),
-    ("seeds that run backwards", "sample {teacher} --seeds 5-2 --grid {root}/g.png", "runs backwards"),
-    ("fp16 on a CPU", "train-teacher --data digits --preset tiny --steps 1 --out {root}/o --precision fp16 "
-     "--device cpu", "needs a GPU"),
-    ("PD with an EDM teacher", "distill --method pd --teacher {teacher} --out {root}/o", "VP"),
-    ("PD teacher and data differ in resolution", "distill --method pd --teacher {t16} --out {root}/o --data digits",
+    # -- 0: round one ---------------------------------------------------------------------------------------
+    (0, "truncated checkpoint", "sample {root}/truncated.safetensors --grid {root}/g.png", "truncated or corrupt"),
+    (0, "file from another tool", "sample {root}/foreign.safetensors --grid {root}/g.png", "not a bdense model"),
+    (0, "pickled checkpoint", "sample {root}/pickled.pt --grid {root}/g.png", "--trust-pickle"),
+    (7, "a FIFO given as the model", "sample {root}/fifo --grid {root}/g.png", "not a regular file"),
+    (0, "missing checkpoint", "sample {root}/nope.safetensors --grid {root}/g.png", "does not exist"),
+    (0, "K-branch student used as a teacher", "distill --teacher {student} --out {root}/o", "export it first"),
+    (0, "K the grid cannot serve", DIST + " --branches 3", "divides --teacher-substeps"),
+    (0, "negative branch weight", DIST + " --branches 2 --branch-weights 1,-1", "positive"),
+    (0, "wrong number of weights", DIST + " --branches 4 --branch-weights 1,1", "give exactly 4"),
+    (0, "seeds that run backwards", "sample {teacher} --seeds 5-2 --grid {root}/g.png", "runs backwards"),
+    (0, "PD with an EDM teacher", "distill --method pd --teacher {teacher} --out {root}/o", "VP"),
+    (0, "PD teacher and data differ in resolution", "distill --method pd --teacher {t16} --out {root}/o --data digits",
      "expects"),
-    ("data with NaNs", "train-teacher --data npz:{root}/nan.npz --preset tiny --steps 1 --out {root}/o", "NaN"),
-    ("data out of range", "train-teacher --data npz:{root}/range.npz --preset tiny --steps 1 --out {root}/o",
-     "[-1"),
-    ("missing data file", "train-teacher --data npz:{root}/none.npz --steps 1 --out {root}/o", "does not exist"),
-    ("unknown data set", "train-teacher --data cifar100 --steps 1 --out {root}/o", "digits"),
-    ("run directory already holds a run", "train-teacher --data digits --preset tiny --steps 1 --out {root}/run",
-     "--resume"),
-    ("resume with different options", "train-teacher --data digits --preset tiny --steps 1 --out {root}/run "
-     "--resume", "differ"),
-    ("output directory not writable", "train-teacher --data digits --preset tiny --steps 1 --out {root}/a-file/o",
-     "cannot write"),
-    ("nothing to write", "sample {teacher}", "--grid"),
+    (0, "data with NaNs", TT + " --data npz:{root}/nan.npz --out {root}/o", "NaN"),
+    (0, "data out of range", TT + " --data npz:{root}/range.npz --out {root}/o", "[-1"),
+    (0, "missing data file", TT + " --data npz:{root}/none.npz --out {root}/o", "does not exist"),
+    (0, "unknown data set", TT + " --data cifar100 --out {root}/o", "digits"),
+    (0, "run directory already holds a run", TT + " --data digits --out {root}/run", "--resume"),
+    (0, "resume with different options", TT + " --data digits --out {root}/run --resume", "differ"),
+    (0, "output directory inside a file", TT + " --data digits --out {root}/a-file/o", "is a file"),
+    (0, "nothing to write", "sample {teacher}", "--grid"),
+    # -- 1: code from a data folder, deserialisation ----------------------------------------------------------
+    (1, "CIFAR batch with a planted object", "data info cifar10:{root}/cifar-evil", "refused global"),
+    (1, "planted CIFAR batch used for training", TT + " --data cifar10:{root}/cifar-evil --out {root}/o",
+     "refused global"),
+    (1, "planted CIFAR batch for reference statistics", "fid ref --data cifar10:{root}/cifar-evil --extractor domain "
+     "--features {root}/features.safetensors --out {root}/r.npz", "refused global"),
+    (1, "CIFAR batch that is not a dict", "data info cifar10:{root}/cifar-list", "not a dict"),
+    (1, "real-format CIFAR batches (valid)", "data info cifar10:{root}/cifar-good", "", 0),
+    (1, "pickled object array in an npz", "data info npz:{root}/objects.npz", "cannot read"),
+    (1, "pickled diffusers weights without --trust-pickle", "sample {root}/diffusers-pickle --grid {root}/g.png",
+     "--trust-pickle"),
+    # -- 2: outputs over inputs, existing files ----------------------------------------------------------------
+    (2, "sample --npz over the model", "sample {teacher} --npz {teacher}", "inputs"),
+    (2, "sample --grid over the model", "sample {teacher} --grid {teacher} --overwrite", "inputs"),
+    (2, "sample --npz over an existing file", "sample {teacher} --npz {root}/existing.npz", "--overwrite"),
+    (2, "sample --npz and --grid at one path", "sample {teacher} --npz {root}/x.npz --grid {root}/x.npz",
+     "same file"),
+    (2, "sample --npz is a directory", "sample {teacher} --npz {root}", "directory"),
+    (2, "sample --npz onto a FIFO (as /dev/null)", "sample {teacher} --npz {root}/fifo --overwrite",
+     "not a regular file"),
+    (2, "sample --npz inside a file", "sample {teacher} --npz {root}/a-file/x.npz", "is a file"),
+    (2, "sample --overwrite on an existing file (valid)", "sample {teacher} --seeds 0-1 --npz {root}/existing.npz "
+     "--overwrite", "", 0, ("existing.npz",)),
+    (2, "sample to a new file (valid)", "sample {teacher} --seeds 0-1 --npz {root}/new.npz", "", 0, ("new.npz",)),
+    (2, "export over its own input", "export {student} --out {student}", "inputs"),
+    (2, "export --overwrite over its own input", "export {student} --out {student} --overwrite", "inputs"),
+    (2, "export over an existing file", "export {student} --out {teacher}", "--overwrite"),
+    (2, "export to a new file (valid)", "export {student} --out {root}/exported.safetensors", "", 0,
+     ("exported.safetensors",)),
+    (2, "fid ref --out over its data", "fid ref --data npz:{root}/images.npz --extractor domain "
+     "--features {root}/features.safetensors --out {root}/images.npz --overwrite", "inputs"),
+    (2, "fid ref --out over its feature network", "fid ref --data digits --extractor domain "
+     "--features {root}/features.safetensors --out {root}/features.safetensors --overwrite", "inputs"),
+    (2, "fid ref --out over an existing file", "fid ref --data digits --extractor domain "
+     "--features {root}/features.safetensors --out {root}/existing.npz", "--overwrite"),
+    (2, "fid calc --out over its reference", "fid calc --ref {root}/stats.npz --samples {root}/images.npz "
+     "--out {root}/stats.npz --overwrite", "inputs"),
+    (2, "train-features --out over an existing file", "train-features --data digits --steps 1 "
+     "--out {root}/existing.npz", "--overwrite"),
+    (2, "agreement --out over the student", "agreement --model {student} --out {student} --overwrite", "inputs"),
+    (2, "distill --out is the teacher's run directory", "distill --teacher {trun} --out {root}/trun",
+     "would overwrite"),
+    (2, "distill --out is the teacher file", "distill --teacher {teacher} --out {teacher}", "not a directory"),
+    (2, "trajectories --out is the teacher file", "trajectories --teacher {teacher} --out {teacher}",
+     "not a directory"),
+    (2, "compare --out is the teacher file", "compare --teacher {teacher} --out {teacher}", "not a directory"),
+    (2, "train-teacher --out is a file", TT + " --data digits --out {root}/a-file", "not a directory"),
+    # -- 3: non-finite models --------------------------------------------------------------------------------
+    (3, "sample a model with a NaN weight", "sample {root}/nan.safetensors --grid {root}/g.png", "conv_out.weight"),
+    (3, "sample a model with an Inf weight", "sample {root}/inf.safetensors --grid {root}/g.png", "NaN or Inf"),
+    (3, "distill from a NaN teacher", "distill --teacher {root}/nan.safetensors --out {root}/o", "NaN or Inf"),
+    (3, "PD from a NaN teacher", "distill --method pd --teacher {root}/nan-vp.safetensors --out {root}/o",
+     "conv_in.bias"),
+    (3, "trajectories from a NaN teacher", "trajectories --teacher {root}/nan.safetensors --out {root}/o",
+     "NaN or Inf"),
+    (3, "compare a NaN teacher", "compare --teacher {root}/nan.safetensors --out {root}/c", "NaN or Inf"),
+    (3, "export a NaN model", "export {root}/nan.safetensors --out {root}/e.safetensors", "NaN or Inf"),
+    (3, "FID of a NaN model", "fid calc --ref {root}/stats.npz --model {root}/nan.safetensors", "NaN or Inf"),
+    (3, "agreement with a NaN teacher", "agreement --model {student} --teacher {root}/nan.safetensors",
+     "NaN or Inf"),
+    # -- 4: option values ------------------------------------------------------------------------------------
+    (4, "train-teacher --steps 0", TT.replace("--steps 1", "--steps 0") + " --out {root}/o", "--steps"),
+    (4, "train-teacher --batch 0", TT + " --batch 0 --out {root}/o", "--batch"),
+    (4, "train-teacher --lr -1", TT + " --lr -1 --out {root}/o", "--lr"),
+    (4, "train-teacher --lr nan", TT + " --lr nan --out {root}/o", "finite"),
+    (4, "train-teacher --ema-decay 2", TT + " --ema-decay 2 --out {root}/o", "--ema-decay"),
+    (4, "train-teacher --resolution 0", TT + " --resolution 0 --out {root}/o", "--resolution"),
+    (4, "train-teacher --seed -1", TT + " --seed -1 --out {root}/o", "--seed"),
+    (4, "train-teacher --seed above 2^64", TT + " --seed 18446744073709551617 --out {root}/o", "--seed"),
+    (4, "train-teacher --log-every 0", TT + " --log-every 0 --out {root}/o", "--log-every"),
+    (4, "train-teacher --checkpoint-every -5", TT + " --checkpoint-every -5 --out {root}/o", "--checkpoint-every"),
+    (4, "train-teacher --precision fp8", TT + " --precision fp8 --out {root}/o", "fp32"),
+    (4, "train-teacher --parameterization foo", TT + " --parameterization foo --out {root}/o", "edm"),
+    (4, "train-teacher --pad zero", TT + " --pad zero --out {root}/o", "--pad"),
+    (4, "train-teacher --steps abc", TT.replace("--steps 1", "--steps abc") + " --out {root}/o", "valid integer"),
+    (4, "unknown option", "sample {teacher} --colour red", "No such option"),
+    (4, "sample --batch 0", "sample {teacher} --batch 0 --grid {root}/g.png", "--batch"),
+    (4, "sample --seeds 0-99999999999", "sample {teacher} --seeds 0-99999999999 --grid {root}/g.png", "more than"),
+    (4, "sample --seeds above 2^64", "sample {teacher} --seeds 18446744073709551616 --grid {root}/g.png", "2^63"),
+    (4, "sample --seeds abc", "sample {teacher} --seeds abc --grid {root}/g.png", "cannot read"),
+    (4, "sample --nfe 0", "sample {teacher} --nfe 0 --grid {root}/g.png", "--nfe"),
+    (4, "sample --solver rk4", "sample {teacher} --solver rk4 --grid {root}/g.png", "euler"),
+    (4, "sample --schedule cosine", "sample {teacher} --schedule cosine --grid {root}/g.png", "polynomial"),
+    (4, "sample --device tpu", "sample {teacher} --device tpu --grid {root}/g.png", "cpu"),
+    (4, "distill --nfe 0", DIST + " --nfe 0", "--nfe"),
+    (4, "distill --nfe 9", DIST + " --nfe 9", "--nfe"),
+    (4, "distill --batch 0", DIST + " --batch 0", "--batch"),
+    (4, "distill --lr 0 (0 is not the default)", DIST + " --lr 0", "--lr"),
+    (4, "distill --branches 0", DIST + " --branches 0", "--branches"),
+    (4, "distill --trajectories 0", DIST + " --trajectories 0", "--trajectories"),
+    (4, "distill --teacher-substeps 0", DIST + " --teacher-substeps 0", "--teacher-substeps"),
+    (4, "distill --trajectories below one batch", DIST + " --trajectories 10 --batch 128", "smaller than one"),
+    (4, "extra field in a decay weight spec", DIST + " --branches 2 --branch-weights decay:linear:0.1:0-1:junk",
+     "extra fields"),
+    (4, "extra field in an end weight spec", DIST + " --branches 2 --branch-weights end:0.5:linear:x", "cannot read"),
+    (4, "empty field in a weight list", DIST + " --branches 2 --branch-weights 1,,1", "cannot read"),
+    (4, "distill --method pd --end-steps above --start-steps", "distill --method pd --teacher {vp8} --out {root}/o "
+     "--start-steps 8 --end-steps 16", "--end-steps"),
+    (4, "distill --method foo", DIST + " --method foo", "sfd"),
+    (4, "trajectories --shard-size 0", "trajectories --teacher {teacher} --out {root}/o --shard-size 0",
+     "--shard-size"),
+    (4, "trajectories --shard-size not a multiple of --batch", "trajectories --teacher {teacher} --out {root}/o "
+     "--shard-size 100 --batch 64", "multiple"),
+    (4, "trajectories --count 0", "trajectories --teacher {teacher} --out {root}/o --count 0", "--count"),
+    (4, "trajectories --dtype fp16", "trajectories --teacher {teacher} --out {root}/o --dtype fp16", "bf16"),
+    (4, "compare --nfe abc", CMP + " --nfe abc", "cannot read --nfe"),
+    (4, "compare --nfe 2,2", CMP + " --nfe 2,2", "distinct"),
+    (4, "compare --nfe 0", CMP + " --nfe 0", "--nfe"),
+    (4, "tune --seed beyond optuna's 32 bits", TUNE + " --seed 1099511627776", "--seed"),
+    (4, "tune --objective combo:2", TUNE + " --objective combo:2", "combo:A"),
+    (4, "tune --jobs 0", TUNE + " --jobs 0", "--jobs"),
+    (4, "tune --apply with the wrong count", TUNE + " --apply 1,2", "give exactly 4"),
+    (4, "fid ref --max 0", "fid ref --data digits --out {root}/r.npz --max 0", "--max"),
+    (4, "fid ref --extractor foo", "fid ref --data digits --out {root}/r.npz --extractor foo", "inception"),
+    (4, "fid calc --frechet foo", "fid calc --ref {root}/stats.npz --samples {root}/images.npz --frechet foo",
+     "sqrtm"),
+    (4, "fid calc --nfe 0", "fid calc --ref {root}/stats.npz --model {teacher} --nfe 0", "--nfe"),
+    (4, "train-features --steps 0", "train-features --data digits --steps 0 --out {root}/f.safetensors", "--steps"),
+    (4, "agreement --teacher-nfe 0", "agreement --model {student} --teacher-nfe 0", "--teacher-nfe"),
+    (4, "data info --resolution 0", "data info digits --resolution 0", "--resolution"),
+    # -- 5: a grid checked in full before any work -----------------------------------------------------------
+    (5, "compare --seeds 0", CMP + " --seeds 0", "--seeds"),
+    (5, "compare --eval-points with 0", CMP + " --eval-points 0,1", "(0, 1]"),
+    (5, "compare --eval-points 1.5", CMP + " --eval-points 0.5,1.5", "(0, 1]"),
+    (5, "compare --eval-seeds 1", CMP + " --eval-seeds 1", "--eval-seeds"),
+    (5, "compare setting with a K that does not divide the sub-steps", CMP + " --setting baseline:1 --setting b:3",
+     "divides"),
+    (5, "compare first setting not the baseline", CMP + " --setting bdense:4", "baseline"),
+    (5, "compare setting with the wrong weight count", CMP + " --setting baseline:1 --setting b:2:1,1,1",
+     "give exactly 2"),
+    (5, "compare duplicate setting names", CMP + " --setting baseline:1 --setting baseline:2", "unique"),
+    (5, "compare setting name with a slash", CMP + " --setting baseline:1 --setting ../x:2", "directory name"),
+    (5, "compare --trajectories below one batch", CMP + " --trajectories 10", "smaller than one"),
+    (5, "compare a K-branch student as the teacher", "compare --teacher {student} --out {root}/c", "export it first"),
+    (5, "tune --trials 0", TUNE + " --trials 0", "--trials"),
+    (5, "tune --report-points 0", TUNE + " --report-points 0", "(0, 1]"),
+    (5, "tune --branches 1", TUNE + " --branches 1", "--branches"),
+    (5, "tune --trial-trajectories above --trajectories", TUNE + " --trial-trajectories 99999", "exceeds"),
+    (5, "tune --final-nfe 9", TUNE + " --final-nfe 2,9", "--final-nfe"),
+    # -- 6: files named by relative path ---------------------------------------------------------------------
+    (6, "student whose teacher is not found", "agreement --model {moved} --seeds 0-1", "pass --teacher"),
+    (6, "student whose teacher has changed", "agreement --model {changed} --seeds 0-1", "has changed"),
+    (6, "student naming its teacher relative to itself (valid)", "agreement --model {student} --seeds 0-1", "", 0),
+    (6, "statistics whose feature network is not found", "fid calc --ref {root}/stats-moved/stats.npz "
+     "--samples {root}/images.npz", "would not match"),
+    (6, "statistics naming their feature network (valid)", "fid calc --ref {root}/stats.npz "
+     "--samples {root}/images.npz", "", 0),
+    # -- 7: corrupt metadata, wrong kinds of file ------------------------------------------------------------
+    (7, "invalid JSON in a safetensors header", "sample {root}/badjson.safetensors --grid {root}/g.png",
+     "invalid JSON"),
+    (7, "a JSON list as the model config", "sample {root}/listconfig.safetensors --grid {root}/g.png",
+     "not an object"),
+    (7, "a model config without its network", "sample {root}/noconfig.safetensors --grid {root}/g.png",
+     "corrupt or was edited"),
+    (7, "a sampling recipe with a word for its NFE", "sample {root}/badrecipe.safetensors --grid {root}/g.png",
+     "'nfe': 'many'"),
+    (7, "a sampling recipe with an unknown field", "sample {root}/extrarecipe.safetensors --grid {root}/g.png",
+     "recipe is corrupt"),
+    (7, "a config asking for 10^6 px images", "sample {root}/huge.safetensors --grid {root}/g.png",
+     "impossible model shape"),
+    (7, "a .npy given as npz:", "data info npz:{root}/images.npy", ".npy file"),
+    (7, "a text file given as npz:", "data info npz:{root}/notzip.npz", "no zip header"),
+    (7, "NaN in reference statistics", "fid calc --ref {root}/stats-nan.npz --samples {root}/images.npz", "NaN"),
+    (7, "invalid JSON in reference statistics", "fid calc --ref {root}/stats-badjson.npz --samples {root}/images.npz",
+     "invalid JSON"),
+    (7, "a model given as reference statistics", "fid calc --ref {teacher} --samples {root}/images.npz",
+     "not a bdense FID statistics file"),
+    (7, "a K-branch student given to trajectories", "trajectories --teacher {student} --out {root}/o", "branches"),
+    (7, "a model given as the feature network", CMP + " --features {teacher}", "not a bdense feature network"),
+    (7, "invalid JSON in a trajectory cache", DIST + " --trajectories-from {root}/cache-bad", "invalid JSON"),
+    (7, "invalid JSON in a diffusers config", "sample {root}/diffusers-bad --grid {root}/g.png", "invalid JSON"),
+    (7, "invalid JSON in a run's options", TT + " --data digits --out {root}/badrun --resume", "invalid JSON"),
+    # -- 8: precision ----------------------------------------------------------------------------------------
+    (8, "fp16 on a CPU", TT + " --data digits --out {root}/o --precision fp16 --device cpu", "needs a GPU"),
+    # -- 9: what shaped the data travels with the teacher ----------------------------------------------------
+    (9, "feature network at another resolution than the teacher", "compare --teacher {t16} --out {root}/c "
+     "--features {root}/features.safetensors", "--resolution 16"),
+    (9, "reference statistics of another resolution", "fid calc --ref {root}/stats.npz --model {t16}", "8px"),
+    (9, "train-features at a teacher's resolution (valid)", "train-features --data digits --resolution 16 --pad pad "
+     "--steps 1 --out {root}/f16.safetensors", "", 0, ("f16.safetensors",)),
+    (9, "a resolution the preset cannot divide", "train-teacher --data digits --preset mnist --resolution 10 "
+     "--steps 1 --out {root}/o", "not divisible"),
+    (9, "padding down", TT + " --data digits --resolution 4 --pad pad --out {root}/o", "cannot pad"),
 ]
+if NO_CUDA:
+    CASES.append((7, "--device cuda without CUDA", "sample {teacher} --device cuda --grid {root}/g.png",
+                  "CUDA is not available"))
+
+CLASSES = {0: "round one", 1: "code from a data folder", 2: "an output over an input", 3: "non-finite model",
+           4: "option value", 5: "late failure", 6: "file named by relative path", 7: "corrupt metadata or wrong kind",
+           8: "precision", 9: "data shape"}
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str]:
+def _case(c):
+    cls, what, cmd, expect, *rest = c
+    code = rest[0] if rest else 2
+    allowed = rest[1] if len(rest) > 1 else ()
+    return cls, what, cmd, expect, code, allowed
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """Run the bdense entry point in this process: (exit code, stdout, stderr)."""
     from bdense.cli import main
-    old = sys.argv
-    sys.argv = ["bdense", *argv]
+    old = sys.argv, sys.stdout, sys.stderr
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv, sys.stdout, sys.stderr = ["bdense", *argv], out, err
     try:
         main()
         code = 0
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - a traceback is what the test looks for
+        import traceback
+        traceback.print_exc(file=err)
+        code = -1
     finally:
-        sys.argv = old
-    return code, capsys.readouterr().err.strip()
+        sys.argv, sys.stdout, sys.stderr = old
+    return code, out.getvalue(), err.getvalue()
 
 
 def _tree(root: Path) -> dict:
@@ -96,19 +277,83 @@ def _tree(root: Path) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("what, cmd, expect", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_refused_cleanly(tmp_path, capsys, what, cmd, expect):
-    files = _setup(tmp_path)
-    before = _tree(tmp_path)
-    code, err = _run(cmd.format(root=tmp_path, **files).split(), capsys)
-    assert code == 2, (what, err)
-    lines = [x for x in err.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert expect in lines[0], lines[0]
-    after = _tree(tmp_path)
-    assert all(after.get(k) == v for k, v in before.items()), "an existing file was changed or removed"
-    new = set(after) - set(before)
-    assert not [n for n in new if not n.endswith(("options.json", "log.txt"))], new
+def _argv(cmd: str, files: dict) -> list[str]:
+    return cmd.format(**files).split()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-input")
+    return make_files(root)
+
+
+def test_cases_cover_every_command_and_class():
+    from typer.main import get_command
+
+    from bdense.cli import app
+    top = get_command(app)
+    names = []
+    for name, cmd in top.commands.items():
+        names += [f"{name} {sub}" for sub in cmd.commands] if hasattr(cmd, "commands") else [name]
+    used = {c[2].split()[0] + (" " + c[2].split()[1] if c[2].split()[0] in ("fid", "data") else "") for c in CASES}
+    missing = [n for n in names if n not in used and n != "data fetch"]
+    assert not missing, f"commands without a bad-input case: {missing}"
+    assert len(CASES) >= 80 and {c[0] for c in CASES} >= set(range(1, 10))
+    docs = (Path(__file__).parents[1] / "docs" / "bad-input.md").read_text()
+    stale = [c[1] for c in CASES if f"| {c[1]} |" not in docs]
+    assert not stale, f"regenerate docs/bad-input.md (python tests/test_bad_input.py > docs/bad-input.md): {stale}"
+
+
+def test_every_case(files):
+    """Each case: exit code 2 (0 where valid), one line 'error: ...' with the expected text, no traceback, no
+    existing file changed, no output left behind by a refused command."""
+    root = Path(files["root"])
+    failures = []
+    for c in CASES:
+        cls, what, cmd, expect, code, allowed = _case(c)
+        before = _tree(root)
+        saved = {a: (root / a).read_bytes() for a in allowed if (root / a).exists()}
+        got, out, err = run_cli(_argv(cmd, files))
+        after = _tree(root)
+        lines = [x for x in err.splitlines() if x.strip() and not x.startswith(("sampling", "step "))]
+        problems = []
+        if got != code:
+            problems.append(f"exit {got}, expected {code}")
+        if "Traceback" in err + out:
+            problems.append("traceback")
+        if code == 2 and not (len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0]):
+            problems.append(f"message {lines!r} lacks {expect!r}")
+        changed = [k for k, v in before.items() if after.get(k) != v and k not in allowed]
+        new = [k for k in set(after) - set(before) if k not in allowed]
+        if changed or new:
+            problems.append(f"changed {changed}, new {new}")
+        if problems:
+            failures.append(f"[{what}] bdense {cmd}: {'; '.join(problems)}\n{err[-2000:]}")
+        for k in set(after) - set(before):  # leave the folder as it was for the next case
+            (root / k).unlink()
+        for a, data in saved.items():
+            (root / a).write_bytes(data)
+        for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            if not any(d.iterdir()) and str(d.relative_to(root)) not in ("run/checkpoints", "badrun/checkpoints",
+                                                                           "cache-bad"):
+                d.rmdir()
+    assert not failures, "\n".join(failures)
+    assert not any(root.rglob(MARKER))
+
+
+def test_a_planted_pickle_runs_no_code(tmp_path):
+    """Plain pickle.load of the planted batch would create the marker; bdense refuses the batch and it never does."""
+    import pickle
+
+    from bdense.data.datasets import load_dataset
+    from bdense.errors import BdenseError
+    evil = write_cifar(tmp_path / "evil", planted=True)
+    with pytest.raises(BdenseError, match="refused global io.open"):
+        load_dataset(f"cifar10:{evil}")
+    assert not (evil / MARKER).exists()
+    with open(evil / "data_batch_1", "rb") as fh:  # the control: the file really is hostile
+        pickle.load(fh, encoding="bytes")
+    assert (evil / MARKER).exists()
 
 
 def test_full_disk_leaves_the_previous_file_intact(tmp_path, monkeypatch):
@@ -126,32 +371,32 @@ def test_full_disk_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 
 
-if __name__ == "__main__":  # print the docs table
+def docs_table() -> str:
     import tempfile
+    lines = ["| class | bad input | command | exit | what bdense shows |", "|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d) / "DIR"
+        root.mkdir()
+        files = make_files(root)
+        names = {k: "DIR/" + str(Path(v).relative_to(root)) for k, v in files.items() if k != "root"}
+        for c in CASES:
+            cls, what, cmd, expect, code, allowed = _case(c)
+            saved = {a: (root / a).read_bytes() for a in allowed if (root / a).exists()}
+            got, out, err = run_cli(_argv(cmd, files))
+            for a, data in saved.items():
+                (root / a).write_bytes(data)
+            for a in allowed:
+                if a not in saved:
+                    (root / a).unlink(missing_ok=True)
+            shown = [x for x in (err if got else out).splitlines() if x.strip()]
+            shown = (shown[-1] if got == 0 and shown else (shown[0] if shown else "")).replace(str(root), "DIR")
+            shown = shown.replace(d, "").replace("|", "\\|")
+            shown_cmd = cmd.format(root="DIR", **names).replace("|", "\\|")
+            lines.append(f"| {cls} {CLASSES[cls]} | {what} | `bdense {shown_cmd}` | {got} | {shown} |")
+        shutil.rmtree(root, ignore_errors=True)
+    return "\n".join(lines)
 
-    from bdense.cli import main as _main
 
-    class _Cap:
-        def __init__(self):
-            import io
-            self.buf = io.StringIO()
-
-        def readouterr(self):
-            class R:
-                err = self.buf.getvalue()
-            self.buf = __import__("io").StringIO()
-            return R
-
-    print("| bad input | command | message (exit code 2, no existing file touched) |\n|---|---|---|")
-    for what, cmd, _ in CASES:
-        with tempfile.TemporaryDirectory() as d:
-            files = _setup(Path(d))
-            cap = _Cap()
-            real = sys.stderr
-            sys.stderr = cap.buf
-            try:
-                code, err = _run(cmd.format(root=d, **files).split(), cap)
-            finally:
-                sys.stderr = real
-            shown = err.replace(d, "DIR").replace("|", "\\|")
-            print(f"| {what} | `bdense {cmd.format(root='DIR', **{k: f'DIR/{Path(v).name}' for k, v in files.items()})}` | {shown} |")
+if __name__ == "__main__":  # print docs/bad-input.md
+    print(Path(__file__).with_name("bad_input_header.md").read_text().rstrip() + "\n")
+    print(docs_table())

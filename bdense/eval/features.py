@@ -144,11 +144,14 @@ def _fit(net, opt, sched, x, labels, tr, steps, batch, gen, device, log):
 
 
 def train_domain_classifier(data: str = "digits", out: str | Path | None = None, steps: int = 1000, batch: int = 64,
-                            lr: float = 2e-3, heldout: float = 0.2, seed: int = 0, device="cpu", log=print) -> dict:
-    """Train DomainCNN on `data` (held-out split by a fixed permutation); save safetensors; return the result."""
+                            lr: float = 2e-3, heldout: float = 0.2, seed: int = 0, device="cpu", log=print,
+                            resolution: int | None = None, pad: str = "none") -> dict:
+    """Train DomainCNN on `data` (held-out split by a fixed permutation); save safetensors; return the result.
+
+    resolution/pad shape the data as a teacher's were shaped (bdense.data.shaping), so the net scores its samples."""
     from ..data.datasets import load_dataset
     t0 = time.time()
-    d = load_dataset(data)
+    d = load_dataset(data, resolution=resolution, pad=pad)
     if d.labels is None or d.num_classes < 2:
         raise BdenseError(f"data set {data} has no class labels; the domain classifier needs a labelled data set")
     x = to_levels(d.images) / 127.5 - 1.0
@@ -173,13 +176,16 @@ def train_domain_classifier(data: str = "digits", out: str | Path | None = None,
     with torch.no_grad():
         pred = torch.cat([net(c.to(device)).argmax(1).cpu() for c in x[te].split(512)])
     acc = float((pred == d.labels[te]).float().mean())
-    result = dict(data=data, accuracy=acc, n_train=len(tr), n_heldout=n_test, steps=steps, batch=batch, lr=lr,
+    result = dict(data=data, resolution=d.resolution, pad=pad, accuracy=acc, n_train=len(tr), n_heldout=n_test,
+                  steps=steps, batch=batch, lr=lr,
                   seed=seed, seconds=round(time.time() - t0, 1), arch=cfg)
     if out is not None:
         from safetensors.torch import save as st_save
 
         from ..io import atomic_write_bytes
+        from ..models.checkpoint import check_finite
         tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        check_finite(tensors, f"not writing {out}", "training diverged: lower the learning rate or use more steps")
         atomic_write_bytes(out, st_save(tensors, metadata={"format": FEATURES_FORMAT, "config": json.dumps(result)}))
         result["path"] = str(out)
     if log:
@@ -194,8 +200,9 @@ class DomainExtractor:
         from safetensors import safe_open
         self.path = Path(path)
         if not self.path.is_file():
-            raise BdenseError(f"feature network {self.path} not found; train one with "
-                              f"`bdense train-features --data digits --out {self.path}`")
+            raise BdenseError(f"feature network {self.path} not found; check the path, or train one with "
+                              f"`bdense train-features --out {self.path}` (statistics made with another network "
+                              f"will not match it)")
         try:
             with safe_open(str(self.path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -204,9 +211,16 @@ class DomainExtractor:
             raise BdenseError(f"{self.path} is not a readable safetensors file ({type(e).__name__}); retrain it") from None
         if meta.get("format") != FEATURES_FORMAT:
             raise BdenseError(f"{self.path} is not a bdense feature network; write one with bdense train-features")
-        self.config = json.loads(meta["config"])
-        self.net = DomainCNN(**self.config["arch"])
-        self.net.load_state_dict(state)
+        from ..io import parse_json
+        from ..models.checkpoint import check_finite
+        self.config = parse_json(meta.get("config", ""), f"the header of {self.path}", "retrain it")
+        try:
+            self.net = DomainCNN(**self.config["arch"])
+            self.net.load_state_dict(state)
+        except Exception as e:  # a header edited by hand or weights from another architecture
+            raise BdenseError(f"{self.path}: weights do not match its config ({type(e).__name__}); "
+                              f"retrain it") from None
+        check_finite(state, str(self.path), "retrain it")
         self.net.eval().to(device)
         self.device, self.batch_size = torch.device(device), batch_size
         self.dim = self.config["arch"]["dim"]

@@ -97,6 +97,8 @@ def feature_stats(extractor, batches: Iterable[torch.Tensor], progress: bool = F
 
 def save_stats(path, stats: RunningStats, extractor, **info) -> Path:
     """Write mu, sigma, n and a JSON 'info' (extractor name + weights digest, data spec, ...) atomically."""
+    if not (np.isfinite(stats.mu).all() and np.isfinite(stats.sigma).all()):
+        raise BdenseError(f"not writing {path}: the statistics hold NaN or Inf; check the images")
     info = dict(format=STATS_FORMAT, extractor=extractor.name, extractor_digest=extractor.digest, n=stats.n, **info)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -109,14 +111,25 @@ def load_stats(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise BdenseError(f"statistics file {path} not found; write it with `bdense fid ref --data NAME --out {path}`")
+    fix = "recompute it with bdense fid ref"
     try:
         with np.load(path, allow_pickle=False) as z:
-            info = json.loads(str(z["info"]))
-            out = dict(mu=z["mu"], sigma=z["sigma"], n=int(z["n"]), info=info)
+            info_text = str(z["info"])
+            out = dict(mu=np.asarray(z["mu"], np.float64), sigma=np.asarray(z["sigma"], np.float64), n=int(z["n"]))
     except Exception as e:
-        raise BdenseError(f"{path} is not a bdense FID statistics file ({type(e).__name__}); recompute it with bdense fid ref") from None
+        raise BdenseError(f"{path} is not a bdense FID statistics file ({type(e).__name__}); {fix}") from None
+    from ..io import parse_json
+    info = parse_json(info_text, f"the info record of {path}", fix)
     if info.get("format") != STATS_FORMAT:
-        raise BdenseError(f"{path} is not a bdense FID statistics file; recompute it with bdense fid ref")
+        raise BdenseError(f"{path} is not a bdense FID statistics file; {fix}")
+    mu, sigma = out["mu"], out["sigma"]
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)) or out["n"] < 2:
+        raise BdenseError(f"{path} holds statistics of shapes {mu.shape}/{sigma.shape} from {out['n']} images, "
+                          f"not a mean [D] and covariance [D,D] from at least 2; {fix}")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise BdenseError(f"{path} holds NaN or Inf in its {'mean' if not np.isfinite(mu).all() else 'covariance'}; "
+                          f"{fix}")
+    out["info"] = info
     return dict(out, path=str(path), sha256=file_digest(path))
 
 
@@ -133,7 +146,14 @@ def extractor_for(ref: dict, inception_weights=None, features=None, device="cpu"
     """The extractor a reference file was made with; refused if the weights found differ from its digest."""
     name = ref["info"]["extractor"]
     if name.startswith("domain"):
-        ext = load_extractor("domain", features or ref["info"].get("features_path"), device)
+        if features is None:
+            from ..io import resolve_link
+            info = ref["info"]
+            features = resolve_link(info.get("features_path"), info.get("features_rel"), info.get("extractor_digest"),
+                                    ref["path"], "feature network",
+                                    f"pass --features PATH to the network with digest {info.get('extractor_digest')} "
+                                    f"(a retrained network would not match these statistics)")
+        ext = load_extractor("domain", features, device)
     else:
         kind = "inception-pytorch-fid" if name.endswith("/pytorch-fid") else "inception"
         ext = load_extractor(kind, inception_weights, device)
@@ -147,16 +167,21 @@ def _batches(images: torch.Tensor, batch: int) -> Iterator[torch.Tensor]:
 
 
 def fid_ref(data: str, out, extractor="inception", features=None, inception_weights=None, max_n: int | None = None,
-            batch: int = 250, device="cpu", progress: bool = True) -> dict:
-    """Reference statistics of a data set (the first max_n images), written to `out`."""
+            batch: int = 250, device="cpu", progress: bool = True, resolution: int | None = None,
+            pad: str = "none") -> dict:
+    """Reference statistics of a data set (the first max_n images, shaped by resolution/pad), written to `out`.
+
+    The feature network is named by absolute path, by path relative to `out` and by digest (io.link)."""
     from ..data.datasets import load_dataset
+    from ..io import link
     t0 = time.time()
+    d = load_dataset(data, resolution=resolution, pad=pad)  # the cheap, refusable part first
     ext = load_extractor(extractor, features if extractor == "domain" else inception_weights, device)
-    d = load_dataset(data)
     images = d.images[:max_n] if max_n else d.images
     stats = feature_stats(ext, _batches(images, batch), progress, total=-(-len(images) // batch))
-    info = dict(data=data, channels=d.channels, resolution=d.resolution, features_path=str(features) if features else None,
-                seconds=round(time.time() - t0, 1))
+    feat = link(features, Path(out).parent) if features and extractor == "domain" else {}
+    info = dict(data=data, channels=d.channels, resolution=d.resolution, pad=pad, features_path=feat.get("path"),
+                features_rel=feat.get("rel"), seconds=round(time.time() - t0, 1))
     save_stats(out, stats, ext, **info)
     return dict(info, n=stats.n, extractor=ext.name, extractor_digest=ext.digest, out=str(out))
 

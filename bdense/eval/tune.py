@@ -62,6 +62,23 @@ class TuneConfig:
     device: str | None = None
     progress: bool = True
 
+    def __post_init__(self):
+        """Everything a study could trip over later is checked here, before any cache or trial is made."""
+        from ..options import FracList, Int
+        Int(1, 8)("--nfe", self.nfe)
+        Int(2, 16)("--branches", self.branches)
+        Int(1, 10000)("--trials", self.trials)
+        Int(1, 64)("--jobs", self.jobs)
+        Int(0, 2**32 - 1 - 10000)("--seed", self.seed)
+        Int(1, 100)("--final-seeds", self.final_seeds)
+        self.report_points = FracList()("--report-points", ",".join(repr(float(p)) for p in self.report_points))
+        parse_objective(self.objective)
+        if self.apply:
+            parse_weights(self.apply, self.branches)
+        if self.trial_trajectories < self.batch:
+            raise BdenseError(f"--trial-trajectories {self.trial_trajectories} is smaller than one --batch "
+                              f"({self.batch})")
+
 
 def _stop():
     raise KeyboardInterrupt  # the trainer caught Ctrl-C/SIGTERM and stopped early: stop the study, too
@@ -142,8 +159,8 @@ class Tuner:
     # -- one short run, measured on the tuning seeds --------------------------------------------
     def setup(self) -> None:
         self.t0 = time.time()  # the search's wall time includes making the cache and references
+        self.ext, self.ref_stats = self.cmp.extractor_and_ref()  # the cheap, refusable part first
         self.cache = self.cmp.cache(self.cfg.nfe)
-        self.ext, self.ref_stats = self.cmp.extractor_and_ref()
         path = self.out / "search" / f"refs-nfe{self.cfg.nfe}-{len(self.seeds)}.safetensors"
         if not path.exists():
             from safetensors.torch import save as st_save

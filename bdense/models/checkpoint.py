@@ -14,18 +14,34 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from ..errors import BdenseError
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, parse_json
 from .denoisers import Denoiser, denoiser_from_config, vp_sigma_range
 
 FORMAT = "bdense-model"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 
-def model_bytes(denoiser: Denoiser, meta: dict | None = None) -> bytes:
+def first_nonfinite(tensors: dict) -> str | None:
+    """Name of the first floating-point tensor holding NaN or Inf (None when all are finite)."""
+    for k, v in tensors.items():
+        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            return k
+    return None
+
+
+def check_finite(tensors: dict, what: str, fix: str) -> None:
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        raise BdenseError(f"{what}: tensor '{bad}' holds NaN or Inf values; {fix}")
+
+
+def model_bytes(denoiser: Denoiser, meta: dict | None = None, path=None) -> bytes:
     config = dict(denoiser.config)
     if meta is not None:
         config["meta"] = meta
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in denoiser.state_dict().items()}
+    check_finite(tensors, f"not writing {path or 'the model'}",
+                 "the weights diverged: lower --lr, use --precision fp32, or check the teacher")
     return canonical_header(st_save(tensors, metadata={"format": FORMAT, "config": json.dumps(config)}))
 
 
@@ -41,7 +57,7 @@ def canonical_header(data: bytes) -> bytes:
 def save_model(path: str | Path, denoiser: Denoiser, meta: dict | None = None) -> Path:
     """Write the model atomically (a kill mid-write leaves any previous file intact)."""
     path = Path(path)
-    atomic_write_bytes(path, model_bytes(denoiser, meta))
+    atomic_write_bytes(path, model_bytes(denoiser, meta, path))
     return path
 
 
@@ -60,7 +76,8 @@ def read_config(path: str | Path) -> dict:
     if meta.get("format") != FORMAT:
         raise BdenseError(f"{path} is a safetensors file but not a bdense model (no bdense config in its header); "
                           f"pass a diffusers model directory or a file written by bdense")
-    return json.loads(meta["config"])
+    return parse_json(meta.get("config", ""), f"the bdense config in {path}'s header",
+                      "the file is corrupt or was edited: re-export it or pick another checkpoint")
 
 
 def load_model(path: str | Path, device="cpu", trust_pickle: bool = False) -> Denoiser:
@@ -74,23 +91,40 @@ def load_model(path: str | Path, device="cpu", trust_pickle: bool = False) -> De
             return load_model(path / "model.safetensors", device)
         return load_diffusers_teacher(path, device, trust_pickle)
     config = read_config(path)
-    model = denoiser_from_config(config)
+    _check_shape(config, path)
     try:
+        model = denoiser_from_config(config)
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
         model.load_state_dict(state)
     except BdenseError:
         raise
     except Exception as e:
-        raise BdenseError(f"{path}: weights do not match its config ({str(e).splitlines()[0][:120]}); "
-                          f"the file is corrupt or was edited: use another checkpoint") from None
+        raise BdenseError(f"{path}: weights do not match its config ({type(e).__name__}: "
+                          f"{(str(e).splitlines() or [''])[0][:120]}); the file is corrupt or was edited: "
+                          f"use another checkpoint") from None
+    check_finite(state, str(path), "the model diverged or the file is corrupt: use an earlier checkpoint")
     return model.to(device).eval()
+
+
+def _check_shape(config: dict, path) -> None:
+    """The few config numbers that size everything (an edited resolution could ask for terabytes)."""
+    def ok(key, lo, hi, default=None):
+        v = config.get(key, default)
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    if not (ok("channels", 1, 4) and ok("resolution", 1, 1024) and ok("branches", 1, 64, 1)
+            and ok("num_classes", 0, 100_000, 0)):
+        shown = {k: config.get(k) for k in ("channels", "resolution", "branches", "num_classes")}
+        raise BdenseError(f"{path}: impossible model shape in its config {shown}; the file is corrupt or was edited: "
+                          f"use another checkpoint")
 
 
 def _existing(path) -> Path:
     path = Path(path)
     if not path.exists():
         raise BdenseError(f"model file {path} does not exist; train one (bdense train-teacher) or check the path")
+    if not (path.is_file() or path.is_dir()):  # a FIFO or device would block or stream forever
+        raise BdenseError(f"{path} is not a regular file; pass a model file or a diffusers model directory")
     return path
 
 
@@ -125,13 +159,19 @@ def load_diffusers_teacher(path: Path, device="cpu", trust_pickle: bool = False)
     if not (unet_dir / "config.json").exists() or sched_file is None:
         raise BdenseError(f"{path} is a directory but not a diffusers model (need unet config.json and "
                           f"scheduler_config.json, as written by save_pretrained)")
+    parse_json((unet_dir / "config.json").read_text(), str(unet_dir / "config.json"),
+               "re-save the model with save_pretrained")
+    sched = parse_json(sched_file.read_text(), str(sched_file), "re-save the model with save_pretrained")
     from diffusers import UNet2DModel
     has_st = any(unet_dir.glob("*.safetensors"))
     if not has_st and not trust_pickle:
         raise BdenseError(f"{unet_dir} holds pickled weights only; pass --trust-pickle if you trust the file "
                           f"(or convert it to safetensors)")
-    unet = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=has_st)
-    sched = json.loads(sched_file.read_text())
+    try:
+        unet = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=has_st)
+    except Exception as e:  # diffusers raises many types for a bad config or weights
+        raise BdenseError(f"{unet_dir} is not a loadable diffusers UNet2DModel ({type(e).__name__}: "
+                          f"{(str(e).splitlines() or [''])[0][:120]}); re-save it with save_pretrained") from None
     pred = sched.get("prediction_type", "epsilon")
     param = {"epsilon": "eps", "sample": "x", "v_prediction": "v"}.get(pred)
     if param is None:
@@ -145,4 +185,5 @@ def load_diffusers_teacher(path: Path, device="cpu", trust_pickle: bool = False)
               "meta": {"source": str(path), "role": "teacher"}}
     model = denoiser_from_config(config)
     model.net.load_state_dict(unet.state_dict())
+    check_finite(model.state_dict(), str(path), "the model diverged or the file is corrupt: use another one")
     return model.to(device).eval()

@@ -23,7 +23,27 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Recipe":
-        return cls(**(d or {}))
+        """A recipe read from a model file: unknown fields or impossible values are refused in one line."""
+        fix = "the file is corrupt or was edited: re-export the model or use another checkpoint"
+        if d is not None and not isinstance(d, dict):
+            raise BdenseError(f"the model's sampling recipe is corrupt (not a mapping); {fix}")
+        try:
+            r = cls(**(d or {}))
+        except TypeError as e:
+            raise BdenseError(f"the model's sampling recipe is corrupt ({e}); {fix}") from None
+        r.check(fix)
+        return r
+
+    def check(self, fix: str = "") -> None:
+        import math
+        num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+        ok = (isinstance(self.nfe, int) and not isinstance(self.nfe, bool) and 1 <= self.nfe <= 1000
+              and num(self.sigma_min) and num(self.sigma_max) and num(self.rho) and 0 < self.sigma_min < self.sigma_max
+              and self.rho > 0 and isinstance(self.afs, bool) and isinstance(self.final_zero, bool)
+              and isinstance(self.solver, str) and isinstance(self.schedule, str))
+        if not ok:
+            raise BdenseError(f"the sampling recipe {self.to_dict()} is corrupt or impossible; "
+                              f"{fix or 'fix its solver, nfe, sigma range or rho'}")
 
     def to_dict(self) -> dict:
         return asdict(self)

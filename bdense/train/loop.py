@@ -61,6 +61,18 @@ def lr_at(cfg: TrainConfig, step: int, total: int | None = None) -> float:
     return cfg.lr * scale
 
 
+def back_off_scaler(scaler) -> None:
+    """After a skipped non-finite step, lower the fp16 loss scale as GradScaler.update() would have.
+
+    accelerate calls scaler.update() inside optimizer.step(), which a skipped step never reaches: without this
+    the scale never backs off from an overflow and the run aborts after max_bad_steps. update(new_scale) also
+    clears the per-step state left by unscale_() (from gradient clipping), so the next step can unscale again.
+    """
+    if scaler is None or not scaler.is_enabled():
+        return
+    scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+
+
 class Trainer:
     """Handed to Task.train_step: backward(), step(), the shared generator and this process's data shard."""
 
@@ -124,6 +136,7 @@ class Trainer:
             self.opt_steps += 1
             self.bad_in_row = 0
         else:
+            back_off_scaler(getattr(self.acc, "scaler", None))
             self.bad_steps += 1
             self.bad_in_row += 1
             if self.bad_in_row >= self.cfg.max_bad_steps:

@@ -14,7 +14,14 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from ..errors import BdenseError
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, parse_json, read_json_file
+
+NAN_FIX = "the run diverged: lower --lr or use --precision fp32 (earlier checkpoints are kept)"
+
+
+def _check_finite(tensors: dict, path: Path) -> None:
+    from ..models.checkpoint import check_finite
+    check_finite({k: v for k, v in tensors.items() if not k.startswith("rng/")}, f"not writing {path}", NAN_FIX)
 
 # options that may differ on resume without changing what the run computes
 RESUME_FREE = {"resume", "progress", "log_every", "checkpoint_every", "keep", "device", "out", "steps"}
@@ -39,7 +46,7 @@ class RunDir:
         except OSError as e:
             raise BdenseError(f"cannot write to run directory {self.path} ({e.strerror}); choose a writable --out") from None
         if opt_file.exists():
-            old = json.loads(opt_file.read_text())
+            old = read_json_file(opt_file, f"delete {opt_file} or choose another --out")
             if not resume and self.latest() is not None:
                 raise BdenseError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
             if resume:
@@ -73,6 +80,7 @@ class RunDir:
 
     def save_state(self, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
         path = self.ckpt_dir / f"state-{step:09d}.safetensors"
+        _check_finite(tensors, path)
         data = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                        metadata={"format": "bdense-train-state", "meta": json.dumps(meta)})
         atomic_write_bytes(path, data)
@@ -82,6 +90,7 @@ class RunDir:
 
     def save_snapshot(self, step: int, weights: dict[str, torch.Tensor]) -> Path:
         path = self.path / "snapshots" / f"weights-{step:09d}.safetensors"
+        _check_finite(weights, path)
         atomic_write_bytes(path, st_save({k: v.detach().cpu().contiguous() for k, v in weights.items()},
                                          metadata={"format": "bdense-snapshot", "step": str(step)}))
         return path
@@ -102,7 +111,11 @@ class RunDir:
                               f"from the one before") from None
         if md.get("format") != "bdense-train-state":
             raise BdenseError(f"{path} is not a bdense training checkpoint; remove it from {self.ckpt_dir}")
-        return tensors, json.loads(md["meta"])
+        from ..models.checkpoint import check_finite
+        check_finite({k: v for k, v in tensors.items() if not k.startswith("rng/")}, f"checkpoint {path}",
+                     "delete it to resume from the checkpoint before")
+        return tensors, parse_json(md.get("meta", ""), f"the header of {path}",
+                                   "delete it to resume from the checkpoint before")
 
 
 def list_snapshots(run: str | Path) -> dict[int, Path]:

@@ -60,7 +60,8 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
                   steps: int | None = None, batch: int | None = None, lr: float | None = None,
                   ema_decay: float = 0.999, class_cond: bool = False, resolution: int | None = None,
                   precision: str = "fp32", seed: int = 0, resume: bool = False, checkpoint_every: int = 500,
-                  device: str | None = None, progress: bool = True, grid_seeds: int = 64, log_every: int = 50):
+                  device: str | None = None, progress: bool = True, grid_seeds: int = 64, log_every: int = 50,
+                  pad: str = "none"):
     """Train a teacher on a data set; writes OUT/model.safetensors (EMA weights) and OUT/samples.png."""
     from ..data.datasets import load_dataset
     from ..data.images import save_grid
@@ -70,19 +71,21 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
     from .loop import TrainConfig, Trainer
     from .rundir import RunDir
 
-    data = load_dataset(data_spec, resolution=resolution)
+    data = load_dataset(data_spec, resolution=resolution, pad=pad)
     d_steps, d_batch, d_lr = PRESET_TRAINING.get(data_spec, (20000, 128, 5e-4))
-    steps, batch, lr = steps or d_steps, batch or d_batch, lr or d_lr
+    # None means the default; 0 is a value (refused by bdense/options.py at the command line)
+    steps, batch, lr = (d if v is None else v for v, d in ((steps, d_steps), (batch, d_batch), (lr, d_lr)))
     options = dict(command="train-teacher", data=data_spec, parameterization=parameterization, preset=preset,
                    steps=steps, batch=batch, lr=lr, ema_decay=ema_decay, class_cond=class_cond,
-                   resolution=data.resolution, precision=precision, seed=seed, out=str(out))
+                   resolution=data.resolution, precision=precision, seed=seed, out=str(out),
+                   **({"pad": pad} if pad != "none" else {}))
     cfg = TrainConfig(steps=steps, lr=lr, ema_decay=ema_decay, precision=precision, seed=seed, warmup=min(200, steps // 10),
                       grad_clip=1.0,
                       checkpoint_every=checkpoint_every, progress=progress, device=device, log_every=log_every)
-    run = RunDir(out, options, resume=resume)
     torch.manual_seed(seed)
     model = new_model(parameterization, data.channels, data.resolution,
                       num_classes=data.num_classes if class_cond else 0, preset=preset, data=data_spec)
+    run = RunDir(out, options, resume=resume)  # after every refusal above: a refused run leaves no directory
     run.log(f"teacher: {parameterization} {model.config['preset']} "
             f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on {data.name} "
             f"{len(data)}x{data.channels}x{data.resolution}x{data.resolution}, {steps} steps at batch {batch}")
@@ -93,7 +96,8 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
     if trainer.acc.is_main_process:
         model.load_state_dict(trainer.final_weights())
         model.eval()
-        meta = dict(model.config.get("meta", {}), data=data_spec, role="teacher", trained_steps=steps)
+        meta = dict(model.config.get("meta", {}), data=data_spec, role="teacher", trained_steps=steps,
+                    data_shape={"resolution": data.resolution, "pad": pad})
         meta["sampling"] = model_recipe(model).to_dict()
         save_model(run.path / "model.safetensors", model, meta)
         images = torch.cat([im for _, im, _ in generate(model, list(range(grid_seeds)), model_recipe(model),
