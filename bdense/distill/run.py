@@ -30,9 +30,12 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 resume: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
                 checkpoint_every: int = 100, log_every: int = 10, trajectory_cache: str | None = None,
                 trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = (), on_snapshot=None,
-                compile_teacher: bool = False) -> dict:
+                compile_teacher: bool = False, compile_student: bool = False, compile_mode: str | None = None,
+                teacher_batch: int = 0, fast_path: str = "auto") -> dict:
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
+    if teacher_batch and teacher_batch % batch:
+        raise BdenseError(f"--teacher-batch {teacher_batch} must be a multiple of --batch {batch}")
     weights = parse_weights(branch_weights, branches)
     steps = trajectories // batch
     teacher = load_model(teacher_path, trust_pickle=trust_pickle)
@@ -56,7 +59,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
                       checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, device=device,
                       snapshot_steps=tuple(sorted({max(1, round(f * steps)) for f in snapshot_fractions})),
-                      on_snapshot=on_snapshot)
+                      on_snapshot=on_snapshot, fast_path=fast_path)
     run = RunDir(out, options, resume=resume)
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
@@ -68,10 +71,20 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
         if source.size < steps * batch:
             raise BdenseError(f"the cache holds {source.size} trajectories but the run needs {steps * batch}; "
                               f"lower --trajectories or make a larger cache")
+    from ..train import speed  # GPU speed options (all off by default: the CPU path stays bit-identical)
     if compile_teacher:  # the teacher is only ever run forward: compile it once for the whole run
-        teacher.net = torch.compile(teacher.net)
+        speed.compile_net(teacher, compile_mode)
+    if compile_student:
+        speed.compile_net(student, compile_mode)
+    if teacher_batch and teacher_batch != batch and source is None:
+        source = speed.PrefetchedTeacher(teacher, plan, seed, batch, steps * batch, teacher_batch // batch)
     task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch)
     trainer = Trainer(task, run, cfg)
+    if isinstance(source, speed.PrefetchedTeacher):
+        source.autocast = trainer.autocast  # the teacher rollout in the run's precision, as without prefetching
+    if compile_teacher or compile_student or isinstance(source, speed.PrefetchedTeacher) or trainer.fast:
+        run.log(f"speed: compile teacher {compile_teacher}, student {compile_student} (mode {compile_mode or 'default'}"
+                f"), teacher batch {teacher_batch or batch}, fused Adam without host syncs {trainer.fast}", echo=False)
     result = trainer.run(resume=resume)
     if result["completed"] and trainer.acc.is_main_process:
         student.load_state_dict(trainer.final_weights())

@@ -74,9 +74,11 @@ def load_model(path: str | Path, device="cpu", trust_pickle: bool = False) -> De
 
 
 def _existing(path) -> Path:
-    path = Path(path)
+    from .shipped import missing_hint, resolve
+    path = resolve(path)  # a short name such as `mnist` finds a teacher shipped in teachers/
     if not path.exists():
-        raise BdenseError(f"model file {path} does not exist; train one (bdense train-teacher) or check the path")
+        raise BdenseError(f"model file {path} does not exist; train one (bdense train-teacher) or check the path"
+                          f"{missing_hint(path)}")
     return path
 
 
