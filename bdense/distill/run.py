@@ -87,6 +87,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 f"), teacher batch {teacher_batch or batch}, fused Adam without host syncs {trainer.fast}", echo=False)
     result = trainer.run(resume=resume)
     if result["completed"] and trainer.acc.is_main_process:
+        speed.uncompile_net(student)  # the sample grid below runs at another batch size: no second compile
         student.load_state_dict(trainer.final_weights())
         meta = dict(teacher.config.get("meta", {}), role="student", sampling=sfd_student_recipe(plan),
                     teacher=str(teacher_path), teacher_digest=options["teacher_digest"],

@@ -35,6 +35,13 @@ def compile_net(denoiser, mode: str | None = None):
     return denoiser
 
 
+def uncompile_net(denoiser):
+    """Back to eager (e.g. before sampling a grid at another batch size, which would compile again)."""
+    if getattr(denoiser.net, "_compiled_call_impl", None) is not None:
+        denoiser.net._compiled_call_impl = None
+    return denoiser
+
+
 def cuda_math(tf32: bool = True) -> None:
     """Allow TF32 in fp32 matmuls and convolutions on CUDA (no effect on CPU)."""
     if torch.cuda.is_available():
