@@ -127,8 +127,8 @@ def pack(model_path, name: str, out_dir=None, quality: tuple = (), check_seeds: 
              f"| training command | `{cmd}` |",
              f"| trained steps | {meta.get('trained_steps', options.get('steps', 'unknown'))} |",
              f"| stored | bf16 weights (loaded back into fp32), {st_file.stat().st_size / 2**20:.2f} MiB, "
-             f"sha256 `{file_digest(st_file)}` |",
-             f"| packed from | fp32 file sha256 `{file_digest(src)}` |",
+             f"sha256 prefix `{file_digest(st_file)}` |",
+             f"| packed from | fp32 file, sha256 prefix `{file_digest(src)}` |",
              f"| bf16 rounding | worst relative weight error {wdiff:.1e}; {check_seeds} samples (seeds 0-"
              f"{check_seeds - 1}, own recipe) differ from the fp32 model's by RMSE {rmse:.2e} (images in [-1, 1]) |",
              "", "## Quality", ""]
