@@ -278,7 +278,7 @@ class Trainer:
                     self.ema.update(self.model)
                 self.step_idx += 1
                 done_since += 1
-                if self.step_idx == first_step + 1:  # the first iteration includes any torch.compile time
+                if self.step_idx == first_step + 1 and self.acc.is_main_process:  # includes any compile time
                     if self.device.type == "cuda":
                         torch.cuda.synchronize()
                     self.rundir.log(f"first iteration {time.time() - t0:.2f} s (includes compilation, if any)",
