@@ -60,3 +60,18 @@ def test_short_names_work_in_commands(shipped, tmp_path):
 def test_training_command_from_options():
     assert training_command({"command": "train-teacher", "data": "mnist", "class_cond": True, "seed": 0,
                              "preset": None}) == "bdense train-teacher --data mnist --class-cond --seed 0"
+
+
+def test_a_teacher_cut_by_a_time_limit_is_finished_where_it_got(tmp_path):
+    """What gpu_study.sh does when the GPU teacher outruns its limit: SIGTERM left a checkpoint at step S; resuming
+    with --steps S writes the model from it, the same model as a run of S steps."""
+    from bdense.train.teacher import train_teacher
+    kw = dict(preset="tiny", batch=8, lr=2e-3, progress=False, device="cpu", grid_seeds=4, log_every=1)
+    train_teacher("digits", str(tmp_path / "cut"), steps=6, checkpoint_every=3, **kw)
+    (tmp_path / "cut" / "model.safetensors").unlink()
+    newest = sorted((tmp_path / "cut" / "checkpoints").glob("state-*.safetensors"))[-1]
+    newest.unlink()  # as if stopped at step 3
+    train_teacher("digits", str(tmp_path / "cut"), steps=3, resume=True, checkpoint_every=3, **kw)
+    train_teacher("digits", str(tmp_path / "whole"), steps=3, checkpoint_every=3, **kw)
+    a, b = load_model(tmp_path / "cut" / "model.safetensors"), load_model(tmp_path / "whole" / "model.safetensors")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
