@@ -49,6 +49,7 @@ else
   CONS=(--batch 64)
   BIG=(--preset ddpm-cifar10 --channels 3 --resolution 32 --batch 128); BIGTRAJ=2048; TB=512
   DATA=mnist; TEACHER=(--preset mnist --steps ${TEACHER_STEPS:-8000} --batch 256 --lr 7e-4 --precision bf16)
+  # (not measured: ~10-25 ms per step expected there; cut at TEACHER_LIMIT, the teacher is finished where it got)
   FEAT=(--steps 2000 --device cuda)
   CMP=(--seeds 3 --trajectories ${CMP_TRAJ:-32000} --batch 128 --eval-seeds 2000 --eval-points 0.1,0.25,0.5,1.0)
   SAMPLES=(--teacher-seeds 10000 --eval-seeds 2000 --batch 1000); CMP_LIMIT=$(( 200 * SCALE ))
@@ -126,6 +127,13 @@ for n in c1-teacher c2-features; do
   tr '\r' '\n' < "$W/$n.log" | grep -v "^\s*$" | grep -v "it/s\]\|s/it\]" | tail -4 | tee -a "$RES"
 done
 TEACHER_FILE=$W/teacher/model.safetensors
+if [ ! -f "$TEACHER_FILE" ] && ls "$W"/teacher/checkpoints/state-*.safetensors >/dev/null 2>&1; then
+  # cut by its time limit: SIGTERM wrote a checkpoint; resuming with --steps at that step only writes the model
+  # (EMA weights) and its sample grid (steps may change on resume)
+  step=$(ls "$W"/teacher/checkpoints | sed -n 's/^state-0*\([0-9][0-9]*\)\.safetensors$/\1/p' | sort -n | tail -1)
+  part "(c1) teacher cut at step $step: finish it there" 90 $BD train-teacher --data $DATA "${TEACHER[@]}" \
+    --steps "$step" --out "$W/teacher" --device $DEV --resume
+fi
 [ -f "$TEACHER_FILE" ] || log "(c1) no teacher model: part (c) cannot run"
 
 # (b) SFD NFE 2 at CIFAR size, K=1 vs K=4 -> minutes per 200k trajectories (random weights: speed only)
