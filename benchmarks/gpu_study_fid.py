@@ -57,7 +57,7 @@ def main() -> None:
             for key in sorted(k for k in z.files if k != "_meta"):
                 scores[key] = fid_of(z[key][:args.max], ext, ref)
                 print(f"{key}: FID {scores[key]:.3f} ({time.time() - t0:.0f} s)", flush=True)
-    print(f"\n### Inception FID ({ext.name}), {args.max} images per model, reference {ref['path']} "
+    print(f"\n### FID ({ext.name}), {args.max} images per model, reference {ref['path']} "
           f"(n={ref['n']}); students on held-out seeds {meta.get('eval_seeds', '?')}\n")
     print("| NFE | setting | FID (mean ± 95% CI over training seeds) | verdict vs baseline (paired) |")
     print("|---|---|---|---|")

@@ -27,7 +27,7 @@ def weights(run):
     return load_model(run / "model.safetensors").state_dict()
 
 
-def test_cpu_default_is_the_plain_path(tmp_path, tiny_teacher):
+def test_cpu_default_is_the_plain_path(tmp_path):
     task = Task()
     task.model = torch.nn.Linear(2, 1)
     tr = Trainer(task, RunDir(tmp_path, {}), TrainConfig(steps=1, device="cpu"))
