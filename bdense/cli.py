@@ -7,9 +7,10 @@ from typing import Optional
 
 import typer
 
+from .distill.targets import DEFAULT_TARGETS
 from .errors import BdenseError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Few-step diffusion students by distillation (SFD, progressive distillation) with B-DENSE.")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: fetch and inspect.")
 app.add_typer(data_app, name="data")
@@ -21,6 +22,19 @@ def _model(value):
     """Option callback: a path, or the short name of a shipped teacher (teachers/NAME.safetensors)."""
     from .models.shipped import resolve
     return resolve(value)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+        typer.echo(f"bdense {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print the version and exit")):
+    """Few-step diffusion students by distillation (SFD, progressive distillation) with B-DENSE."""
 
 
 @data_app.command("fetch")
@@ -69,16 +83,25 @@ def train_teacher(
 
 @app.command("sample")
 def sample(
-    model: Path = typer.Argument(..., help="a bdense model file, a diffusers model directory or a shipped teacher's name",
+    model: Path = typer.Argument(..., help="a bdense model file, run directory, bdense diffusers export or diffusers "
+                                 "model directory, e.g. runs/sfd-k4/model.safetensors, or a shipped teacher's name",
                                  callback=_model),
-    seeds: str = typer.Option("0-63", help="e.g. 0-9999; image i depends only on seed i"),
-    solver: Optional[str] = typer.Option(None, help="euler | heun | dpmpp_2m | dpmpp_3m (default: the model's recipe)"),
-    nfe: Optional[int] = typer.Option(None, help="network evaluations (default: the model's recipe)"),
-    schedule: Optional[str] = typer.Option(None, help="polynomial | logsnr | time-uniform"),
-    afs: Optional[bool] = typer.Option(None, help="analytical first step"),
-    grid: Optional[Path] = typer.Option(None, help="write a PNG grid here"),
-    npz: Optional[Path] = typer.Option(None, help="write uint8 images (and seeds, labels) here"),
-    batch: int = typer.Option(256, help="batch size (does not change the images)"),
+    seeds: str = typer.Option("0-63", help="N-M ranges and numbers, e.g. 0-9999 or 0,5,7-9; image i depends only "
+                              "on seed i"),
+    solver: Optional[str] = typer.Option(None, help="euler | heun | dpmpp_2m | dpmpp_3m, e.g. heun (default: the "
+                                         "model's recipe)"),
+    nfe: Optional[int] = typer.Option(None, help="network evaluations, e.g. 4 (default: the model's recipe)"),
+    schedule: Optional[str] = typer.Option(None, help="polynomial | logsnr | time-uniform, e.g. logsnr"),
+    afs: Optional[bool] = typer.Option(None, help="analytical first step (default: the model's recipe)"),
+    classes: Optional[str] = typer.Option(None, "--class", help="class-conditional models: one class or a list "
+                                          "repeated over the seeds, e.g. 3 or 0-9 (default: drawn per seed)"),
+    grid: Optional[Path] = typer.Option(None, help="write a PNG grid of the first 256, e.g. samples.png"),
+    npz: Optional[Path] = typer.Option(None, help="write uint8 NHWC images, seeds, labels, e.g. samples.npz"),
+    npz_adm: Optional[Path] = typer.Option(None, help="write ADM's layout (arr_0 uint8 NHWC RGB, arr_1 labels) "
+                                           "for guided-diffusion's evaluator, e.g. adm.npz"),
+    outdir: Optional[Path] = typer.Option(None, help="write one PNG per seed (000042.png), the folder EDM's "
+                                          "fid.py and torch-fidelity read, e.g. samples/"),
+    batch: int = typer.Option(256, help="batch size (does not change the images), e.g. 64"),
     device: Optional[str] = None,
     trust_pickle: bool = typer.Option(False, help="allow pickled weights in a diffusers directory"),
 ):
@@ -86,23 +109,32 @@ def sample(
     import numpy as np
     import torch
 
-    from .data.images import save_grid, save_npz
+    from .data.images import save_grid, save_npz, save_npz_adm, save_pngs
     from .models.checkpoint import load_model
-    from .sampling.sample import model_recipe, sample_uint8
+    from .sampling.sample import cycle_classes, model_recipe, sample_uint8
     from .seeds import parse_seeds
-    if grid is None and npz is None:
-        raise BdenseError("nothing to write: pass --grid PATH.png and/or --npz PATH.npz")
+    if grid is None and npz is None and npz_adm is None and outdir is None:
+        raise BdenseError("nothing to write: pass --grid PATH.png, --npz PATH.npz, --npz-adm PATH.npz or --outdir DIR")
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     den = load_model(model, device=dev, trust_pickle=trust_pickle)
     recipe = model_recipe(den).with_overrides(solver=solver, nfe=nfe, schedule=schedule, afs=afs)
     seed_list = parse_seeds(seeds)
-    arr, labels, is_main = sample_uint8(den, seed_list, recipe, batch_size=batch, device=dev, progress=True)
+    class_list = cycle_classes(parse_seeds(classes) if classes is not None else None, len(seed_list),
+                               den.num_classes)
+    arr, labels, is_main = sample_uint8(den, seed_list, recipe, batch_size=batch, device=dev, progress=True,
+                                        classes=class_list)
     if not is_main:
         return
     if npz is not None:
         extra = {"labels": labels} if labels is not None else {}
         save_npz(arr, npz, seeds=np.array(seed_list), **extra)
         typer.echo(f"wrote {len(arr)} images to {npz}")
+    if npz_adm is not None:
+        save_npz_adm(arr, npz_adm, labels)
+        typer.echo(f"wrote {len(arr)} images to {npz_adm} (ADM layout: arr_0, arr_1 labels)")
+    if outdir is not None:
+        save_pngs(arr, seed_list, outdir)
+        typer.echo(f"wrote {len(arr)} PNGs to {outdir}")
     if grid is not None:
         save_grid(arr[:256], grid)
         typer.echo(f"wrote grid {grid}")
@@ -116,9 +148,17 @@ def distill(
     out: Path = typer.Option(..., help="run directory"),
     method: str = typer.Option("sfd", help="sfd (data-free) | pd (progressive distillation)"),
     branches: Optional[int] = typer.Option(None, help="K: 1 = the host baseline, >1 = B-DENSE (default: 1 for sfd, 2 for pd)"),
-    branch_weights: Optional[str] = typer.Option(None, help="K positive numbers, e.g. 1,1,1,2 (default uniform)"),
+    branch_weights: Optional[str] = typer.Option(None, help="uniform | ramp | W1,..,WK | sum1:W1,..,WK | end:A[:linear] | "
+                                                 "decay:linear|cosine:F[:S-E], e.g. ramp, 1,1,1,2, end:0.5 or "
+                                                 "decay:cosine:0 (README: Branch weights)"),
+    branch_targets: str = typer.Option(DEFAULT_TARGETS, help="sfd: teacher | anchored | anchored-log | on-policy, "
+                                       "e.g. anchored (README: Branch targets)"),
+    dropout: float = typer.Option(0.0, help="sfd: student UNet dropout while training, e.g. 0.13 as SFD on CIFAR-10"),
     nfe: int = typer.Option(2, help="sfd: student NFE (1..8)"),
     teacher_solver: str = typer.Option("dpmpp_3m", help="sfd: dpmpp_3m | heun | euler | dpmpp_2m"),
+    teacher_order_rule: str = typer.Option("sfd", help="sfd with a dpmpp teacher: sfd (lower the order on every "
+                                           "grid's last steps) | dpm-solver (only below 10 steps), e.g. sfd"),
+    first_trajectory_seed: int = typer.Option(0, help="sfd: noise seed of the first training trajectory, e.g. 0"),
     teacher_substeps: int = typer.Option(4, help="sfd: teacher steps per student interval (K must divide it)"),
     afs: bool = typer.Option(True, help="sfd: analytical first step"),
     trajectories: int = typer.Option(25600, help="sfd: teacher trajectories to train on (SFD paper: 200000)"),
@@ -147,7 +187,8 @@ def distill(
                           trajectories=trajectories, batch=batch, lr=lr or 5e-5, precision=precision, seed=seed,
                           resume=resume, dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
                           trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every,
-                          compile_teacher=compile_teacher)
+                          compile_teacher=compile_teacher, branch_targets=branch_targets, dropout=dropout,
+                          teacher_order_rule=teacher_order_rule, first_trajectory_seed=first_trajectory_seed)
     elif method == "pd":
         from .distill.pd_run import distill_pd
         res = distill_pd(str(teacher), str(out), data=data, branches=branches or 2, branch_weights=branch_weights,
@@ -167,8 +208,10 @@ def trajectories(
     nfe: int = typer.Option(2, help="student NFE the cache serves (fixes the grid)"),
     count: int = typer.Option(64000, help="trajectories (noise seeds 0..count-1)"),
     teacher_solver: str = "dpmpp_3m",
+    teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | dpm-solver (see distill --help)"),
     teacher_substeps: int = 4,
     afs: bool = True,
+    first_seed: int = typer.Option(0, help="noise seed of the first trajectory (distill --first-trajectory-seed)"),
     batch: int = typer.Option(128, help="generation batch (use the training batch for bit-identical students)"),
     shard_size: int = 4096,
     dtype: str = typer.Option("fp32", help="fp32 | bf16 (half the disk)"),
@@ -185,9 +228,9 @@ def trajectories(
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(teacher, device=dev, trust_pickle=trust_pickle)
     plan = SFDPlan(nfe=nfe, substeps=teacher_substeps, afs=afs, teacher_solver=teacher_solver,
-                   sigma_max=min(80.0, model.sigma_max))
+                   teacher_order_rule=teacher_order_rule, sigma_max=min(80.0, model.sigma_max))
     path = write_cache(model, file_digest(teacher), plan, count, out, batch=batch, shard_size=shard_size,
-                       dtype=dtype, device=dev)
+                       dtype=dtype, device=dev, first_seed=first_seed)
     typer.echo(f"wrote {count} trajectories to {path}")
 
 
@@ -196,8 +239,11 @@ def compare(
     teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
     out: Path = typer.Option(..., help="report directory (runs, caches and evaluations are reused from it)"),
     nfe: str = typer.Option("2,3", help="student NFEs, comma-separated"),
-    setting: list[str] = typer.Option(["baseline:1", "bdense:4"], help="name:K[:w1,...,wK]; the first must be K=1"),
+    setting: list[str] = typer.Option(["baseline:1", "bdense:4"], help="NAME:K[:SPEC][:targets=MODE][:dropout=P], "
+                                      "SPEC as --branch-weights, repeatable, e.g. bdense:4 or "
+                                      "ramp:4:ramp:targets=anchored; the first must be K=1"),
     seeds: int = typer.Option(3, help="training seeds per setting"),
+    pool: str = typer.Option("shared", help="shared (seeds reorder one trajectory pool) | fresh (each seed its own pool)"),
     trajectories: int = typer.Option(19200, help="teacher trajectories per run (the budget)"),
     batch: int = 128,
     lr: float = 2e-4,
@@ -206,6 +252,7 @@ def compare(
     data: Optional[str] = typer.Option(None, help="data set for the FID reference (default: the teacher's)"),
     features: Optional[Path] = typer.Option(None, help="domain feature network (default: trained into OUT)"),
     teacher_solver: str = "dpmpp_3m",
+    teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | dpm-solver (see distill --help)"),
     device: Optional[str] = None,
 ):
     """Baseline vs B-DENSE side by side over several seeds, with intervals, plots and a report."""
@@ -214,20 +261,25 @@ def compare(
                         settings=tuple(Setting.parse(s) for s in setting), seeds=seeds, trajectories=trajectories,
                         batch=batch, lr=lr, eval_points=tuple(float(x) for x in eval_points.split(",")),
                         eval_seeds=eval_seeds, data=data, features=str(features) if features else None,
-                        teacher_solver=teacher_solver, device=device)
+                        teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule, pool=pool,
+                        device=device)
     run(cfg)
     typer.echo(f"report: {out / 'report.md'}")
 
 
 @app.command("export")
 def export(
-    model: Path = typer.Argument(..., help="a K-branch student"),
-    out: Path = typer.Option(..., help="output: a .safetensors file, or a directory with --format diffusers"),
-    format: str = typer.Option("bdense", help="bdense (single file) | diffusers (UNet2DModel save_pretrained directory)"),
+    model: Path = typer.Argument(..., help="a K-branch student, e.g. runs/sfd-k4/model.safetensors"),
+    out: Path = typer.Option(..., help="a .safetensors file, or a new directory with --format diffusers, "
+                             "e.g. student-diffusers/"),
+    format: str = typer.Option("bdense", help="bdense (one file) | diffusers (pipeline folder that "
+                               "DiffusionPipeline.from_pretrained loads), e.g. diffusers"),
+    metrics: list[Path] = typer.Option([], help="diffusers: quality for the model card, the --out JSON of bdense "
+                                       "fid calc or agreement (repeatable), e.g. fid.json"),
 ):
     """Keep only the endpoint branch: a standard model that samples at exactly the baseline's cost."""
     from .models.export import export_model
-    path = export_model(model, out, format)
+    path = export_model(model, out, format, metrics=metrics)
     typer.echo(f"wrote {path}")
 
 
@@ -268,6 +320,7 @@ def tune(
     out: Path = typer.Option(..., help="study directory (OUT/optuna.db: run again to continue the study)"),
     nfe: int = typer.Option(2, help="student NFE the weights are tuned for"),
     branches: int = typer.Option(4, help="K"),
+    branch_targets: str = typer.Option(DEFAULT_TARGETS, help="target mode of every trial and of the final K > 1 runs"),
     objective: str = typer.Option("rmse", help="rmse | fid | combo:A (A*rmse/rmse_base + (1-A)*fid/fid_base)"),
     trials: int = typer.Option(30, help="total trials wanted in the study (a rerun adds only the missing ones)"),
     trial_trajectories: int = typer.Option(2560, help="training budget of one trial"),
@@ -298,16 +351,24 @@ def tune(
                      final=final, final_seeds=final_seeds, eval_seeds=eval_seeds, eval_points=floats(eval_points),
                      final_nfes=tuple(int(x) for x in final_nfe.split(",")) if final_nfe else None, apply=apply,
                      data=data, features=str(features) if features else None, teacher_solver=teacher_solver,
-                     device=device)
+                     branch_targets=branch_targets, device=device)
     r = run(cfg)
     for note in (r["search"] or {}).get("notes", []):
         typer.echo(f"note: {note}")
     typer.echo(f"spec: {r['spec']}\nreport: {out / 'tune_report.md'}")
 
 
+def command():
+    """The click command tree of `bdense`, with every option's help completed by an example (bdense.clihelp)."""
+    from .clihelp import teach
+    root = typer.main.get_command(app)
+    teach(root)
+    return root
+
+
 def main() -> None:
     try:
-        app()
+        command()()
     except BdenseError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

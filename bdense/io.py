@@ -79,8 +79,11 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """First 16 hex digits of a file's sha256 (a directory, e.g. a diffusers model, is named by its path)."""
+    """First 16 hex digits of a file's sha256 (a run directory: of its model.safetensors; another directory, e.g.
+    a diffusers model, is named by its path)."""
     p = Path(path)
+    if p.is_dir() and (p / "model.safetensors").is_file() and not (p / "model_index.json").exists():
+        p = p / "model.safetensors"
     if p.is_dir():
         return "dir:" + str(p.resolve())
     h = hashlib.sha256()

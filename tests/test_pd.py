@@ -129,9 +129,10 @@ def test_k1_is_plain_progressive_distillation(tmp_path):
     ours, ref = task.model.state_dict(), ref_student.state_dict()
     diff = torch.cat([(ours[k] - ref[k]).abs().flatten() for k in ref])
     moved = max((ours[k] - teacher.state_dict()[k]).abs().max().item() for k in ref)
-    # Adam's first step is ~lr * sign(grad): entries whose true gradient is ~0 (e.g. attention key biases) follow
-    # rounding noise, so a handful differ; every other entry agrees to 1e-6 of a 1e-3 step
-    assert moved > 5e-4 and diff.max() < 1e-4 and (diff > 1e-6).float().mean() < 1e-3, (moved, diff.max())
+    # Adam's first step is lr * g / (|g| + eps), at most lr: entries whose true gradient is ~0 (e.g. attention key
+    # biases) follow rounding noise, so a handful differ, by at most the two steps' sum (2 lr; seen up to 0.4 lr,
+    # depending on the thread count and what ran before); every other entry agrees to 1e-6 of a 1e-3 step
+    assert moved > 5e-4 and diff.max() <= 2e-3 * (1 + 1e-4) and (diff > 1e-6).float().mean() < 1e-3, (moved, diff.max())
 
 
 def test_losses_vanish_when_the_student_can_match_the_teacher(tmp_path):

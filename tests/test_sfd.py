@@ -62,7 +62,7 @@ def plain_sfd_iteration(teacher, student, opt, seeds, plan):
     with torch.no_grad():
         gen = [torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(sd)) for sd in seeds]
         x = torch.stack(gen) * float(s[0])
-        traj = solve(plan.teacher_solver, teacher, x, t, return_trajectory=True)
+        traj = solve(plan.teacher_solver, teacher, x, t, return_trajectory=True, order_rule="sfd")
     losses = []
     for i in range(len(s) - 1):
         ti, tn = float(s[i]), float(s[i + 1])

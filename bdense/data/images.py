@@ -83,6 +83,35 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, nrow: 
     return path
 
 
+def label_rows(grid: np.ndarray, labels: list[str], rows: int, padding: int = 2) -> np.ndarray:
+    """Prefix a grid of `rows` equal rows with a column holding each row's name (PIL's default font, white)."""
+    from PIL import ImageDraw, ImageFont
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    width = max(probe.textbbox((0, 0), t, font=font)[2] for t in labels) + 2 * padding + 2
+    img = Image.fromarray(grid)
+    canvas = Image.new(img.mode, (img.width + width, img.height), 0)
+    canvas.paste(img, (width, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_h = (img.height - padding) / rows
+    white = 255 if img.mode == "L" else (255, 255, 255)
+    for r, text in enumerate(labels[:rows]):
+        _, top, _, bottom = draw.textbbox((0, 0), text, font=font)
+        y = padding + r * row_h + (row_h - padding - (bottom - top)) / 2 - top
+        draw.text((padding + 1, y), text, fill=white, font=font)
+    return np.asarray(canvas)
+
+
+def save_labeled_grid(images, path: str | os.PathLike, row_labels: list[str], nrow: int) -> Path:
+    """A PNG grid (nrow images per row) whose rows are named in the image itself, left of each row."""
+    grid = make_grid(images, nrow=nrow)
+    rows = -(-len(_as_nhwc_uint8(images)) // nrow)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(label_rows(grid, row_labels, rows)).save(tmp, format="PNG")
+    return path
+
+
 def save_npz(images_uint8: np.ndarray | torch.Tensor, path: str | os.PathLike, **extra) -> Path:
     """Write uint8 images (plus any extra arrays, e.g. labels=...) to a compressed .npz atomically."""
     if isinstance(images_uint8, torch.Tensor):
@@ -95,4 +124,39 @@ def save_npz(images_uint8: np.ndarray | torch.Tensor, path: str | os.PathLike, *
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:  # a file object, so numpy does not append ".npz" to the temp name
             np.savez_compressed(fh, images=images_uint8, **arrays)
+    return path
+
+
+def save_pngs(images_uint8: np.ndarray, seeds: list[int], outdir: str | os.PathLike) -> Path:
+    """One PNG per image, named by its seed (000042.png), gray or RGB: the folder layout EDM's fid.py,
+    torch-fidelity and `bdense fid calc --samples DIR` read. Each file is written under a temporary name and
+    renamed, so an interrupted run leaves no half-written PNG."""
+    arr = _as_nhwc_uint8(images_uint8)
+    if len(arr) != len(seeds):
+        raise BdenseError(f"save_pngs got {len(arr)} images for {len(seeds)} seeds")
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise BdenseError(f"--outdir {outdir} is a file; pass a directory")
+    outdir.mkdir(parents=True, exist_ok=True)
+    for im, seed in zip(arr, seeds):
+        final = outdir / f"{int(seed):06d}.png"
+        tmp = outdir / f".{final.name}.tmp"
+        Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(tmp, format="PNG")
+        os.replace(tmp, final)
+    return outdir
+
+
+def save_npz_adm(images_uint8: np.ndarray, path: str | os.PathLike, labels=None) -> Path:
+    """ADM's sample layout (guided-diffusion's evaluator reads it): arr_0 = uint8 NHWC RGB (gray repeated to three
+    channels, as its Inception needs), arr_1 = labels for class-conditional models. Uncompressed, as ADM writes."""
+    arr = _as_nhwc_uint8(images_uint8)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    arrays = {"arr_0": np.ascontiguousarray(arr)}
+    if labels is not None:
+        arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
     return path

@@ -23,8 +23,10 @@ FORMAT = "bdense-trajectories"
 
 
 def write_cache(teacher, teacher_digest: str, plan: SFDPlan, count: int, out: str | Path, batch: int = 128,
-                shard_size: int = 4096, dtype: str = "fp32", device="cpu", progress: bool = True) -> Path:
-    """Generate trajectories for seeds 0..count-1 and write them in shards; resumes a partly written cache."""
+                shard_size: int = 4096, dtype: str = "fp32", device="cpu", progress: bool = True,
+                first_seed: int = 0) -> Path:
+    """Generate trajectories for noise seeds first_seed..first_seed+count-1 in shards; resumes a partly written
+    cache. (compare --pool fresh gives each training seed its own pool through first_seed.)"""
     if dtype not in ("fp32", "bf16"):
         raise BdenseError(f"--dtype must be fp32 or bf16, got {dtype}")
     if shard_size % batch:
@@ -35,6 +37,8 @@ def write_cache(teacher, teacher_digest: str, plan: SFDPlan, count: int, out: st
                 "batch": batch, "shard_size": shard_size, "dtype": dtype,
                 "shape": [len(plan.grids()[1]), teacher.channels, teacher.resolution, teacher.resolution],
                 "labels": teacher.num_classes > 0, "complete": False}
+    if first_seed:
+        manifest["first_seed"] = first_seed
     mpath = out / "manifest.json"
     if mpath.exists():
         old = json.loads(mpath.read_text())
@@ -52,7 +56,7 @@ def write_cache(teacher, teacher_digest: str, plan: SFDPlan, count: int, out: st
             continue
         trajs, labels = [], []
         for b in range(first, first + n, batch):
-            seeds = list(range(b, min(b + batch, first + n)))
+            seeds = list(range(first_seed + b, first_seed + min(b + batch, first + n)))
             traj, lab = teacher_trajectories(teacher, plan, seeds, device)
             trajs.append(traj.to("cpu", tdtype))
             if lab is not None:
@@ -74,6 +78,7 @@ class TrajectoryCache:
     def __init__(self, path: Path, manifest: dict):
         self.path, self.manifest = path, manifest
         self.size = manifest["count"]
+        self.first_seed = manifest.get("first_seed", 0)
         self.shard_size = manifest["shard_size"]
         self._loaded: dict[int, dict] = {}
         self.keep_shards = 4  # a permuted seed order touches many shards per batch; keep a few in memory
@@ -93,11 +98,12 @@ class TrajectoryCache:
             raise BdenseError(f"trajectory cache {path} was made with another teacher; make a cache for this teacher")
         if plan is not None:
             mine, theirs = asdict(plan), m["plan"]
-            diff = [k for k in ("nfe", "substeps", "afs", "sigma_min", "sigma_max", "rho", "teacher_solver")
-                    if mine[k] != theirs[k]]
+            old = {"teacher_order_rule": "dpm-solver"}  # caches written before the rule was recorded
+            diff = [k for k in ("nfe", "substeps", "afs", "sigma_min", "sigma_max", "rho", "teacher_solver",
+                                "teacher_order_rule") if mine[k] != theirs.get(k, old.get(k))]
             if diff:
                 raise BdenseError(f"trajectory cache {path} was made with another grid or solver "
-                                  f"({', '.join(f'{k}={theirs[k]}' for k in diff)}); make a cache for these options")
+                                  f"({', '.join(f'{k}={theirs.get(k, old.get(k))}' for k in diff)}); make a cache for these options")
         return cls(path, m)
 
     def _shard(self, i: int) -> dict:
@@ -118,9 +124,11 @@ class TrajectoryCache:
         """(trajectory [T+1, B, C, H, W] float32 on device, labels) for these seeds, in this order.
 
         Seeds are grouped by shard so each shard is read once per batch, whatever order the seeds come in."""
-        if max(seeds) >= self.size:
-            raise BdenseError(f"seed {max(seeds)} is beyond the cache's {self.size} trajectories")
-        seeds_t = torch.tensor(seeds)
+        lo, hi = self.first_seed, self.first_seed + self.size
+        if min(seeds) < lo or max(seeds) >= hi:
+            raise BdenseError(f"noise seeds {min(seeds)}..{max(seeds)} are not all in the cache, which holds seeds "
+                              f"{lo}..{hi - 1}; make a cache for these seeds (bdense trajectories --first-seed)")
+        seeds_t = torch.tensor(seeds) - lo
         shard_of = seeds_t // self.shard_size
         shape, has_labels = self.manifest["shape"], self.manifest["labels"]
         traj = torch.empty([shape[0], len(seeds)] + shape[1:], dtype=self._shard(int(shard_of[0]))["traj"].dtype)

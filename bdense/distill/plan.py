@@ -20,6 +20,7 @@ class SFDPlan:
     sigma_max: float = 80.0
     rho: float = 7.0
     teacher_solver: str = "dpmpp_3m"
+    teacher_order_rule: str = "sfd"  # DPM-Solver++ only: "sfd" lowers the order on every grid's last steps
 
     def __post_init__(self):
         if not 1 <= self.nfe <= 8:
@@ -31,6 +32,9 @@ class SFDPlan:
                               f"evenly; use a K that divides --teacher-substeps (or set --teacher-substeps {self.branches})")
         if self.teacher_solver not in SOLVERS:
             raise BdenseError(f"unknown --teacher-solver '{self.teacher_solver}'; choose one of {', '.join(SOLVERS)}")
+        from ..solvers.dpmpp import ORDER_RULES
+        if self.teacher_order_rule not in ORDER_RULES:
+            raise BdenseError(f"unknown --teacher-order-rule '{self.teacher_order_rule}'; use {' or '.join(ORDER_RULES)}")
         if not 0 < self.sigma_min < self.sigma_max:
             raise BdenseError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
 
@@ -57,7 +61,9 @@ class SFDPlan:
         s, t = self.grids()
         lines = [f"student grid ({self.points} points, NFE {self.nfe}{' with AFS' if self.afs else ''}): "
                  + " ".join(f"{v:.4g}" for v in s.tolist()),
-                 f"teacher grid ({len(t)} points, {self.teacher_solver}, {self.teacher_nfe()} NFE per trajectory): "
+                 f"teacher grid ({len(t)} points, {self.teacher_solver}"
+                 + (f" order rule {self.teacher_order_rule}" if self.teacher_solver.startswith("dpmpp") else "")
+                 + f", {self.teacher_nfe()} NFE per trajectory): "
                  + " ".join(f"{v:.4g}" for v in t.tolist())]
         for i in range(self.points - 1):
             if self.afs and i == 0:

@@ -12,6 +12,7 @@ from ..train.loop import TrainConfig, Trainer
 from ..train.rundir import RunDir
 from .plan import SFDPlan
 from .sfd import SFDTask
+from .targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS, check_mode, closing_factors
 from .weights import parse_weights
 
 
@@ -30,13 +31,19 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 resume: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
                 checkpoint_every: int = 100, log_every: int = 10, trajectory_cache: str | None = None,
                 trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = (), on_snapshot=None,
-                compile_teacher: bool = False, compile_student: bool = False, compile_mode: str | None = None,
-                teacher_batch: int = 0, fast_path: str = "auto") -> dict:
+                compile_teacher: bool = False, branch_targets: str = DEFAULT_TARGETS, dropout: float = 0.0,
+                teacher_order_rule: str = "sfd", first_trajectory_seed: int = 0, compile_student: bool = False,
+                compile_mode: str | None = None, teacher_batch: int = 0, fast_path: str = "auto") -> dict:
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
     if teacher_batch and teacher_batch % batch:
         raise BdenseError(f"--teacher-batch {teacher_batch} must be a multiple of --batch {batch}")
-    weights = parse_weights(branch_weights, branches)
+    weights = parse_weights(branch_weights or (DEFAULT_WEIGHTS if branches > 1 else None), branches)
+    check_mode(branch_targets)
+    if not 0 <= dropout < 1:
+        raise BdenseError(f"--dropout must be in [0, 1), got {dropout}")
+    if first_trajectory_seed < 0:
+        raise BdenseError(f"--first-trajectory-seed must be >= 0, got {first_trajectory_seed}")
     steps = trajectories // batch
     teacher = load_model(teacher_path, trust_pickle=trust_pickle)
     if teacher.branches != 1:
@@ -44,16 +51,21 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                           f"(bdense export it first)")
     sigma_max = min(sigma_max, teacher.sigma_max)
     plan = SFDPlan(nfe=nfe, branches=branches, substeps=teacher_substeps, afs=afs, sigma_min=sigma_min,
-                   sigma_max=sigma_max, teacher_solver=teacher_solver)
+                   sigma_max=sigma_max, teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule)
     options = dict(command="distill", method="sfd", teacher=str(teacher_path), teacher_digest=file_digest(teacher_path),
-                   nfe=nfe, branches=branches, branch_weights=weights.describe(), teacher_substeps=teacher_substeps,
-                   teacher_solver=teacher_solver, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
+                   nfe=nfe, branches=branches, branch_weights=weights.describe(), branch_targets=branch_targets,
+                   teacher_substeps=teacher_substeps, teacher_solver=teacher_solver,
+                   teacher_order_rule=teacher_order_rule, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
                    trajectories=trajectories, batch=batch, lr=lr, lr_schedule=lr_schedule, precision=precision,
-                   seed=seed, steps=steps, trajectory_cache=trajectory_cache, out=str(out))
-    plan_text = (f"SFD distillation, K={branches} branches, weights {weights.spec} (at start {weights.at(0, steps)}, at end {weights.at(steps, steps)})\n{plan.describe()}\n"
+                   dropout=dropout, seed=seed, steps=steps, first_trajectory_seed=first_trajectory_seed,
+                   trajectory_cache=trajectory_cache, out=str(out))
+    plan_text = (f"SFD distillation, K={branches} branches, weights {weights.spec} (at start {weights.at(0, steps)}, "
+                 f"at end {weights.at(steps, steps)}), {targets_text(plan, branch_targets)}\n{plan.describe()}\n"
                  f"iterations: {steps} x batch {batch} = {steps * batch} trajectories; "
                  f"{len(plan.trained_intervals())} optimizer steps per iteration; "
-                 f"teacher NFE per trajectory {plan.teacher_nfe()}, student NFE {plan.nfe}")
+                 f"teacher NFE per trajectory {plan.teacher_nfe()}, student NFE {plan.nfe}"
+                 + (f"; student dropout {dropout}" if dropout else "")
+                 + (f"; trajectories from noise seed {first_trajectory_seed}" if first_trajectory_seed else ""))
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
@@ -63,11 +75,14 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     run = RunDir(out, options, resume=resume)
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
-    student = widen(teacher, branches)
+    student = widen(teacher, branches, dropout=dropout or None)
     source = None
     if trajectory_cache:
         from .cache import TrajectoryCache
         source = TrajectoryCache.open(trajectory_cache, teacher_digest=options["teacher_digest"], plan=plan)
+        if source.first_seed != first_trajectory_seed:
+            raise BdenseError(f"the cache starts at noise seed {source.first_seed}, the run at "
+                              f"{first_trajectory_seed}; use a cache written with --first-seed {first_trajectory_seed}")
         if source.size < steps * batch:
             raise BdenseError(f"the cache holds {source.size} trajectories but the run needs {steps * batch}; "
                               f"lower --trajectories or make a larger cache")
@@ -77,8 +92,10 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     if compile_student:
         speed.compile_net(student, compile_mode)
     if teacher_batch and teacher_batch != batch and source is None:
-        source = speed.PrefetchedTeacher(teacher, plan, seed, batch, steps * batch, teacher_batch // batch)
-    task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch)
+        source = speed.PrefetchedTeacher(teacher, plan, seed, batch, steps * batch, teacher_batch // batch,
+                                         first_seed=first_trajectory_seed)
+    task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch,
+                   targets=branch_targets, first_seed=first_trajectory_seed)
     trainer = Trainer(task, run, cfg)
     if isinstance(source, speed.PrefetchedTeacher):
         source.autocast = trainer.autocast  # the teacher rollout in the run's precision, as without prefetching
@@ -92,7 +109,9 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
         meta = dict(teacher.config.get("meta", {}), role="student", sampling=sfd_student_recipe(plan),
                     teacher=str(teacher_path), teacher_digest=options["teacher_digest"],
                     distill={"method": "sfd", "branches": branches, "weights": weights.describe(),
+                             "branch_targets": branch_targets, "dropout": dropout,
                              "teacher_substeps": teacher_substeps, "teacher_solver": teacher_solver,
+                             "teacher_order_rule": teacher_order_rule,
                              "targets": [[plan.target_index(i, k) for k in range(1, branches + 1)]
                                          for i in range(plan.points - 1)],
                              "trajectories": steps * batch, "seed": seed})
@@ -101,6 +120,20 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
         _write_grid(student, run.path / "samples.png", grid_seeds, trainer.device)
         run.log(f"wrote {run.path / 'model.safetensors'}")
     return result
+
+
+def targets_text(plan: SFDPlan, mode: str) -> str:
+    """One line for --dry-run: the target mode and, for anchored modes, how much offset each branch still carries."""
+    if plan.branches == 1:
+        return f"targets {mode} (K = 1: the endpoint only, plain SFD)"
+    if not mode.startswith("anchored"):
+        return f"targets {mode}"
+    s, t = plan.grids()
+    i = plan.trained_intervals()[0]
+    sig = [float(t[plan.target_index(i, k)]) for k in range(1, plan.branches + 1)]
+    f = closing_factors(mode, float(s[i]), float(s[i + 1]), sig)
+    return (f"targets {mode} (branch k = teacher state + f_k * (x - teacher state at t_i); interval {i}: f = "
+            + ", ".join(f"{v:.3g}" for v in f) + ")")
 
 
 def _write_grid(model, path, n, device):

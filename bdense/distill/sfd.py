@@ -1,7 +1,8 @@
 """SFD host with K-branch B-DENSE students: one optimizer step per student interval, L1 summed over pixels.
 
 Interval i starts from the student's own (detached) state x at t_i; branch k takes an Euler step from t_i to
-the teacher grid point it targets and is compared with the teacher's state there. K = 1 is plain SFD.
+the teacher grid point it targets and is compared with its target there (bdense/distill/targets.py: the teacher's
+state, or that state anchored to the student's own start). K = 1 is plain SFD.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from ..solvers.afs import afs_step
 from ..solvers.common import euler_step
 from ..train.loop import Task, to_device
 from .plan import SFDPlan
-from .trajectories import teacher_trajectories, trajectory_seeds
+from .targets import DEFAULT_TARGETS, check_mode, interval_targets
+from .trajectories import teacher_steps, teacher_trajectories, trajectory_seeds
 
 
 def branch_states(x: torch.Tensor, d: torch.Tensor, t: float, targets: list[float]) -> torch.Tensor:
@@ -28,9 +30,9 @@ class SFDTask(Task):
     name = "sfd"
 
     def __init__(self, teacher, student, plan: SFDPlan, weights, batch: int, seed: int, trajectory_source=None,
-                 pool: int | None = None):
+                 pool: int | None = None, targets: str = DEFAULT_TARGETS, first_seed: int = 0):
         self.teacher, self.model, self.plan, self.weights = teacher, student, plan, weights
-        self.batch, self.seed = batch, seed
+        self.batch, self.seed, self.mode, self.first_seed = batch, seed, check_mode(targets), first_seed
         self.pool = pool or (trajectory_source.size if trajectory_source is not None else None)
         self.source = trajectory_source  # a cache (issue: trajectories) or None: compute on the fly
         s, t = plan.grids()
@@ -42,7 +44,8 @@ class SFDTask(Task):
         to_device(self.teacher, device)
 
     def targets(self, tr, step):
-        seeds = tr.shard_list(trajectory_seeds(self.seed, step, self.batch, self.pool or (step + 1) * self.batch))
+        seeds = tr.shard_list([self.first_seed + j for j in
+                               trajectory_seeds(self.seed, step, self.batch, self.pool or (step + 1) * self.batch)])
         if self.source is not None:
             return self.source.batch(seeds, tr.device)
         return teacher_trajectories(self.teacher, self.plan, seeds, tr.device, autocast=tr.autocast())
@@ -59,10 +62,15 @@ class SFDTask(Task):
                 x = afs_step(x, t, t_next)
                 continue
             idx = [plan.target_index(i, k) for k in range(1, plan.branches + 1)]
+            sig = [self.t_teacher[j] for j in idx]
+            start = i * plan.substeps
+            rerun = (lambda x0, n, a=start: teacher_steps(self.teacher, plan, x0, self.t_teacher[a:a + n + 1], labels,
+                                                          tr.autocast()))
+            target = interval_targets(self.mode, x, traj, start, idx, t, t_next, sig, rerun)
             with tr.autocast():
                 d = tr.ddp_model(x, torch.full((x.shape[0],), t, device=x.device), labels)
-            states = branch_states(x, d.float(), t, [self.t_teacher[j] for j in idx])
-            per_branch = l1_per_branch(states, traj[idx].transpose(0, 1))
+            states = branch_states(x, d.float(), t, sig)
+            per_branch = l1_per_branch(states, target)
             loss = sum(wk * lk for wk, lk in zip(w, per_branch))
             tr.backward(loss)
             tr.step()

@@ -23,6 +23,20 @@ def trajectory_seeds(run_seed: int, step: int, batch: int, pool: int) -> list[in
     return torch.randperm(pool, generator=torch.Generator().manual_seed(run_seed))[lo:hi].tolist()
 
 
+def solver_options(plan: SFDPlan) -> dict:
+    """Keyword options of the plan's teacher solver (the DPM-Solver++ order rule)."""
+    return {"order_rule": plan.teacher_order_rule} if plan.teacher_solver.startswith("dpmpp") else {}
+
+
+@torch.no_grad()
+def teacher_steps(teacher, plan: SFDPlan, x, sigmas, labels=None, autocast=None):
+    """The teacher solver from x over sigmas: its states after each step [len(sigmas) - 1, B, C, H, W]."""
+    with autocast or contextlib.nullcontext():
+        traj = solve(plan.teacher_solver, teacher, x, sigmas, label=labels, return_trajectory=True,
+                     **solver_options(plan))
+    return traj[1:].float()
+
+
 @torch.no_grad()
 def teacher_trajectories(teacher, plan: SFDPlan, seeds: list[int], device, autocast=None):
     """(trajectory [T+1, B, C, H, W] float32 on device, labels or None) from x_T = sigma_max * n(seed)."""
@@ -31,5 +45,6 @@ def teacher_trajectories(teacher, plan: SFDPlan, seeds: list[int], device, autoc
     x = seed_noise(seeds, shape, device) * float(grid[0])
     labels = seed_labels(seeds, teacher.num_classes, device)
     with autocast or contextlib.nullcontext():
-        traj = solve(plan.teacher_solver, teacher, x, grid, label=labels, return_trajectory=True)
+        traj = solve(plan.teacher_solver, teacher, x, grid, label=labels, return_trajectory=True,
+                     **solver_options(plan))
     return traj.float(), labels

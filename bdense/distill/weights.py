@@ -1,7 +1,8 @@
 """Branch weights w_k for the K-branch loss, constant or changing over training, from one spec string.
 
 Specs (K branches, branch K is the endpoint that is sampled):
-  uniform                 w = 1 for every branch (the default)
+  uniform                 w = 1 for every branch
+  ramp                    w_k = k / K: later sub-steps weigh more, the endpoint 1 (0.25, 0.5, 0.75, 1 for K = 4)
   1,1,1,2                 K positive numbers
   sum1:1,1,1,2            the same, normalised to sum 1
   end:A[:uniform|linear]  endpoint weight A in (0, 1]; the other branches share 1 - A equally, or in
@@ -59,6 +60,8 @@ def parse_weights(spec: str | None, k: int) -> WeightSchedule:
     head, _, rest = spec.partition(":")
     if spec == "uniform":
         return WeightSchedule("constant", (1.0,) * k, spec=spec)
+    if spec == "ramp":
+        return WeightSchedule("constant", tuple((i + 1) / k for i in range(k)), spec=spec)
     if head == "sum1":
         w = _numbers(rest, k, spec)
         return WeightSchedule("constant", tuple(x / sum(w) for x in w), spec=spec)

@@ -14,6 +14,7 @@ import torch
 
 from ..distill.plan import SFDPlan
 from ..distill.run import distill_sfd, sfd_student_recipe
+from ..distill.targets import check_mode
 from ..distill.weights import parse_weights
 from ..errors import BdenseError
 from ..io import atomic_write_text, file_digest
@@ -25,23 +26,56 @@ from ..sampling.sample import generate
 EVAL_SEED_BASE = 1_000_000_000_000  # evaluation noise seeds live far from every training pool
 
 
+SETTING_KEYS = {"targets": str, "dropout": float}  # name:K[:WEIGHTS][:key=value...]
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
     branches: int
-    weights: str | None = None  # None: uniform
+    weights: str | None = None  # None: the distiller's default
+    targets: str | None = None  # None: the distiller's default (bdense/distill/targets.py)
+    dropout: float | None = None
 
     @classmethod
     def parse(cls, spec: str) -> "Setting":
-        """'name:K' or 'name:K:WEIGHTS' with any branch-weight spec (bdense/distill/weights.py)."""
-        parts = spec.split(":", 2)
+        """'name:K[:WEIGHTS][:targets=MODE][:dropout=P]' with any branch-weight spec (bdense/distill/weights.py).
+
+        Weight specs never hold '=', so trailing key=value fields are options and the rest is the weight spec."""
+        fields = spec.split(":")
+        extra = {}
+        while len(fields) > 2 and "=" in fields[-1]:
+            key, _, value = fields.pop().partition("=")
+            if key not in SETTING_KEYS:
+                raise BdenseError(f"setting '{spec}': unknown option '{key}'; use {', '.join(SETTING_KEYS)}")
+            try:
+                extra[key] = SETTING_KEYS[key](value)
+            except ValueError:
+                raise BdenseError(f"setting '{spec}': cannot read {key}={value}") from None
         try:
-            setting = cls(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None)
+            setting = cls(fields[0], int(fields[1]), ":".join(fields[2:]) or None, **extra)
         except (IndexError, ValueError):
-            raise BdenseError(f"cannot read setting '{spec}'; write name:K or name:K:w1,...,wK, "
-                              f"e.g. baseline:1 or bdense:4:1,1,1,2") from None
+            raise BdenseError(f"cannot read setting '{spec}'; write name:K[:WEIGHTS][:targets=MODE], "
+                              f"e.g. baseline:1, bdense:4:1,1,1,2 or ramp:4:ramp:targets=anchored") from None
+        if not setting.name or "/" in setting.name or setting.name.startswith("."):
+            raise BdenseError(f"setting '{spec}': the name must be a plain folder name")
         parse_weights(setting.weights, setting.branches)  # refuse a bad spec before any training
+        if setting.targets is not None:
+            check_mode(setting.targets)
+        if setting.dropout is not None and not 0 <= setting.dropout < 1:
+            raise BdenseError(f"setting '{spec}': dropout must be in [0, 1)")
         return setting
+
+    def distill_options(self) -> dict:
+        """The distill_sfd keywords this setting fixes (unset ones keep the distiller's defaults)."""
+        kw = {"branches": self.branches, "branch_weights": self.weights}
+        kw.update({k: v for k, v in (("branch_targets", self.targets), ("dropout", self.dropout)) if v is not None})
+        return kw
+
+    def describe(self) -> str:
+        return (f"K={self.branches}, weights {self.weights or 'default'}"
+                + (f", targets {self.targets}" if self.targets else "")
+                + (f", dropout {self.dropout}" if self.dropout is not None else ""))
 
 
 @dataclass
@@ -59,8 +93,13 @@ class CompareConfig:
     data: str | None = None
     features: str | None = None
     teacher_solver: str = "dpmpp_3m"
+    teacher_order_rule: str = "sfd"
+    pool: str = "shared"  # shared: seeds reorder one trajectory pool; fresh: seed s trains on its own pool
     device: str | None = None
     progress: bool = True
+
+
+POOLS = ("shared", "fresh")
 
 
 def _read_json(path: Path) -> dict:
@@ -73,8 +112,11 @@ def check_reusable(d: Path, options: dict) -> None:
     Without this, changing --trajectories, --lr or a setting's weights but keeping --out would silently report
     the old runs under the new settings.
     """
-    # the cache itself is checked against teacher and plan, so its path may differ
-    diff = changed_options(_read_json(d / "options.json"), options, free={"trajectory_cache"})
+    # the cache itself is checked against teacher and plan, so its path may differ; with K = 1 every target mode
+    # is the same computation (tested bit for bit), so a baseline made under another default mode is still valid
+    old = _read_json(d / "options.json")
+    free = {"trajectory_cache"} | ({"branch_targets"} if old.get("branches") == options.get("branches") == 1 else set())
+    diff = changed_options(old, options, free=free)
     if diff:
         raise BdenseError(f"{d} holds a finished run made with other options ({', '.join(diff)}); "
                           f"use another --out or a new setting name, or delete that run directory")
@@ -86,6 +128,8 @@ class Comparison:
             raise BdenseError("the first --setting must be the baseline with K = 1 (e.g. baseline:1)")
         if len({s.name for s in cfg.settings}) != len(cfg.settings):
             raise BdenseError("setting names must be unique")
+        if cfg.pool not in POOLS:
+            raise BdenseError(f"unknown --pool '{cfg.pool}'; use shared or fresh")
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -113,16 +157,23 @@ class Comparison:
         return ext, load_stats(ref_path)
 
     def plan(self, nfe: int) -> SFDPlan:
-        return SFDPlan(nfe=nfe, teacher_solver=self.cfg.teacher_solver, sigma_max=min(80.0, self.teacher.sigma_max))
+        return SFDPlan(nfe=nfe, teacher_solver=self.cfg.teacher_solver, teacher_order_rule=self.cfg.teacher_order_rule,
+                       sigma_max=min(80.0, self.teacher.sigma_max))
 
-    def cache(self, nfe: int) -> Path:
+    def first_seed(self, seed: int) -> int:
+        """First noise seed of training seed `seed`'s trajectory pool: 0 for all (shared) or its own block (fresh).
+        Seed 0's pool is the same either way, so its runs are shared between the two modes' caches."""
+        return seed * self.cfg.trajectories if self.cfg.pool == "fresh" else 0
+
+    def cache(self, nfe: int, seed: int = 0) -> Path:
         from ..distill.cache import write_cache
-        path = self.out / "cache" / f"nfe{nfe}"
+        first = self.first_seed(seed)
+        path = self.out / "cache" / (f"nfe{nfe}" if first == 0 else f"nfe{nfe}-from{first}")
         manifest = path / "manifest.json"
         if not (manifest.exists() and json.loads(manifest.read_text()).get("complete")):
             write_cache(self.teacher, self.teacher_digest, self.plan(nfe), self.cfg.trajectories, path,
                         batch=self.cfg.batch, shard_size=self.cfg.batch * 50, device=self.device,
-                        progress=self.cfg.progress)
+                        progress=self.cfg.progress, first_seed=first)
         return path
 
     def reference_images(self, nfe: int) -> torch.Tensor:
@@ -185,15 +236,18 @@ class Comparison:
     def run_dir(self, nfe: int, setting: Setting, seed: int) -> Path:
         return self.out / "runs" / f"nfe{nfe}" / setting.name / f"seed{seed}"
 
-    def train(self, nfe: int, setting: Setting, seed: int, cache: Path) -> Path:
+    def train(self, nfe: int, setting: Setting, seed: int) -> Path:
+        """Train one run from its trajectory cache, or reuse the finished run (which then needs no cache)."""
         d = self.run_dir(nfe, setting, seed)
-        kw = dict(nfe=nfe, branches=setting.branches, branch_weights=setting.weights,
-                  teacher_solver=self.cfg.teacher_solver, trajectories=self.cfg.trajectories, batch=self.cfg.batch,
+        kw = dict(nfe=nfe, **setting.distill_options(), teacher_solver=self.cfg.teacher_solver,
+                  teacher_order_rule=self.cfg.teacher_order_rule, first_trajectory_seed=self.first_seed(seed),
+                  trajectories=self.cfg.trajectories, batch=self.cfg.batch,
                   lr=self.cfg.lr, seed=seed, device=self.device, progress=self.cfg.progress,
-                  trajectory_cache=str(cache), snapshot_fractions=self.cfg.eval_points, grid_seeds=16)
+                  snapshot_fractions=self.cfg.eval_points, grid_seeds=16)
         if (d / "model.safetensors").exists():
             check_reusable(d, distill_sfd(self.cfg.teacher, str(d), dry_run=True, **kw)["options"])
             return d
+        kw["trajectory_cache"] = str(self.cache(nfe, seed))
         resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
         distill_sfd(self.cfg.teacher, str(d), resume=resume, **kw)
         return d
@@ -225,14 +279,13 @@ class Comparison:
                                 "agreement": "RMSE to the teacher reference (teacher solver on the refined grid)"},
                    "nfe": {}}
         for nfe in cfg.nfes:
-            cache = self.cache(nfe)
             ref_images = self.reference_images(nfe)
             entry = {"teacher": self.teacher_rows(nfe, ref_images, ext, ref_stats), "runs": {}}
             steps_total = cfg.trajectories // cfg.batch
             for s in cfg.settings:
                 per_seed = {}
                 for seed in range(cfg.seeds):
-                    d = self.train(nfe, s, seed, cache)
+                    d = self.train(nfe, s, seed)
                     per_seed[seed] = {"dir": str(d), "evals": self.evaluate_run(d, ref_images, ext, ref_stats)}
                 entry["runs"][s.name] = per_seed
             entry["steps_total"] = steps_total

@@ -111,9 +111,58 @@ def plots(results: dict, out: Path) -> list[str]:
     return written
 
 
+def read_branch_losses(run_dir: Path) -> dict:
+    """{(interval, branch): ([steps], [loss])} from a run's metrics.jsonl (keys loss/iI/bK)."""
+    import json
+    series: dict = {}
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return series
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        for key, v in row.items():
+            if key.startswith("loss/i") and "step" in row:
+                i, b = key[len("loss/i"):].split("/b")
+                st = series.setdefault((int(i), int(b)), ([], []))
+                st[0].append(row["step"])
+                st[1].append(v)
+    return series
+
+
+def branch_loss_plots(results: dict, out: Path) -> list[str]:
+    """Per-branch training loss per interval (training seed 0): which branch competes with the endpoint."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    written = []
+    for nfe, entry in results["nfe"].items():
+        dense = [s for s in results["settings"] if s["branches"] > 1 or s is results["settings"][0]]
+        losses = {s["name"]: read_branch_losses(entry["runs"][s["name"]][0]["dir"]) for s in dense}
+        intervals = sorted({i for ser in losses.values() for i, _ in ser})
+        if not intervals:
+            continue
+        fig, axes = plt.subplots(len(intervals), len(dense), figsize=(4 * len(dense), 3 * len(intervals)),
+                                 squeeze=False, sharey="row")
+        for r, i in enumerate(intervals):
+            for c, s in enumerate(dense):
+                ax = axes[r][c]
+                for (ii, b), (steps, vals) in sorted(losses[s["name"]].items()):
+                    if ii == i:
+                        ax.plot(steps, vals, label=f"branch {b}" + (" (endpoint)" if b == s["branches"] else ""))
+                ax.set_title(f"{s['name']}, interval {i}", fontsize=9)
+                ax.set_yscale("log")
+                ax.set_xlabel("iteration")
+                if c == 0:
+                    ax.set_ylabel("L1 loss (summed over pixels)")
+                ax.legend(fontsize=7)
+        name = f"branch_losses_nfe{nfe}.png"
+        written.append(_save(fig, out / name))
+    return written
+
+
 def grids(cmp, results: dict, out: Path, n: int = 16) -> list[str]:
     """Rows from the same evaluation seeds: teacher reference, then seed-0 student of each setting."""
-    from ..data.images import save_grid
+    from ..data.images import save_labeled_grid
     from ..models.checkpoint import load_model
     from ..sampling.recipe import Recipe
     from ..sampling.sample import generate
@@ -121,13 +170,14 @@ def grids(cmp, results: dict, out: Path, n: int = 16) -> list[str]:
     seeds = cmp.eval_seeds[:n]
     for nfe, entry in results["nfe"].items():
         rows = [cmp.reference_images(int(nfe))[:n]]
+        names = ["teacher ref."] + [f"{s['name']} K={s['branches']}" for s in results["settings"]]
         for s in results["settings"]:
             d = Path(entry["runs"][s["name"]][0]["dir"])
             m = load_model(d / "model.safetensors", device=cmp.device)
             rec = Recipe.from_dict(m.config["meta"]["sampling"])
             rows.append(torch.cat([im for _, im, _ in generate(m, seeds, rec, device=cmp.device)]))
         name = f"samples_nfe{nfe}.png"
-        save_grid(torch.cat(rows), out / name, nrow=n)
+        save_labeled_grid(torch.cat(rows), out / name, names, nrow=n)
         written.append(name)
     return written
 
@@ -135,22 +185,35 @@ def grids(cmp, results: dict, out: Path, n: int = 16) -> list[str]:
 def write_report(cmp, results: dict) -> Path:
     out = Path(cmp.out)
     pics = plots(results, out)
+    loss_pics = branch_loss_plots(results, out)
     grid_files = grids(cmp, results, out)
     p = results["protocol"]
-    names = ", ".join(f"{s['name']} (K={s['branches']}, weights {s['weights'] or 'uniform'})" for s in results["settings"])
+    names = ", ".join(f"{s['name']} (K={s['branches']}, weights {s.get('weights') or 'default'}"
+                      + (f", targets {s['targets']}" if s.get("targets") else "")
+                      + (f", dropout {s['dropout']}" if s.get("dropout") is not None else "") + ")"
+                      for s in results["settings"])
+    fresh = results["config"].get("pool") == "fresh"
+    pool = ("seed s = its own pool of trajectories, noise seeds from s x budget" if fresh
+            else "seed = order of the shared trajectory pool")
     text = [
         "# bdense compare report", "",
         f"Teacher `{results['config']['teacher']}` (digest {results['teacher_digest']}), host SFD, settings: {names}.",
         f"Each setting trained on {results['config']['trajectories']} teacher trajectories (batch "
         f"{results['config']['batch']}, lr {results['config']['lr']}), {results['config']['seeds']} training seeds "
-        f"(seed = order of the shared trajectory pool), evaluated on held-out seeds {p['eval_seeds']}.",
+        f"({pool}), evaluated on held-out seeds {p['eval_seeds']}.",
         f"FID: {p['extractor']} features (weights {p['extractor_digest']}) against {p['ref_n']} images of "
         f"`{p['data']}` (stats sha256 {p['ref_sha256']}). Agreement: {p['agreement']}. Weights: {p['weights']}.",
         "Intervals are 95% t-intervals over training seeds; verdicts use the paired difference to the baseline "
-        "(same seed = same trajectories in the same order): 'better'/'worse' only when its interval excludes 0.",
+        "(same seed = same trajectories in the same order): 'better'/'worse' only when its interval excludes 0."
+        + ("" if fresh else " With a shared pool the intervals show optimisation noise only, not the noise of "
+           "drawing a new pool (--pool fresh)."),
         "", "## Results", "", table(results), "## Against training progress", "",
         progress_table(results, "rmse"), progress_table(results, "fid"),
         "## Plots", "", *[f"![{x}]({x})" for x in pics], "",
+        "## Training loss per branch and interval (training seed 0)", "",
+        "Each panel is one student interval of one setting; the endpoint branch is the one sampled. A branch whose "
+        "loss stays high while the endpoint's rises against the baseline's is competing with it.", "",
+        *[f"![{x}]({x})" for x in loss_pics], "",
         "## Samples (same evaluation seeds)", "",
         "Rows: teacher reference, then " + ", ".join(s["name"] for s in results["settings"]) + " (training seed 0).", "",
         *[f"![{g}]({g})" for g in grid_files], ""]

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..distill.run import distill_sfd, sfd_student_recipe
+from ..distill.targets import DEFAULT_TARGETS, check_mode
 from ..distill.weights import parse_weights
 from ..errors import BdenseError
 from ..io import atomic_write_text
@@ -57,6 +58,7 @@ class TuneConfig:
     data: str | None = None
     features: str | None = None
     teacher_solver: str = "dpmpp_3m"
+    branch_targets: str = DEFAULT_TARGETS  # of every trial and of the final K > 1 settings
     device: str | None = None
     progress: bool = True
 
@@ -117,6 +119,7 @@ class Tuner:
             raise BdenseError("tuning branch weights needs --branches >= 2")
         if cfg.tune_seeds < 2:
             raise BdenseError("--tune-seeds must be at least 2 (FID needs a covariance)")
+        check_mode(cfg.branch_targets)
         if cfg.trial_trajectories > cfg.trajectories:
             raise BdenseError("--trial-trajectories exceeds --trajectories (the shared cache holds --trajectories)")
         self.cfg, self.out, self.alpha = cfg, Path(cfg.out), parse_objective(cfg.objective)
@@ -182,7 +185,7 @@ class Tuner:
             on_measure(step, self.measure(student, device))
         try:
             distill_sfd(self.cfg.teacher, str(d), nfe=self.cfg.nfe, branches=k, branch_weights=spec,
-                        teacher_solver=self.cfg.teacher_solver, trajectories=self.cfg.trial_trajectories,
+                        branch_targets=self.cfg.branch_targets, teacher_solver=self.cfg.teacher_solver, trajectories=self.cfg.trial_trajectories,
                         batch=self.cfg.batch, lr=self.cfg.lr, seed=0, device=device, progress=False,
                         checkpoint_every=0, trajectory_cache=str(self.cache), grid_seeds=1,
                         snapshot_fractions=self.points, on_snapshot=on_snapshot)["completed"] or _stop()
@@ -225,6 +228,7 @@ class Tuner:
         setup = {"teacher_digest": self.cmp.teacher_digest, "nfe": cfg.nfe, "branches": cfg.branches,
                  "objective": cfg.objective, "trial_trajectories": cfg.trial_trajectories, "batch": cfg.batch,
                  "lr": cfg.lr, "tune_seeds": cfg.tune_seeds, "teacher_solver": cfg.teacher_solver,
+                 "branch_targets": cfg.branch_targets,
                  "report_points": list(self.points)}
         if study.user_attrs.get("setup", setup) != setup:
             raise BdenseError(f"{self.out / 'optuna.db'} holds a study of another setup "
@@ -289,9 +293,10 @@ class Tuner:
     # -- the honest check ---------------------------------------------------------------------------
     def final(self, spec: str) -> dict:
         k, w = self.cfg.branches, parse_weights(spec, self.cfg.branches)
-        settings = [Setting("baseline", 1), Setting("uniform", k)]
-        settings += [] if w.kind == "constant" and set(w.base) == {1.0} else [Setting("tuned", k, spec)]
-        settings += [] if spec == SCHEDULED else [Setting("scheduled", k, SCHEDULED)]
+        mode = self.cfg.branch_targets
+        settings = [Setting("baseline", 1), Setting("uniform", k, "uniform", mode)]
+        settings += [] if w.kind == "constant" and set(w.base) == {1.0} else [Setting("tuned", k, spec, mode)]
+        settings += [] if spec == SCHEDULED else [Setting("scheduled", k, SCHEDULED, mode)]
         return compare(replace(self.cmp.cfg, settings=tuple(settings)))
 
 
@@ -344,8 +349,9 @@ def write_tune_report(tuner: Tuner, doc: dict | None, spec: str, results: dict |
                  "Re-trained by `bdense compare` in `final/` (its [report](final/report.md) has progress plots and "
                  "samples).", "", table(results), "Gain of the tuned weights over uniform K (paired by seed):", "",
                  *[f"- {m}: {x}" for m in ("rmse", "fid") for x in _gain(results, "tuned", m)], ""]
+    tg = f":targets={cfg.branch_targets}"
     text += ["Reproduce or carry over: `bdense compare --teacher OTHER --out DIR --nfe N --setting baseline:1 "
-             f"--setting uniform:{cfg.branches} --setting 'tuned:{cfg.branches}:{spec}'` or "
+             f"--setting uniform:{cfg.branches}:uniform{tg} --setting 'tuned:{cfg.branches}:{spec}{tg}'` or "
              f"`bdense tune --apply '{spec}' --teacher OTHER --out DIR`.", ""]
     atomic_write_text(out / "tune_report.md", "\n".join(text))
     summary = {"spec": spec, "search": doc, "final": None if results is None else {

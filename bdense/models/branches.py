@@ -10,9 +10,11 @@ from ..errors import BdenseError
 from .denoisers import Denoiser, denoiser_from_config
 
 
-def _with_branches(denoiser: Denoiser, k: int, conv_out: nn.Conv2d) -> Denoiser:
+def _with_branches(denoiser: Denoiser, k: int, conv_out: nn.Conv2d, dropout: float | None = None) -> Denoiser:
     config = copy.deepcopy(denoiser.config)
     config["branches"] = k
+    if dropout is not None:  # the UNet's resnet dropout, active only in training (SFD trains students with it)
+        config["net"]["dropout"] = float(dropout)
     config["net"]["out_channels"] = k * denoiser.channels
     new = denoiser_from_config(config)
     state = {n: t for n, t in denoiser.state_dict().items() if not n.startswith("net.conv_out.")}
@@ -22,18 +24,22 @@ def _with_branches(denoiser: Denoiser, k: int, conv_out: nn.Conv2d) -> Denoiser:
     return new.to(next(denoiser.parameters()).device)
 
 
-def widen(teacher: Denoiser, k: int) -> Denoiser:
-    """A copy of a single-branch teacher whose output conv is tiled k times: every branch starts equal to it."""
+def widen(teacher: Denoiser, k: int, dropout: float | None = None) -> Denoiser:
+    """A copy of a single-branch teacher whose output conv is tiled k times: every branch starts equal to it.
+
+    dropout: the student's UNet dropout probability (None keeps the teacher's)."""
     if teacher.branches != 1:
         raise BdenseError(f"the teacher already has {teacher.branches} branches; export it first (bdense export)")
     if k < 1:
         raise BdenseError(f"--branches must be >= 1, got {k}")
+    if dropout is not None and not 0 <= dropout < 1:
+        raise BdenseError(f"--dropout must be in [0, 1), got {dropout}")
     old = teacher.net.conv_out
     conv = nn.Conv2d(old.in_channels, k * old.out_channels, old.kernel_size, padding=old.padding)
     with torch.no_grad():
         conv.weight.copy_(old.weight.repeat(k, 1, 1, 1))
         conv.bias.copy_(old.bias.repeat(k))
-    return _with_branches(teacher, k, conv)
+    return _with_branches(teacher, k, conv, dropout)
 
 
 def export_endpoint(student: Denoiser) -> Denoiser:

@@ -26,7 +26,16 @@ def model_bytes(denoiser: Denoiser, meta: dict | None = None) -> bytes:
     if meta is not None:
         config["meta"] = meta
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in denoiser.state_dict().items()}
-    return st_save(tensors, metadata={"format": FORMAT, "config": json.dumps(config)})
+    return canonical_header(st_save(tensors, metadata={"format": FORMAT, "config": json.dumps(config)}))
+
+
+def canonical_header(data: bytes) -> bytes:
+    """The same safetensors bytes with the JSON header's keys sorted: safetensors writes metadata in hash-map
+    order, which changes from run to run, and the same model should always be the same file."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors pads the header with spaces to 8-byte alignment
+    return len(header).to_bytes(8, "little") + header + data[8 + n:]
 
 
 def save_model(path: str | Path, denoiser: Denoiser, meta: dict | None = None) -> Path:
@@ -55,9 +64,14 @@ def read_config(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path, device="cpu", trust_pickle: bool = False) -> Denoiser:
-    """Load a bdense model file or a diffusers UNet2DModel+scheduler directory as a Denoiser."""
+    """Load a bdense model file, a run directory (its model.safetensors), a bdense diffusers export (its
+    bdense.json config and recipe) or a diffusers UNet2DModel+scheduler directory as a Denoiser."""
     path = _existing(path)
     if path.is_dir():
+        if (path / "bdense.json").exists():
+            return load_diffusers_export(path, device)
+        if (path / "model.safetensors").exists() and not (path / "model_index.json").exists():
+            return load_model(path / "model.safetensors", device)
         return load_diffusers_teacher(path, device, trust_pickle)
     config = read_config(path)
     model = denoiser_from_config(config)
@@ -80,6 +94,29 @@ def _existing(path) -> Path:
         raise BdenseError(f"model file {path} does not exist; train one (bdense train-teacher) or check the path"
                           f"{missing_hint(path)}")
     return path
+
+
+def load_diffusers_export(path: Path, device="cpu") -> Denoiser:
+    """A folder written by `bdense export --format diffusers`: the config (and recipe) from bdense.json, the
+    weights from unet/ (or the folder itself, as older exports wrote them)."""
+    try:
+        config = json.loads((path / "bdense.json").read_text())
+    except ValueError:
+        raise BdenseError(f"{path / 'bdense.json'} is not valid JSON; export the model again") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise BdenseError(f"{path / 'bdense.json'} is not a bdense config; export the model again")
+    unet_dir = path / "unet" if (path / "unet").is_dir() else path
+    weights = unet_dir / "diffusion_pytorch_model.safetensors"
+    if not weights.exists():
+        raise BdenseError(f"{path} has bdense.json but no {weights.relative_to(path)}; export the model again")
+    model = denoiser_from_config(config)
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            model.net.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+    except Exception as e:
+        raise BdenseError(f"{weights}: weights do not match bdense.json ({str(e).splitlines()[0][:120]}); "
+                          f"export the model again") from None
+    return model.to(device).eval()
 
 
 def load_diffusers_teacher(path: Path, device="cpu", trust_pickle: bool = False) -> Denoiser:

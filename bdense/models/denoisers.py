@@ -106,11 +106,17 @@ class VPDenoiser(Denoiser):
         return ab * zb - (sb * ab) * out  # v: x0 = alpha z - sigma_vp v
 
 
+DDPM_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
+
+
+def ddpm_arguments(scheduler_config: dict) -> dict:
+    """The DDPMScheduler arguments that fix a discrete VP model's alphas_cumprod."""
+    return {k: v for k, v in scheduler_config.items() if k in DDPM_KEYS}
+
+
 def discrete_alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
     from diffusers import DDPMScheduler
-    keep = {k: v for k, v in scheduler_config.items()
-            if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")}
-    return DDPMScheduler(**keep).alphas_cumprod.double()
+    return DDPMScheduler(**ddpm_arguments(scheduler_config)).alphas_cumprod.double()
 
 
 def denoiser_from_config(config: dict) -> Denoiser:

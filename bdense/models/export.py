@@ -1,30 +1,102 @@
-"""Export: strip a student to its endpoint branch, as a bdense file or a diffusers UNet2DModel directory."""
+"""Export: strip a student to its endpoint branch, as a bdense file or a complete diffusers pipeline folder.
+
+The diffusers folder (docs/formats.md) holds unet/ (UNet2DModel), scheduler/ (BDenseScheduler: the exact grid and
+parameterization), model_index.json, bdense_pipeline.py (a copy of bdense/pipeline.py, so plain diffusers loads it),
+bdense.json (the bdense config, so bdense loads it back with its recipe) and a model card README.md. Every file is
+a function of the source model and the --metrics files only: exporting twice gives byte-identical folders.
+"""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from ..errors import BdenseError
+from ..io import file_digest
 from .branches import export_endpoint
 from .checkpoint import load_model, save_model
+from .denoisers import Denoiser, ddpm_arguments
+
+PIPELINE_FILE = "bdense_pipeline.py"
 
 
-def export_model(src: str | Path, out: str | Path, fmt: str = "bdense") -> Path:
+def export_model(src: str | Path, out: str | Path, fmt: str = "bdense", metrics: list | tuple = ()) -> Path:
+    if fmt not in ("bdense", "diffusers"):
+        raise BdenseError(f"unknown export --format '{fmt}'; use bdense or diffusers")
+    if metrics and fmt != "diffusers":
+        raise BdenseError("--metrics goes into the model card of a diffusers export; add --format diffusers")
     model = load_model(src)
     single = export_endpoint(model) if model.branches > 1 else model
-    meta = dict(model.config.get("meta", {}), exported_from=str(src), branches_before_export=model.branches)
+    meta = dict(model.config.get("meta", {}), exported_from=str(src), exported_from_digest=file_digest(src),
+                branches_before_export=model.branches)
     single.config["meta"] = meta
     out = Path(out)
     if fmt == "bdense":
         return save_model(out, single)
-    if fmt == "diffusers":
-        if out.exists() and any(out.iterdir()):
-            raise BdenseError(f"{out} exists and is not empty; choose a new directory for --format diffusers")
-        tmp = out.with_name(out.name + ".partial")
-        single.net.save_pretrained(str(tmp), safe_serialization=True)
-        (tmp / "bdense.json").write_text(json.dumps(single.config, indent=2))
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-        return out
-    raise BdenseError(f"unknown export --format '{fmt}'; use bdense or diffusers")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BdenseError(f"{out} exists and is not an empty directory; choose a new directory for --format diffusers")
+    quality = [_read_metrics(p) for p in metrics]
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_diffusers_folder(single, tmp, src, quality)
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    return out
+
+
+def scheduler_config(model: Denoiser) -> dict:
+    """BDenseScheduler arguments that reproduce `bdense sample` with the model's own recipe."""
+    from ..sampling.sample import model_recipe
+    recipe = model_recipe(model)
+    if recipe.solver not in ("euler", "heun"):
+        raise BdenseError(f"the model's recipe uses {recipe.solver}; the diffusers export carries euler or heun "
+                          f"recipes only (export the bdense format, or sample it with bdense)")
+    cfg = model.config
+    args = dict(sigmas=[float(s) for s in recipe.sigmas().tolist()], solver=recipe.solver, afs=recipe.afs)
+    if cfg["kind"] == "edm":
+        args.update(precond="edm", sigma_data=float(cfg["edm"]["sigma_data"]),
+                    noise_embed_scale=float(cfg["edm"]["noise_embed_scale"]))
+    else:
+        vp = cfg["vp"]
+        args.update(precond="vp", parameterization=vp["parameterization"], time=vp["time"],
+                    ddpm=ddpm_arguments(vp["scheduler"]) if vp["time"] == "discrete" else None)
+    return args
+
+
+def write_diffusers_folder(model: Denoiser, folder: Path, src, quality: list) -> None:
+    import diffusers
+
+    from ..pipeline import BDenseScheduler
+    from .card import model_card
+    folder.mkdir(parents=True)
+    model.net.save_pretrained(str(folder / "unet"), safe_serialization=True)
+    sched = scheduler_config(model)
+    BDenseScheduler(**sched).save_pretrained(str(folder / "scheduler"))
+    code = Path(__file__).resolve().parent.parent / "pipeline.py"
+    shutil.copyfile(code, folder / PIPELINE_FILE)
+    shutil.copyfile(code, folder / "scheduler" / PIPELINE_FILE)  # diffusers loads a custom component from its folder
+    stem = PIPELINE_FILE[:-3]
+    index = {"_class_name": [stem, "BDensePipeline"], "_diffusers_version": diffusers.__version__,
+             "scheduler": [stem, "BDenseScheduler"], "unet": ["diffusers", "UNet2DModel"]}
+    _write_json(folder / "model_index.json", index)
+    _write_json(folder / "bdense.json", model.config)
+    (folder / "README.md").write_text(model_card(model, sched, src, quality))
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _read_metrics(path) -> dict:
+    """A JSON written by `bdense fid calc --out` or `bdense agreement --out`, for the model card."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, ValueError):
+        raise BdenseError(f"--metrics {p} is not a readable JSON file; pass the --out file of bdense fid calc or "
+                          f"bdense agreement") from None
+    if not isinstance(doc, dict) or ("fid" not in doc and "results" not in doc):
+        raise BdenseError(f"--metrics {p} holds neither an FID ('fid') nor agreement results ('results'); pass the "
+                          f"--out file of bdense fid calc or bdense agreement")
+    return dict(doc, file=p.name)

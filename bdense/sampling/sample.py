@@ -5,6 +5,7 @@ from typing import Iterator
 
 import torch
 
+from ..errors import BdenseError
 from ..seeds import seed_labels, seed_noise
 from ..solvers import solve
 from .recipe import Recipe
@@ -18,25 +19,43 @@ def model_recipe(denoiser) -> Recipe:
     return default_recipe(denoiser.config["kind"], denoiser.sigma_min, denoiser.sigma_max)
 
 
+def cycle_classes(classes: list[int] | None, n: int, num_classes: int) -> list[int] | None:
+    """One label per image from --class: a single class for all, or a list repeated over the seeds in order."""
+    if not classes:
+        return None
+    if not num_classes:
+        raise BdenseError("--class given but the model is unconditional; drop --class")
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise BdenseError(f"--class {bad[0]} is out of range: the model has classes 0-{num_classes - 1}")
+    return [classes[i % len(classes)] for i in range(n)]
+
+
 @torch.no_grad()
 def generate(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 256, device="cpu",
-             progress: bool = False) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
-    """Yield (seeds, images in [-1, 1] float32 on CPU, labels) batch by batch."""
+             progress: bool = False, classes: list[int] | None = None
+             ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
+    """Yield (seeds, images in [-1, 1] float32 on CPU, labels) batch by batch. classes: one label per seed
+    (default: drawn from each seed, see bdense.seeds.seed_labels)."""
     sigmas = recipe.sigmas()
     shape = (denoiser.channels, denoiser.resolution, denoiser.resolution)
-    chunks = [seeds[i:i + batch_size] for i in range(0, len(seeds), batch_size)]
+    starts = range(0, len(seeds), batch_size)
     if progress:
         from tqdm import tqdm
-        chunks = tqdm(chunks, desc="sampling", unit="batch")
-    for chunk in chunks:
+        starts = tqdm(starts, desc="sampling", unit="batch")
+    for start in starts:
+        chunk = seeds[start:start + batch_size]
         x = seed_noise(chunk, shape, device) * float(sigmas[0])
-        labels = seed_labels(chunk, denoiser.num_classes, device)
+        if classes is None:
+            labels = seed_labels(chunk, denoiser.num_classes, device)
+        else:
+            labels = torch.tensor(classes[start:start + batch_size], dtype=torch.long, device=device)
         out = solve(recipe.solver, denoiser, x, sigmas, label=labels, afs=recipe.afs)
         yield chunk, out.float().clamp(-1, 1).cpu(), labels
 
 
 def sample_uint8(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 256, device="cpu",
-                 progress: bool = False):
+                 progress: bool = False, classes: list[int] | None = None):
     """All images as uint8 NHWC (+ labels), in seed order. Under `accelerate launch` each process samples a
     contiguous range of the seeds and the main process gathers them; the images are the same as in one process."""
     import numpy as np
@@ -45,15 +64,16 @@ def sample_uint8(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 2
 
     from ..data.images import to_uint8
     state = PartialState()
-    mine = seeds
+    mine, my_classes = seeds, classes
     if state.num_processes > 1:
         per = -(-len(seeds) // state.num_processes)
-        mine = seeds[state.process_index * per:(state.process_index + 1) * per]
+        part = slice(state.process_index * per, (state.process_index + 1) * per)
+        mine, my_classes = seeds[part], (classes[part] if classes is not None else None)
         device = state.device
         denoiser.to(device)
     imgs, labels = [], []
     for _, im, lab in generate(denoiser, mine, recipe, batch_size=batch_size, device=device,
-                               progress=progress and state.is_main_process):
+                               progress=progress and state.is_main_process, classes=my_classes):
         imgs.extend(to_uint8(im))
         labels.extend(lab.cpu().tolist() if lab is not None else [])
     if state.num_processes > 1:

@@ -5,16 +5,25 @@ from .afs import afs_step
 from .common import denoise, euler_step, finish, sigma_list
 
 
-def _step_order(order, i, steps, n_hist, s_next, lower_order_final):
-    """dpm-solver's rule: warm-up by history, lower order at the end when steps < 10, order 1 into sigma = 0."""
+ORDER_RULES = ("sfd", "dpm-solver")
+
+
+def step_order(order, i, steps, n_hist, s_next, order_rule="dpm-solver"):
+    """Order of step i: warm up by history, then lower it at the end of the grid, order 1 into sigma = 0.
+
+    "sfd": SFD's teacher lowers the order on the last steps of EVERY grid (min(order, steps - i)), so its last two
+    steps are second and first order; "dpm-solver": dpm-solver/diffusers lower it only when steps < 10.
+    """
+    if order_rule not in ORDER_RULES:
+        raise ValueError(f"order_rule must be one of {ORDER_RULES}, got {order_rule!r}")
     o = min(order, n_hist)
-    if lower_order_final and steps < 10:
+    if order_rule == "sfd" or steps < 10:
         o = min(o, steps - i)
     return 1 if s_next == 0 else o
 
 
 def solve_dpmpp(denoiser, x, sigmas, *, order=2, label=None, afs=False, return_trajectory=False,
-                lower_order_final=True, strict_third_order=False):
+                order_rule="dpm-solver", strict_third_order=False):
     """Multistep DPM-Solver++ of order 1, 2 or 3 (order 1 is Euler exactly); 1 NFE per non-AFS step.
 
     The 3M update is dpm-solver's reference one, whose D2 ~ h^2 D''/2 carries half the second-derivative
@@ -34,7 +43,7 @@ def solve_dpmpp(denoiser, x, sigmas, *, order=2, label=None, afs=False, return_t
         else:
             d0 = denoise(denoiser, x, s0, label)
             hist = (hist + [(-math.log(s0), d0)])[-3:]
-            o = _step_order(order, i, steps, len(hist), s1, lower_order_final)
+            o = step_order(order, i, steps, len(hist), s1, order_rule)
             if o == 1:
                 x = euler_step(x, d0, s0, s1)
             else:
@@ -60,14 +69,14 @@ def solve_dpmpp(denoiser, x, sigmas, *, order=2, label=None, afs=False, return_t
     return finish(x, traj, return_trajectory)
 
 
-def solve_dpmpp_2m(denoiser, x, sigmas, *, label=None, afs=False, return_trajectory=False, lower_order_final=True):
+def solve_dpmpp_2m(denoiser, x, sigmas, *, label=None, afs=False, return_trajectory=False, order_rule="dpm-solver"):
     """DPM-Solver++(2M), midpoint form."""
     return solve_dpmpp(denoiser, x, sigmas, order=2, label=label, afs=afs, return_trajectory=return_trajectory,
-                       lower_order_final=lower_order_final)
+                       order_rule=order_rule)
 
 
-def solve_dpmpp_3m(denoiser, x, sigmas, *, label=None, afs=False, return_trajectory=False, lower_order_final=True,
+def solve_dpmpp_3m(denoiser, x, sigmas, *, label=None, afs=False, return_trajectory=False, order_rule="dpm-solver",
                    strict_third_order=False):
-    """DPM-Solver++(3M); see solve_dpmpp for strict_third_order."""
+    """DPM-Solver++(3M); see solve_dpmpp for strict_third_order and step_order for order_rule."""
     return solve_dpmpp(denoiser, x, sigmas, order=3, label=label, afs=afs, return_trajectory=return_trajectory,
-                       lower_order_final=lower_order_final, strict_third_order=strict_third_order)
+                       order_rule=order_rule, strict_third_order=strict_third_order)

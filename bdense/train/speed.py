@@ -57,14 +57,15 @@ class PrefetchedTeacher:
     is not in the current block (the first one, or after --resume) computes the block that starts at its
     iteration. One process only (under several processes each computes its own rows; use factor 1 there)."""
 
-    def __init__(self, teacher, plan, run_seed: int, batch: int, pool: int, factor: int, autocast=None):
+    def __init__(self, teacher, plan, run_seed: int, batch: int, pool: int, factor: int, autocast=None,
+                 first_seed: int = 0):
         if factor < 1:
             raise BdenseError(f"--teacher-batch must be a multiple of --batch (factor {factor})")
         from .. distill.trajectories import trajectory_seeds
         self.teacher, self.plan, self.step_batch, self.pool, self.factor = teacher, plan, batch, pool, factor
         self.autocast = autocast
-        self.order = (list(range(pool)) if run_seed == 0 else
-                      trajectory_seeds(run_seed, 0, pool, pool))  # the whole permutation, as steps slice it
+        self.order = [first_seed + j for j in (range(pool) if run_seed == 0 else  # as SFDTask.targets asks for them
+                                               trajectory_seeds(run_seed, 0, pool, pool))]
         self.position = {s: i for i, s in enumerate(self.order)}
         self.size = pool
         self.block: dict[int, int] = {}
