@@ -15,6 +15,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Few-step diffusion students by distillation (SFD, progressive distillation) with B-DENSE.")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: fetch and inspect.")
 app.add_typer(data_app, name="data")
+teachers_app = typer.Typer(no_args_is_help=True, help="Teachers shipped in teachers/: list them, pack a new one (bf16).")
+app.add_typer(teachers_app, name="teachers")
+
+
+def _model(value):
+    """Option callback: a path, or the short name of a shipped teacher (teachers/NAME.safetensors)."""
+    from .models.shipped import resolve
+    return resolve(value)
 
 
 def _print_version(value: bool) -> None:
@@ -83,7 +91,8 @@ def train_teacher(
 @app.command("sample")
 def sample(
     model: Path = typer.Argument(..., help="a bdense model file, run directory, bdense diffusers export or diffusers "
-                                 "model directory, e.g. runs/sfd-k4/model.safetensors"),
+                                 "model directory, e.g. runs/sfd-k4/model.safetensors, or a shipped teacher's name",
+                                 callback=_model),
     seeds: str = typer.Option("0-63", help="N-M ranges and numbers, e.g. 0-9999 or 0,5,7-9; image i depends only "
                               "on seed i"),
     solver: Optional[str] = typer.Option(None, help="euler | heun | dpmpp_2m | dpmpp_3m, e.g. heun (default: the "
@@ -146,7 +155,8 @@ def sample(
 
 @app.command("distill")
 def distill(
-    teacher: Path = typer.Option(..., help="teacher model file (bdense) or diffusers model directory"),
+    teacher: Path = typer.Option(..., help="teacher model file (bdense), diffusers model directory, or shipped name",
+                                 callback=_model),
     out: Path = typer.Option(..., help="run directory"),
     method: str = typer.Option("sfd", help="sfd (data-free) | pd (progressive distillation)"),
     branches: Optional[int] = typer.Option(None, help="K: 1 = the host baseline, >1 = B-DENSE (default: 1 for sfd, 2 for pd)"),
@@ -210,7 +220,7 @@ def distill(
 
 @app.command("trajectories")
 def trajectories(
-    teacher: Path = typer.Option(..., help="teacher model"),
+    teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
     out: Path = typer.Option(..., help="cache directory"),
     nfe: int = typer.Option(2, help="student NFE the cache serves (fixes the grid)"),
     count: int = typer.Option(64000, help="trajectories (noise seeds 0..count-1)"),
@@ -245,7 +255,7 @@ def trajectories(
 
 @app.command("compare")
 def compare(
-    teacher: Path = typer.Option(..., help="teacher model"),
+    teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
     out: Path = typer.Option(..., help="report directory (runs, caches and evaluations are reused from it)"),
     nfe: str = typer.Option("2,3", help="student NFEs, comma-separated"),
     setting: list[str] = typer.Option(["baseline:1", "bdense:4"], help="NAME:K[:SPEC][:targets=MODE][:dropout=P], "
@@ -300,13 +310,40 @@ def export(
     typer.echo(f"wrote {path}")
 
 
+@teachers_app.command("list")
+def teachers_list():
+    """The shipped teachers and the first lines of their cards."""
+    from .models.shipped import list_teachers, teachers_dir
+    found = list_teachers()
+    if not found:
+        typer.echo(f"no teachers shipped in {teachers_dir()}")
+    for name, path in found.items():
+        card = path.with_suffix(".md")
+        typer.echo(f"{name}: {path} ({path.stat().st_size / 2**20:.2f} MiB){'' if card.exists() else ', no card'}")
+
+
+@teachers_app.command("pack")
+def teachers_pack(
+    model: Path = typer.Argument(..., help="a trained teacher (its run directory's options.json gives the command)"),
+    name: str = typer.Option(..., help="short name, e.g. mnist: then --teacher mnist finds it"),
+    out: Optional[Path] = typer.Option(None, help="folder (default: the repository's teachers/ or $BDENSE_TEACHERS)"),
+    quality: list[str] = typer.Option([], help="a quality line for the card (repeatable), e.g. 'Heun 35: Inception FID 4.1 (10k)'"),
+    command: Optional[str] = typer.Option(None, help="the training command (default: from options.json)"),
+    check_seeds: int = typer.Option(64, help="seeds sampled to measure what bf16 storage changes"),
+):
+    """Store a teacher in bf16 with its model card (NAME.safetensors + NAME.md), for committing to teachers/."""
+    from .models.shipped import pack
+    st, card = pack(model, name, out, quality=tuple(quality), check_seeds=check_seeds, command=command)
+    typer.echo(f"wrote {st} ({st.stat().st_size / 2**20:.2f} MiB) and {card}")
+
+
 from .eval.cli import register  # noqa: E402
 register(app)
 
 
 @app.command("tune")
 def tune(
-    teacher: Path = typer.Option(..., help="teacher model"),
+    teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
     out: Path = typer.Option(..., help="study directory (OUT/optuna.db: run again to continue the study)"),
     nfe: int = typer.Option(2, help="student NFE the weights are tuned for"),
     branches: int = typer.Option(4, help="K"),

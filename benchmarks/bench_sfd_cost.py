@@ -46,8 +46,10 @@ class TimedSFDTask(SFDTask):
         sync(tr.device)
         t0 = time.perf_counter()
         self.rec.setdefault("first_start", t0)
-        if step == self.rec["first_step"] + 1:
+        if step == self.rec["first_step"] + self.rec["steady_from"]:
             self.rec["second_start"] = t0
+        if step == self.rec["first_step"] + 1:
+            self.rec["first_iter"] = t0 - self.rec["first_start"]
         out = super().train_step(tr, step)
         sync(tr.device)
         self.rec["last_end"] = time.perf_counter()
@@ -56,7 +58,8 @@ class TimedSFDTask(SFDTask):
 
 
 def one_run(args, teacher_path, k, cache, seed, tmp, tag):
-    rec = {"targets": [], "steps": [], "first_step": 0}
+    factor = max(1, args.teacher_batch // args.batch) if cache is None else 1
+    rec = {"targets": [], "steps": [], "first_step": 0, "steady_from": factor}
     TimedSFDTask.rec = rec
     out = Path(tmp) / f"run-{tag}-{time.perf_counter_ns()}"
     sink = io.StringIO()
@@ -64,16 +67,20 @@ def one_run(args, teacher_path, k, cache, seed, tmp, tag):
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         run_mod.distill_sfd(str(teacher_path), str(out), nfe=args.nfe, branches=k, trajectories=args.trajectories,
                             batch=args.batch, precision=args.precision, seed=seed, device=args.device, progress=False,
-                            trajectory_cache=cache)
+                            trajectory_cache=cache, compile_teacher=args.compile in ("teacher", "both"),
+                            compile_student=args.compile in ("student", "both"), compile_mode=args.compile_mode,
+                            teacher_batch=args.teacher_batch if cache is None else 0)
     sync(args.device)
     wall = time.perf_counter() - t0
     steps, targets = sum(rec["steps"]), sum(rec["targets"])
     setup_s, finish_s = rec["first_start"] - t0, t0 + wall - rec["last_end"]
     n = len(rec["steps"])
-    steady = (rec["last_end"] - rec["second_start"]) / (n - 1) if n > 1 else rec["steps"][0]
+    f = rec["steady_from"]
+    steady = (rec["last_end"] - rec["second_start"]) / (n - f) if n > f else rec["steps"][0]
+    tail = rec["targets"][f:] or rec["targets"]
     return dict(wall=wall, targets=targets, student=steps - targets, other=wall - steps, setup=setup_s,
                 finish=finish_s, loop=wall - steps - setup_s - finish_s, steady=steady,
-                steady_targets=med(rec["targets"][1:] or rec["targets"]))
+                steady_targets=sum(tail) / len(tail), first=rec.get("first_iter", rec["steps"][0]))
 
 
 def main() -> None:
@@ -86,6 +93,12 @@ def main() -> None:
                    help="cache shard size (0: 2 x batch, so the pool spans several shards as a real cache does)")
     p.add_argument("--extrapolate", type=int, default=0, help="also print minutes for this many trajectories")
     p.add_argument("--precisions", default="", help="comma list (fp32,bf16) run in this one process; default --precision")
+    p.add_argument("--compile", default="none", choices=["none", "teacher", "student", "both"],
+                   help="torch.compile these networks (the first iteration's time, compile included, is reported)")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode (default, reduce-overhead, max-autotune)")
+    p.add_argument("--teacher-batch", type=int, default=0,
+                   help="teacher rollout batch (a multiple of --batch; 0: --batch); steady state counted from the "
+                        "second rollout on")
     args = p.parse_args()
     setup(args)
     describe_machine(args)
@@ -137,15 +150,17 @@ def main() -> None:
         share = lambda v: f"{v:.2f} ({100 * v / m['wall']:.0f}%)"  # noqa: E731
         row = [prec, r, k, f"{m['wall']:.2f}", share(m["targets"]), share(m["student"]), share(m["other"]),
                f"{m['setup']:.2f} / {m['loop']:.2f} / {m['finish']:.2f}", f"{1e3 * m['steady']:.1f}",
-               f"{1e3 * m['steady_targets']:.1f}"]
+               f"{1e3 * m['steady_targets']:.1f}", f"{m['first']:.1f}"]
         if args.extrapolate:
             row.append(f"{m['steady'] * args.extrapolate / args.batch / 60:.1f}")
         rows.append(row)
     headers = ["precision", "run", "K", "wall s", "targets s (%)", "student s (%)", "other s (%)", "other: setup / loop / finish",
-               "ms/iter steady", "targets ms/iter"]
+               "ms/iter steady", "targets ms/iter", "first iter s (compile)"]
     if args.extrapolate:
         headers.append(f"min for {args.extrapolate} traj")
-    table(f"Short SFD NFE {args.nfe} run, {steps} iterations x batch {args.batch} "
+    table(f"Short SFD NFE {args.nfe} run, {steps} iterations x batch {args.batch}, compile {args.compile}"
+          f"{' (' + args.compile_mode + ')' if args.compile_mode else ''}, teacher batch "
+          f"{args.teacher_batch or args.batch} "
           f"(medians of {args.repeats} interleaved rounds)", headers, rows)
     for line in notes:
         print(line)

@@ -32,9 +32,12 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 checkpoint_every: int = 100, log_every: int = 10, trajectory_cache: str | None = None,
                 trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = (), on_snapshot=None,
                 compile_teacher: bool = False, branch_targets: str = DEFAULT_TARGETS, dropout: float = 0.0,
-                teacher_order_rule: str = "sfd", first_trajectory_seed: int = 0) -> dict:
+                teacher_order_rule: str = "sfd", first_trajectory_seed: int = 0, compile_student: bool = False,
+                compile_mode: str | None = None, teacher_batch: int = 0, fast_path: str = "auto") -> dict:
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
+    if teacher_batch and teacher_batch % batch:
+        raise BdenseError(f"--teacher-batch {teacher_batch} must be a multiple of --batch {batch}")
     weights = parse_weights(branch_weights or (DEFAULT_WEIGHTS if branches > 1 else None), branches)
     check_mode(branch_targets)
     if not 0 <= dropout < 1:
@@ -68,7 +71,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
                       checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, device=device,
                       snapshot_steps=tuple(sorted({max(1, round(f * steps)) for f in snapshot_fractions})),
-                      on_snapshot=on_snapshot)
+                      on_snapshot=on_snapshot, fast_path=fast_path)
     source = None
     if trajectory_cache:  # checked before the run directory is made
         from .cache import TrajectoryCache
@@ -83,13 +86,25 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
     student = widen(teacher, branches, dropout=dropout or None)
+    from ..train import speed  # GPU speed options (all off by default: the CPU path stays bit-identical)
     if compile_teacher:  # the teacher is only ever run forward: compile it once for the whole run
-        teacher.net = torch.compile(teacher.net)
+        speed.compile_net(teacher, compile_mode)
+    if compile_student:
+        speed.compile_net(student, compile_mode)
+    if teacher_batch and teacher_batch != batch and source is None:
+        source = speed.PrefetchedTeacher(teacher, plan, seed, batch, steps * batch, teacher_batch // batch,
+                                         first_seed=first_trajectory_seed)
     task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch,
                    targets=branch_targets, first_seed=first_trajectory_seed)
     trainer = Trainer(task, run, cfg)
+    if isinstance(source, speed.PrefetchedTeacher):
+        source.autocast = trainer.autocast  # the teacher rollout in the run's precision, as without prefetching
+    if compile_teacher or compile_student or isinstance(source, speed.PrefetchedTeacher) or trainer.fast:
+        run.log(f"speed: compile teacher {compile_teacher}, student {compile_student} (mode {compile_mode or 'default'}"
+                f"), teacher batch {teacher_batch or batch}, fused Adam without host syncs {trainer.fast}", echo=False)
     result = trainer.run(resume=resume)
     if result["completed"] and trainer.acc.is_main_process:
+        speed.uncompile_net(student)  # the sample grid below runs at another batch size: no second compile
         student.load_state_dict(trainer.final_weights())
         meta = dict(teacher.config.get("meta", {}), role="student", sampling=sfd_student_recipe(plan),
                     **_teacher_link(teacher_path, run.path),

@@ -76,7 +76,7 @@ class SFDTask(Task):
             tr.step()
             x = states[:, -1].detach()
             losses[i] = per_branch.detach()
-        values = torch.stack(list(losses.values())).tolist()
+        values = tr.values(torch.stack(list(losses.values())))  # floats, or device scalars on the fast path
         metrics = {f"loss/i{i}/b{k}": v for i, row in zip(losses, values) for k, v in enumerate(row, 1)}
         metrics["loss"] = sum(row[-1] for row in values)  # endpoint loss summed over intervals: comparable across K
         return metrics

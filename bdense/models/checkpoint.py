@@ -120,9 +120,11 @@ def _check_shape(config: dict, path) -> None:
 
 
 def _existing(path) -> Path:
-    path = Path(path)
+    from .shipped import missing_hint, resolve
+    path = resolve(path)  # a short name such as `mnist` finds a teacher shipped in teachers/
     if not path.exists():
-        raise BdenseError(f"model file {path} does not exist; train one (bdense train-teacher) or check the path")
+        raise BdenseError(f"model file {path} does not exist; train one (bdense train-teacher) or check the path"
+                          f"{missing_hint(path)}")
     if not (path.is_file() or path.is_dir()):  # a FIFO or device would block or stream forever
         raise BdenseError(f"{path} is not a regular file; pass a model file or a diffusers model directory")
     return path

@@ -37,6 +37,9 @@ class TrainConfig:
     betas: tuple = (0.9, 0.999)
     snapshot_steps: tuple = ()  # also keep the weights (EMA if any) at these steps, for quality-vs-progress curves
     on_snapshot: object = None  # callable(step, weights) after each snapshot; may raise to stop (bdense tune prunes so)
+    # auto: on CUDA, fused Adam and no host sync per optimizer step (non-finite steps skipped on the device, metrics
+    # read at log time); on CPU the plain path, bit for bit as before. on / off force it (tests use on for CPU).
+    fast_path: str = "auto"
 
     def __post_init__(self):
         """Refuse impossible settings before any run directory is touched."""
@@ -44,6 +47,8 @@ class TrainConfig:
             raise BdenseError(f"unknown --precision '{self.precision}'; use fp32, bf16 or fp16")
         if self.precision == "fp16" and (self.device == "cpu" or not torch.cuda.is_available()):
             raise BdenseError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+        if self.fast_path not in ("auto", "on", "off"):
+            raise BdenseError(f"fast_path must be auto, on or off, got '{self.fast_path}'")
         if self.steps < 1:
             raise BdenseError(f"nothing to train: {self.steps} iterations; raise --steps or --trajectories")
         lr_at(self, 0)  # an unknown lr schedule fails here
@@ -87,7 +92,15 @@ class Trainer:
         self.device = self.acc.device
         task.to(self.device)
         self.model = task.model
-        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas)
+        self.fast = cfg.fast_path == "on" or (cfg.fast_path == "auto" and self.device.type == "cuda")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, **({"fused": True} if self.fast else {}))
+        self._inner_opt = self.opt
+        # fast path: counters of skipped steps live on the device until the next log line / checkpoint
+        self._bad_dev = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._row_dev = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._maxrow_dev = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._tried = 0
         self.ddp_model, self.opt = self.acc.prepare(self.model, self.opt)
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -130,6 +143,8 @@ class Trainer:
         if self.cfg.grad_clip > 0 and self.acc.sync_gradients:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if self.fast:
+            return self._step_on_device(grads)
         finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True  # one sync
         if finite:
             self.opt.step()
@@ -144,6 +159,53 @@ class Trainer:
                                   f"without writing NaN weights: lower --lr or use --precision fp32")
         self.opt.zero_grad(set_to_none=True)
         return finite
+
+    def _step_on_device(self, grads) -> None:
+        """The step without a host sync: fused Adam skips its update where found_inf is 1 (as under GradScaler),
+        the skipped-step counters stay on the device, and sync_counters() reads them at log time. Returns None:
+        whether this step was applied is not known on the host."""
+        found = torch.zeros((), device=self.device)  # 0-d: fused Adam subtracts it from its 0-d step counters
+        if grads:  # grads * 1.0 is exact: only the non-finite check matters
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones((), device=self.device))
+        inner = self._inner_opt.optimizer if hasattr(self._inner_opt, "optimizer") else self._inner_opt
+        inner.found_inf = found
+        try:
+            self.opt.step()
+        finally:
+            inner.found_inf = None
+        bad = found.to(torch.int64)
+        self._bad_dev += bad
+        self._row_dev.mul_(bad).add_(bad)  # length of the current run of skipped steps
+        torch.maximum(self._maxrow_dev, self._row_dev, out=self._maxrow_dev)
+        self._tried += 1
+        self.opt.zero_grad(set_to_none=True)
+        return None
+
+    def sync_counters(self) -> None:
+        """Fast path: bring the skipped-step counters to the host (one sync) and stop a run that keeps failing."""
+        if not self.fast:
+            return
+        bad, maxrow, row = (int(v) for v in torch.stack([self._bad_dev, self._maxrow_dev, self._row_dev]).tolist())
+        self.bad_steps += bad
+        self.opt_steps += self._tried - bad
+        self.bad_in_row = row
+        self._bad_dev.zero_()
+        self._maxrow_dev.copy_(self._row_dev)
+        self._tried = 0
+        if maxrow >= self.cfg.max_bad_steps:
+            raise BdenseError(f"{maxrow} optimizer steps in a row had non-finite gradients; stopping "
+                              f"without writing NaN weights: lower --lr or use --precision fp32")
+
+    def value(self, t: torch.Tensor):
+        """A scalar metric: a float on the plain path, a device tensor on the fast path (read at log time)."""
+        return t.detach() if self.fast else float(t.detach())
+
+    def values(self, t: torch.Tensor) -> list:
+        """t.tolist() on the plain path; on the fast path the same nesting of 0-d device tensors (no sync)."""
+        if not self.fast:
+            return t.tolist()
+        t = t.detach()
+        return [self.values(r) for r in t.unbind(0)] if t.dim() > 1 else list(t.unbind(0))
 
     def mean_over_processes(self, metrics: dict) -> dict:
         """Metrics averaged over processes (each measured its own shard), so logs do not depend on the device count."""
@@ -188,6 +250,7 @@ class Trainer:
         self.step_idx, self.bad_steps, self.opt_steps = meta["step"], meta["bad_steps"], meta["opt_steps"]
 
     def save(self) -> None:
+        self.sync_counters()
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             tensors, meta = self.state()
@@ -215,6 +278,7 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=cfg.steps, initial=self.step_idx, desc=self.task.name, dynamic_ncols=True)
         t0, done_since = time.time(), 0
+        first_step = self.step_idx
         last = {}
         try:
             while self.step_idx < cfg.steps and not self._stop:
@@ -227,11 +291,17 @@ class Trainer:
                     self.ema.update(self.model)
                 self.step_idx += 1
                 done_since += 1
+                if self.step_idx == first_step + 1 and self.acc.is_main_process:  # includes any compile time
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    self.rundir.log(f"first iteration {time.time() - t0:.2f} s (includes compilation, if any)",
+                                    echo=False)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if isinstance(v, float) and "/" not in k}, refresh=False)
                 if self.step_idx % cfg.log_every == 0 or self.step_idx == cfg.steps:
-                    last = self.mean_over_processes(last)
+                    self.sync_counters()
+                    last = self.mean_over_processes(host_metrics(last))
                     dt = time.time() - t0
                     row = {"step": self.step_idx, "lr": lr, "it_per_s": done_since / max(dt, 1e-9),
                            "bad_steps": self.bad_steps, **last}
@@ -252,7 +322,9 @@ class Trainer:
                 bar.close()
             for s, h in old.items():
                 signal.signal(s, h)
-        return {"completed": self.step_idx >= cfg.steps, "step": self.step_idx, "bad_steps": self.bad_steps, **last}
+        self.sync_counters()
+        return {"completed": self.step_idx >= cfg.steps, "step": self.step_idx, "bad_steps": self.bad_steps,
+                **host_metrics(last)}
 
 
 class Task:
@@ -276,6 +348,15 @@ class Task:
 
     def load_extra_state(self, tensors: dict, meta: dict) -> None:
         pass
+
+
+def host_metrics(metrics: dict) -> dict:
+    """Metrics with device tensors (the fast path's) read as floats, in one transfer."""
+    keys = [k for k, v in metrics.items() if torch.is_tensor(v)]
+    if not keys:
+        return metrics
+    vals = torch.stack([metrics[k].float().reshape(()) for k in keys]).tolist()
+    return dict(metrics, **dict(zip(keys, vals)))
 
 
 def to_device(model: torch.nn.Module, device) -> torch.nn.Module:

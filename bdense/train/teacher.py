@@ -49,7 +49,7 @@ class TeacherTask(Task):
             loss = vp_loss(x0, d, sigma).mean()
         tr.backward(loss)
         tr.step()
-        return {"loss": float(loss.detach())}
+        return {"loss": tr.value(loss)}
 
 
 # per data set: (steps, batch, lr) that give a usable teacher in minutes on CPU (digits) or a GPU (28x28)

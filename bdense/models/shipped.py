@@ -1,0 +1,138 @@
+"""Teachers shipped in the repository: `--teacher mnist` finds teachers/mnist.safetensors (bf16) and its card.
+
+Why: a 28x28 teacher worth distilling takes a GPU (or hours of CPU) to train, so good ones are committed once
+and every command can name them. Files live in `teachers/` at the top of the repository (no git LFS: each file
+is a few MB in bf16, so the clone stays small), or in $BDENSE_TEACHERS. Each NAME.safetensors is an ordinary
+bdense model file whose floating-point weights are stored in bf16 (loading copies them into the fp32 model, so
+everything downstream runs in fp32 as before); NAME.md is its model card: the training command, the quality
+measured, the bf16 rounding check, and the file's sha256.
+
+    bdense teachers pack runs/teacher-mnist/model.safetensors --name mnist --quality "Inception FID 4.1 ..."
+    bdense teachers list
+    bdense compare --teacher mnist --out runs/compare-mnist
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import BdenseError
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def teachers_dir() -> Path:
+    """$BDENSE_TEACHERS, else teachers/ beside the bdense package (the repository's top folder)."""
+    env = os.environ.get("BDENSE_TEACHERS")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "teachers"
+
+
+def list_teachers() -> dict[str, Path]:
+    d = teachers_dir()
+    return {p.stem: p for p in sorted(d.glob("*.safetensors"))} if d.is_dir() else {}
+
+
+def shipped_path(spec: str) -> Path | None:
+    """The shipped file for a short name (no path separators, no suffix), else None."""
+    if not NAME.match(spec) or spec.endswith(".safetensors"):
+        return None
+    p = teachers_dir() / f"{spec}.safetensors"
+    return p if p.is_file() else None
+
+
+def resolve(spec):
+    """A model path as given if it exists, else the shipped teacher of that short name, else the path unchanged
+    (loading then says what is missing). None stays None."""
+    if spec is None:
+        return None
+    path = Path(spec)
+    if path.exists():
+        return path
+    return shipped_path(str(spec)) or path
+
+
+def missing_hint(spec) -> str:
+    """A sentence for 'model file does not exist' errors: the shipped names, if the spec looks like a name."""
+    if not NAME.match(str(spec)):
+        return ""
+    names = list_teachers()
+    return (f"; shipped teachers: {', '.join(names)} (in {teachers_dir()})" if names
+            else f"; no teacher named '{spec}' is shipped in {teachers_dir()}")
+
+
+def bf16_state(model) -> dict[str, torch.Tensor]:
+    return {k: (v.detach().to("cpu", torch.bfloat16) if v.dtype.is_floating_point else v.detach().cpu()).contiguous()
+            for k, v in model.state_dict().items()}
+
+
+def training_command(options: dict) -> str:
+    """The `bdense train-teacher ...` line that options.json of a teacher run describes."""
+    skip = {"command", "out", "resume"}
+    parts = ["bdense", options.get("command", "train-teacher")]
+    for k, v in options.items():
+        if k in skip or v is None or v is False:
+            continue
+        flag = "--" + k.replace("_", "-")
+        parts.append(flag if v is True else f"{flag} {v}")
+    return " ".join(parts)
+
+
+def pack(model_path, name: str, out_dir=None, quality: tuple = (), check_seeds: int = 64,
+         command: str | None = None) -> tuple[Path, Path]:
+    """Write OUT_DIR/NAME.safetensors (bf16 weights, the model's own config) and OUT_DIR/NAME.md (the card)."""
+    from safetensors.torch import save as st_save
+
+    from ..io import atomic_write_bytes, atomic_write_text, file_digest
+    from ..sampling.sample import generate, model_recipe
+    from .checkpoint import FORMAT, load_model
+    if not NAME.match(name):
+        raise BdenseError(f"teacher name '{name}' must be lower-case letters, digits, '.', '_' or '-'")
+    src = Path(model_path)
+    model = load_model(src)
+    if model.branches != 1:
+        raise BdenseError(f"{src} has {model.branches} branches; pack a teacher (or an exported student)")
+    out_dir = Path(out_dir) if out_dir else teachers_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = dict(model.config)
+    config["meta"] = dict(config.get("meta", {}), shipped_as=name, stored_dtype="bf16",
+                          packed_from_sha256=file_digest(src))
+    st_file = out_dir / f"{name}.safetensors"
+    atomic_write_bytes(st_file, st_save(bf16_state(model), metadata={"format": FORMAT, "config": json.dumps(config)}))
+    back = load_model(st_file)
+    # what bf16 storage costs: the same seeds sampled with the model's own recipe, fp32 weights vs bf16-stored ones
+    recipe = model_recipe(model)
+    seeds = list(range(check_seeds))
+    a = torch.cat([im for _, im, _ in generate(model, seeds, recipe)])
+    b = torch.cat([im for _, im, _ in generate(back, seeds, recipe)])
+    rmse = float((a - b).pow(2).mean().sqrt())
+    wdiff = max(float((p.float() - q.float()).abs().max() / max(float(p.abs().max()), 1e-12))
+                for p, q in zip(model.state_dict().values(), back.state_dict().values()) if p.dtype.is_floating_point)
+    opts_file = src.parent / "options.json"
+    options = json.loads(opts_file.read_text()) if opts_file.exists() else {}
+    cmd = command or (training_command(options) if options else "unknown (no options.json beside the model)")
+    meta = model.config.get("meta", {})
+    n_params = sum(p.numel() for p in model.parameters())
+    lines = [f"# Teacher `{name}`", "",
+             f"Use it as `--teacher {name}` in `bdense compare`, `distill`, `trajectories`, `tune`, and as the model "
+             f"of `bdense sample {name}`.", "",
+             "| | |", "|---|---|",
+             f"| data | {meta.get('data', 'unknown')} |",
+             f"| model | {config.get('kind')} {config.get('preset', '')}, {model.channels}x{model.resolution}x"
+             f"{model.resolution}, {n_params / 1e6:.2f}M parameters, {model.num_classes or 'no'} classes |",
+             f"| sampling recipe | {recipe.solver}, {recipe.nfe} NFE, {recipe.schedule} |",
+             f"| training command | `{cmd}` |",
+             f"| trained steps | {meta.get('trained_steps', options.get('steps', 'unknown'))} |",
+             f"| stored | bf16 weights (loaded back into fp32), {st_file.stat().st_size / 2**20:.2f} MiB, "
+             f"sha256 prefix `{file_digest(st_file)}` |",
+             f"| packed from | fp32 file, sha256 prefix `{file_digest(src)}` |",
+             f"| bf16 rounding | worst relative weight error {wdiff:.1e}; {check_seeds} samples (seeds 0-"
+             f"{check_seeds - 1}, own recipe) differ from the fp32 model's by RMSE {rmse:.2e} (images in [-1, 1]) |",
+             "", "## Quality", ""]
+    lines += [f"- {q}" for q in quality] or ["- not measured yet"]
+    card = out_dir / f"{name}.md"
+    atomic_write_text(card, "\n".join(lines) + "\n")
+    return st_file, card

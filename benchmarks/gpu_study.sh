@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The GPU study (issue 16): one prepared script for one short GPU window (H100/H200, no network), at most 9 min.
+#   (a) CPU-vs-GPU consistency;
+#   (b) SFD NFE 2 at CIFAR size (35.7M-param DDPM UNet), K=1 and K=4: eager bf16 and fp32, then compiled bf16
+#       with a 4x teacher batch; extrapolated to 200k trajectories, with the teacher-rollout and student shares;
+#   (c) the 28x28 study: an mnist teacher trained here (started alongside (a); its Heun-35 samples come back for
+#       Inception FID on the CPU), then `bdense compare` baseline:1 vs bdense:4 (the project's default B-DENSE
+#       setting: no weight spec given) at NFE 2 and 3, 3 training seeds, domain FID and RMSE on held-out seeds,
+#       with progress curves; the two NFEs run as two processes at once on the one GPU;
+#   (d) the markdown tables, the trained teacher and the samples for Inception FID to $OUT.
+# Each python process costs ~20 s of start-up there (torch + CUDA), so the parts are few and (c1, c2) run in the
+# background during (a).
+#
+# Prepare here:  bash benchmarks/prepare_gpu_study.sh      (wheels + the mnist npz into .whl/, git-ignored)
+# Run there:     run(command="bash benchmarks/gpu_study.sh", carry=[".whl"], timeout_s=600)
+# Dry run here:  BDENSE_GPU_DRYRUN=1 bash benchmarks/gpu_study.sh   (CPU, tiny sizes, the same code paths; the
+#                compiled part traces with dynamo but skips inductor: BDENSE_COMPILE_BACKEND=eager)
+# Afterwards, on the CPU: benchmarks/gpu_study_fid.py on samples-*.npz (Inception FID; see its --help).
+#
+# Every part is one python process under `timeout`; a global deadline (BUDGET_S, default 540 s) shortens or skips
+# what no longer fits, and a failing part is reported while the next one still runs. Everything goes to $OUT:
+#   study.txt (the log and all tables), study-runs.tar.gz (reports, plots, metrics, logs, options), the teacher
+#   teacher-mnist-fp32.safetensors, samples-teacher.npz, samples-students.npz (5 files; what comes back: at most
+#   8, 16 MiB each). The teacher is packed for teachers/ on the CPU, once its Inception FID is known:
+#   bdense teachers pack teacher-mnist-fp32.safetensors --name mnist --quality "..." --command "..."
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+DRY=${BDENSE_GPU_DRYRUN:-0}
+BUDGET_S=${BUDGET_S:-540}
+SCALE=${LIMIT_SCALE:-1}   # multiplies every part's limit (the CPU test on a loaded machine raises it)
+OUT=${OUT:-$(mktemp -d)}
+W=${WORK:-/tmp/bdense-study}   # run directories, caches (GBs on the GPU machine): not under $OUT
+rm -rf "$W"; mkdir -p "$OUT" "$W"
+RES=$OUT/study.txt
+: > "$RES"
+T0=$(date +%s)
+
+if [ "$DRY" = 1 ]; then
+  PY=${PY:-.venv/bin/python}; SITE=/tmp/site-dryrun-$$; DEV=cpu
+  export BDENSE_COMPILE_BACKEND=eager OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+  CONS=(--dry-run --batch 8)
+  BIG=(--preset tiny --channels 1 --resolution 8 --batch 8); BIGTRAJ=32; TB=16
+  DATA=digits; TEACHER=(--preset tiny --steps 30 --batch 16 --lr 2e-3)
+  FEAT=(--steps 20); CMP=(--seeds 2 --trajectories 32 --batch 16 --eval-seeds 32 --eval-points 0.5,1.0)
+  SAMPLES=(--teacher-seeds 32 --eval-seeds 16 --batch 16); CMP_LIMIT=$(( 200 * SCALE ))
+else
+  PY=${PY:-python3}; SITE=/tmp/site; DEV=cuda
+  CONS=(--batch 64)
+  BIG=(--preset ddpm-cifar10 --channels 3 --resolution 32 --batch 128); BIGTRAJ=2048; TB=512
+  DATA=mnist; TEACHER=(--preset mnist --steps ${TEACHER_STEPS:-8000} --batch 256 --lr 7e-4 --precision bf16)
+  # (not measured: ~10-25 ms per step expected there; cut at TEACHER_LIMIT, the teacher is finished where it got)
+  FEAT=(--steps 2000 --device cuda)
+  CMP=(--seeds 3 --trajectories ${CMP_TRAJ:-32000} --batch 128 --eval-seeds 2000 --eval-points 0.1,0.25,0.5,1.0)
+  SAMPLES=(--teacher-seeds 10000 --eval-seeds 2000 --batch 1000); CMP_LIMIT=$(( 200 * SCALE ))
+fi
+export BDENSE_CACHE=${BDENSE_CACHE:-$PWD/.whl/data}   # the carried mnist.npz (prepare_gpu_study.sh)
+[ "$DRY" = 1 ] && unset BDENSE_CACHE
+
+log() { echo "$*" | tee -a "$RES"; }
+left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
+
+# part NAME LIMIT_S CMD...: one process under timeout, capped by what is left of the global budget
+part() {
+  local name=$1 limit=$(( $2 * SCALE )); shift 2
+  local l; l=$(left)
+  if [ "$l" -lt 15 ]; then log ""; log "== $name: SKIPPED, ${l}s of the ${BUDGET_S}s budget left =="; return 1; fi
+  [ "$limit" -gt "$l" ] && limit=$l
+  log ""; log "== $name (limit ${limit}s, t=$(( $(date +%s) - T0 ))s) =="
+  log "\$ $*"
+  local s; s=$(date +%s)
+  timeout --kill-after=5 "$limit" "$@" 2>&1 | tee -a "$RES"
+  local rc=${PIPESTATUS[0]}
+  log "== $name: rc=$rc$([ "$rc" = 124 ] && echo ' (TIMED OUT)') in $(( $(date +%s) - s ))s =="
+  return "$rc"
+}
+
+log "# bdense GPU study, $(date -u +%FT%TZ), dry-run=$DRY, budget ${BUDGET_S}s, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$RES"
+
+# carried wheels -> $SITE (pip, or plain unzip of the pure-python wheels if pip is missing)
+install() {
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$@" 2>&1 \
+    | grep -v -i "warning" | tee -a "$RES" || true
+  "$PY" -m pip --version >/dev/null 2>&1 || for w in "$@"; do "$PY" -m zipfile -e "$w" "$SITE"; done
+}
+mkdir -p "$SITE"
+if [ "$DRY" != 1 ] && ls .whl/*.whl >/dev/null 2>&1; then install .whl/*.whl; else log "no wheels installed (dry run, or none carried): using the installed diffusers"; fi
+export PYTHONPATH=$SITE:$PWD
+IMPORT_CHECK='import torch, diffusers, accelerate, safetensors
+from diffusers import UNet2DModel
+import bdense.distill.run, bdense.eval.compare
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(),
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "", "| diffusers", diffusers.__version__,
+      "| accelerate", accelerate.__version__, "| safetensors", safetensors.__version__)'
+imports_ok() { local o; o=$("$PY" -c "$IMPORT_CHECK" 2>&1); echo "$o" | tail -4 | tee -a "$RES"; echo "$o" | grep -q '^torch '; }
+if ! imports_ok; then
+  if ls .whl/fallback/*.whl >/dev/null 2>&1; then
+    log "diffusers import failed with the image's packages: installing .whl/fallback (huggingface_hub + deps)"
+    install .whl/fallback/*.whl
+  fi
+  imports_ok || { log "FATAL: cannot import diffusers/bdense; nothing else would run"; exit 1; }
+fi
+if [ "$DRY" != 1 ] && ! grep -q "available True" "$RES"; then log "FATAL: torch.cuda.is_available() is False"; exit 1; fi
+if [ "$DRY" != 1 ] && [ ! -f "$BDENSE_CACHE/mnist.npz" ]; then log "WARNING: $BDENSE_CACHE/mnist.npz not carried: part (c) will fail"; fi
+B="$PY benchmarks"
+BD="$PY -m bdense.cli"
+
+# (c1, c2) the 28x28 teacher and the domain feature network, in the background from now on: they share the GPU
+# with (a), which measures no time, and are done before (b) times anything
+bg() {  # bg NAME LIMIT CMD...: a background part, its output in $W/NAME.log
+  local name=$1 limit=$(( $2 * SCALE )); shift 2
+  log ""; log "== $name: started in the background at t=$(( $(date +%s) - T0 ))s (limit ${limit}s) =="; log "\$ $*"
+  ( ts=$(date +%s); timeout --kill-after=5 "$limit" "$@" > "$W/$name.log" 2>&1
+    echo "== $name: rc=$? in $(( $(date +%s) - ts ))s ==" >> "$W/$name.log" ) &
+}
+bg c1-teacher "${TEACHER_LIMIT:-200}" $BD train-teacher --data $DATA "${TEACHER[@]}" --out "$W/teacher" --device $DEV \
+  --log-every 500 --checkpoint-every 100000
+bg c2-features 120 $BD train-features --data $DATA --out "$W/features.safetensors" "${FEAT[@]}"
+
+# (a) GPU vs CPU: teacher trajectory and one SFD step (K=1, K=4), CPU fp32 vs CUDA fp32 / strict / bf16
+part "(a) consistency GPU vs CPU" 90 $B/gpu_consistency.py "${CONS[@]}"
+
+log ""; log "== waiting for (c1) and (c2) (t=$(( $(date +%s) - T0 ))s) =="
+wait
+for n in c1-teacher c2-features; do
+  tr '\r' '\n' < "$W/$n.log" | grep -v "^\s*$" | grep -v "it/s\]\|s/it\]" | tail -4 | tee -a "$RES"
+done
+TEACHER_FILE=$W/teacher/model.safetensors
+if [ ! -f "$TEACHER_FILE" ] && ls "$W"/teacher/checkpoints/state-*.safetensors >/dev/null 2>&1; then
+  # cut by its time limit: SIGTERM wrote a checkpoint; resuming with --steps at that step only writes the model
+  # (EMA weights) and its sample grid (steps may change on resume)
+  step=$(ls "$W"/teacher/checkpoints | sed -n 's/^state-0*\([0-9][0-9]*\)\.safetensors$/\1/p' | sort -n | tail -1)
+  part "(c1) teacher cut at step $step: finish it there" 90 $BD train-teacher --data $DATA "${TEACHER[@]}" \
+    --steps "$step" --out "$W/teacher" --device $DEV --resume
+fi
+[ -f "$TEACHER_FILE" ] || log "(c1) no teacher model: part (c) cannot run"
+
+# (b) SFD NFE 2 at CIFAR size, K=1 vs K=4 -> minutes per 200k trajectories (random weights: speed only)
+part "(b1) SFD NFE 2 at CIFAR size, eager, bf16 and fp32" 110 $B/bench_sfd_cost.py --device $DEV "${BIG[@]}" \
+  --runs nocache --branches 1,4 --trajectories $BIGTRAJ --repeats 1 --extrapolate 200000 --precisions bf16,fp32
+# compiled: K=4 only (each K is a new graph to compile, 1-2 min at this size); no untimed warm-up run: the first
+# iteration (compilation included) is reported apart, the steady state counts from the second teacher rollout on
+part "(b2) SFD NFE 2 at CIFAR size, compiled teacher+student, bf16, teacher batch $TB, K=4" 200 $B/bench_sfd_cost.py \
+  --device $DEV "${BIG[@]}" --runs nocache --branches 4 --trajectories $BIGTRAJ --repeats 1 --warmup 0 \
+  --extrapolate 200000 --precisions bf16 --compile both --teacher-batch $TB
+
+# (c3, c4) the comparison, one process per NFE, both at once on the one GPU; then the samples for Inception FID
+if [ -f "$TEACHER_FILE" ]; then
+  l=$(( $(left) - 45 )); [ "$l" -gt "$CMP_LIMIT" ] && l=$CMP_LIMIT   # leave time for the samples and (d)
+  if [ "$l" -ge 20 ]; then
+    log ""; log "== (c3) compare at NFE 2 and NFE 3, two processes at once (limit ${l}s each, t=$(( $(date +%s) - T0 ))s) =="
+    for nfe in 2 3; do
+      log "\$ $BD compare --teacher $TEACHER_FILE --out $W/cmp-nfe$nfe --nfe $nfe --setting baseline:1 --setting bdense:4 ${CMP[*]} --features $W/features.safetensors --device $DEV"
+      ( timeout --kill-after=5 "$l" $BD compare --teacher "$TEACHER_FILE" --out "$W/cmp-nfe$nfe" --nfe $nfe \
+          --setting baseline:1 --setting bdense:4 "${CMP[@]}" --features "$W/features.safetensors" --device $DEV \
+          > "$W/cmp-nfe$nfe.log" 2>&1; echo "rc=$?" >> "$W/cmp-nfe$nfe.log" ) &
+    done
+    wait
+    for nfe in 2 3; do log "-- NFE $nfe: $(tail -1 "$W/cmp-nfe$nfe.log")"; done
+    log "== (c3) done at t=$(( $(date +%s) - T0 ))s =="
+  else
+    log "== (c3) SKIPPED: ${l}s left for it =="
+  fi
+  part "(c4) samples for Inception FID on the CPU" 60 $B/gpu_study_samples.py --teacher "$TEACHER_FILE" \
+    --compare "$W/cmp-nfe2" "$W/cmp-nfe3" --out "$OUT" "${SAMPLES[@]}"
+fi
+
+# (d) the tables, and everything small to $OUT
+log ""; log "# Tables"
+for nfe in 2 3; do
+  rep=$W/cmp-nfe$nfe/report.md
+  if [ -f "$rep" ]; then log ""; log "## bdense compare, NFE $nfe ($rep)"; cat "$rep" >> "$RES"; cat "$rep"; fi
+done
+for f in "$W"/cmp-nfe*.log; do [ -f "$f" ] && grep -i -B2 -A8 "traceback\|error" "$f" | tail -20 | tee -a "$RES"; done
+[ -f "$TEACHER_FILE" ] && cp "$TEACHER_FILE" "$OUT/teacher-$DATA-fp32.safetensors"
+tar czf "$OUT/study-runs.tar.gz" -C "$W" --exclude=checkpoints --exclude=cache --exclude=snapshots \
+  --exclude='*.safetensors' --exclude='*.partial' . 2>/dev/null
+log ""; log "# \$OUT: $(cd "$OUT" && find . -type f -printf '%p (%s bytes)  ')"
+log "# done in $(( $(date +%s) - T0 ))s of ${BUDGET_S}s; results in $RES"

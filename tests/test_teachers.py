@@ -1,0 +1,77 @@
+"""Shipped teachers: `bdense teachers pack` stores bf16 weights and a card; `--teacher NAME` finds them; loading
+gives back an fp32 model equal to the bf16-rounded weights."""
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from bdense.cli import app
+from bdense.errors import BdenseError
+from bdense.models.checkpoint import load_model, save_model
+from bdense.models.shipped import pack, resolve, training_command
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch, tiny_teacher):
+    """A tiny teacher 'run' (model + options.json) packed as `tiny` into a teachers folder."""
+    monkeypatch.setenv("BDENSE_TEACHERS", str(tmp_path / "teachers"))
+    run = tmp_path / "run"
+    run.mkdir()
+    tiny_teacher.config["meta"] = {"data": "digits", "role": "teacher", "trained_steps": 7}
+    src = save_model(run / "model.safetensors", tiny_teacher)
+    opts = {"command": "train-teacher", "data": "digits", "preset": "tiny", "steps": 7, "batch": 8, "lr": 0.002,
+            "class_cond": False, "resolution": None, "out": str(run), "resume": False}
+    (run / "options.json").write_text(json.dumps(opts))
+    st, card = pack(src, "tiny", quality=("Heun 35: domain FID 1.23 (test)",), check_seeds=4)
+    return src, st, card
+
+
+def test_pack_stores_bf16_and_loads_back_as_fp32(shipped, tiny_teacher):
+    src, st, card = shipped
+    with safe_open(str(st), framework="pt") as f:
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}
+    assert dtypes == {torch.bfloat16}
+    assert st.stat().st_size < 0.6 * src.stat().st_size
+    back = load_model("tiny")  # the short name, not a path
+    for (k, a), b in zip(tiny_teacher.state_dict().items(), back.state_dict().values()):
+        assert b.dtype == torch.float32 and torch.equal(b, a.to(torch.bfloat16).float()), k
+    assert not all(torch.equal(a, b) for a, b in zip(tiny_teacher.state_dict().values(), back.state_dict().values()))
+    assert back.config["meta"]["shipped_as"] == "tiny" and back.config["meta"]["data"] == "digits"
+    text = card.read_text()
+    assert "bdense train-teacher --data digits --preset tiny --steps 7 --batch 8 --lr 0.002" in text
+    assert "Heun 35: domain FID 1.23 (test)" in text and "bf16 rounding" in text
+
+
+def test_short_names_work_in_commands(shipped, tmp_path):
+    run = CliRunner().invoke
+    r = run(app, ["sample", "tiny", "--seeds", "0-3", "--npz", str(tmp_path / "s.npz"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["distill", "--teacher", "tiny", "--out", str(tmp_path / "d"), "--dry-run", "--branches", "4"])
+    assert r.exit_code == 0 and "K=4" in r.output, r.output
+    r = run(app, ["teachers", "list"])
+    assert r.exit_code == 0 and "tiny:" in r.output
+    assert resolve("tiny") == shipped[1] and resolve(str(shipped[0])) == shipped[0]
+    with pytest.raises(BdenseError, match="shipped teachers: tiny"):
+        load_model("mnsit")
+
+
+def test_training_command_from_options():
+    assert training_command({"command": "train-teacher", "data": "mnist", "class_cond": True, "seed": 0,
+                             "preset": None}) == "bdense train-teacher --data mnist --class-cond --seed 0"
+
+
+def test_a_teacher_cut_by_a_time_limit_is_finished_where_it_got(tmp_path):
+    """What gpu_study.sh does when the GPU teacher outruns its limit: SIGTERM left a checkpoint at step S; resuming
+    with --steps S writes the model from it, the same model as a run of S steps."""
+    from bdense.train.teacher import train_teacher
+    kw = dict(preset="tiny", batch=8, lr=2e-3, progress=False, device="cpu", grid_seeds=4, log_every=1)
+    train_teacher("digits", str(tmp_path / "cut"), steps=6, checkpoint_every=3, **kw)
+    (tmp_path / "cut" / "model.safetensors").unlink()
+    newest = sorted((tmp_path / "cut" / "checkpoints").glob("state-*.safetensors"))[-1]
+    newest.unlink()  # as if stopped at step 3
+    train_teacher("digits", str(tmp_path / "cut"), steps=3, resume=True, checkpoint_every=3, **kw)
+    train_teacher("digits", str(tmp_path / "whole"), steps=3, checkpoint_every=3, **kw)
+    a, b = load_model(tmp_path / "cut" / "model.safetensors"), load_model(tmp_path / "whole" / "model.safetensors")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
