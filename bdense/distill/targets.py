@@ -20,7 +20,7 @@ from ..errors import BdenseError
 
 TARGET_MODES = ("teacher", "anchored", "anchored-log", "on-policy")
 # the SFD B-DENSE defaults, chosen together from the measured verdict (docs/targets.md)
-DEFAULT_TARGETS = "anchored"
+DEFAULT_TARGETS = "anchored-log"
 DEFAULT_WEIGHTS = "ramp"  # for K > 1; K = 1 has only the endpoint
 
 
