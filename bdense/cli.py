@@ -332,6 +332,7 @@ def teachers_pack(
     check_seeds: int = typer.Option(64, help="seeds sampled to measure what bf16 storage changes"),
 ):
     """Store a teacher in bf16 with its model card (NAME.safetensors + NAME.md), for committing to teachers/."""
+    check("teachers pack", locals())
     from .models.shipped import pack
     st, card = pack(model, name, out, quality=tuple(quality), check_seeds=check_seeds, command=command)
     typer.echo(f"wrote {st} ({st.stat().st_size / 2**20:.2f} MiB) and {card}")

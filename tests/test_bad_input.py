@@ -235,6 +235,12 @@ CASES = [
     (9, "a resolution the preset cannot divide", "train-teacher --data digits --preset mnist --resolution 10 "
      "--steps 1 --out {root}/o", "not divisible"),
     (9, "padding down", TT + " --data digits --resolution 4 --pad pad --out {root}/o", "cannot pad"),
+    # -- shipped teachers -------------------------------------------------------------------------------------
+    (4, "teachers pack: a name that is not a short name", "teachers pack {teacher} --name Bad/Name --out {root}/tp",
+     "must be lower-case"),
+    (4, "teachers pack --check-seeds -1", "teachers pack {teacher} --name ok --check-seeds -1 --out {root}/tp",
+     "--check-seeds"),
+    (4, "teachers list (valid)", "teachers list", "", 0, ()),
 ]
 if NO_CUDA:
     CASES.append((7, "--device cuda without CUDA", "sample {teacher} --device cuda --grid {root}/g.png",
@@ -295,7 +301,7 @@ def test_cases_cover_every_command_and_class():
     names = []
     for name, cmd in top.commands.items():
         names += [f"{name} {sub}" for sub in cmd.commands] if hasattr(cmd, "commands") else [name]
-    used = {c[2].split()[0] + (" " + c[2].split()[1] if c[2].split()[0] in ("fid", "data") else "") for c in CASES}
+    used = {c[2].split()[0] + (" " + c[2].split()[1] if c[2].split()[0] in ("fid", "data", "teachers") else "") for c in CASES}
     missing = [n for n in names if n not in used and n != "data fetch"]
     assert not missing, f"commands without a bad-input case: {missing}"
     assert len(CASES) >= 80 and {c[0] for c in CASES} >= set(range(1, 10))
