@@ -131,7 +131,7 @@ def sample(
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     den = load_model(model, device=dev, trust_pickle=trust_pickle)
     recipe = model_recipe(den).with_overrides(solver=solver, nfe=nfe, schedule=schedule, afs=afs)
-    class_list = cycle_classes(parse_seeds(classes) if classes is not None else None, len(seed_list),
+    class_list = cycle_classes(parse_seeds(classes, flag="--class") if classes is not None else None, len(seed_list),
                                den.num_classes)
     arr, labels, is_main = sample_uint8(den, seed_list, recipe, batch_size=batch, device=dev, progress=True,
                                         classes=class_list)

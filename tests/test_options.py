@@ -18,7 +18,8 @@ from bdense.options import (COMMAND_RULES, RULES, Choice, Device, FracList, Int,
                             check, rule_for)
 
 # str options that are free text (paths, data specs, weight specs checked by their own parsers)
-FREE_TEXT = {"data", "name", "spec", "setting", "branch_weights", "objective", "apply", "trajectory_cache"}
+FREE_TEXT = {"data", "name", "spec", "setting", "branch_weights", "objective", "apply", "trajectory_cache",
+             "command", "quality", "classes"}  # classes: --class, read by parse_seeds(flag="--class")
 
 
 def commands():
@@ -113,6 +114,8 @@ BASE = {  # each command with its main input missing: a valid value ends in one 
     "train-features": "train-features --data npz:{m}.npz --out {t}/f.safetensors",
     "agreement": "agreement --model {m}.safetensors",
     "tune": "tune --teacher {m}.safetensors --out {t}/t",
+    "teachers pack": "teachers pack {m}.safetensors --name x --out {t}/tp",
+    "teachers list": "teachers list",
 }
 JUNK = ["", "abc", "1e", "0x10", "--", " ", "1,2", "nan", "-", "١", "1_000", "9" * 40]
 

@@ -14,6 +14,7 @@ from bdense.models.checkpoint import load_model
 from bdense.train.loop import Task, TrainConfig, Trainer
 from bdense.train.rundir import RunDir
 from bdense.train.speed import PrefetchedTeacher
+from test_precision import NaNEvery  # noqa: E402 (tests/ is on the path)
 
 KW = dict(nfe=2, branches=2, trajectories=48, batch=8, lr=1e-3, progress=False, device="cpu", grid_seeds=4,
           teacher_solver="euler", teacher_substeps=2, log_every=1)
@@ -54,23 +55,6 @@ def test_fast_path_trains_the_same_sfd_student(tmp_path, tiny_teacher_file):
     assert apart < 0.02 * moved, (apart, moved)
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # the fast path really ran (fused Adam)
     assert "fused Adam without host syncs True" in (tmp_path / "fast" / "log.txt").read_text()
-
-
-class NaNEvery(Task):
-    name = "nan"
-
-    def __init__(self, bad):
-        torch.manual_seed(0)
-        self.model = torch.nn.Linear(3, 1)
-        self.bad = bad
-
-    def train_step(self, tr, step):
-        loss = self.model(torch.ones(2, 3)).pow(2).mean()
-        if self.bad(step):
-            loss = loss * float("nan")
-        tr.backward(loss)
-        tr.step()
-        return {"loss": tr.value(loss)}
 
 
 def test_fast_path_skips_nonfinite_steps_on_the_device(tmp_path):

@@ -57,8 +57,6 @@ class Setting:
         except (IndexError, ValueError):
             raise BdenseError(f"cannot read setting '{spec}'; write name:K[:WEIGHTS][:targets=MODE], "
                               f"e.g. baseline:1, bdense:4:1,1,1,2 or ramp:4:ramp:targets=anchored") from None
-        if not setting.name or "/" in setting.name or setting.name.startswith("."):
-            raise BdenseError(f"setting '{spec}': the name must be a plain folder name")
         parse_weights(setting.weights, setting.branches)  # refuse a bad spec before any training
         if setting.targets is not None:
             check_mode(setting.targets)
