@@ -58,7 +58,6 @@ def interval_targets(mode: str, x, traj, start: int, idx: list[int], t0: float, 
         states = rerun(x, inner[-1] - start)  # [n, B, ...]: the teacher's states after 1..n sub-steps from x
         mid = states[[j - start - 1 for j in inner]].transpose(0, 1)
     else:
-        f = torch.tensor(closing_factors(mode, t0, t1, sigmas[:-1]), dtype=x.dtype, device=x.device)
-        offset = (x - traj[start]).unsqueeze(1)
-        mid = traj[inner].transpose(0, 1) + f.view(1, -1, *[1] * (x.ndim - 1)) * offset
+        offset = x - traj[start]  # python-float factors: no tensor made (or copied to the GPU) per interval
+        mid = torch.stack([traj[j] + f * offset for j, f in zip(inner, closing_factors(mode, t0, t1, sigmas[:-1]))], 1)
     return torch.cat([mid, end], dim=1)

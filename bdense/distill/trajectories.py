@@ -29,22 +29,19 @@ def solver_options(plan: SFDPlan) -> dict:
 
 
 @torch.no_grad()
-def teacher_steps(teacher, plan: SFDPlan, x, sigmas, labels=None, autocast=None):
-    """The teacher solver from x over sigmas: its states after each step [len(sigmas) - 1, B, C, H, W]."""
+def teacher_steps(teacher, plan: SFDPlan, x, sigmas, labels=None, autocast=None, keep_start=False):
+    """The teacher solver from x over sigmas: its states after each step [len(sigmas) - 1, B, C, H, W]
+    (with x itself first when keep_start)."""
     with autocast or contextlib.nullcontext():
         traj = solve(plan.teacher_solver, teacher, x, sigmas, label=labels, return_trajectory=True,
                      **solver_options(plan))
-    return traj[1:].float()
+    return (traj if keep_start else traj[1:]).float()
 
 
-@torch.no_grad()
 def teacher_trajectories(teacher, plan: SFDPlan, seeds: list[int], device, autocast=None):
     """(trajectory [T+1, B, C, H, W] float32 on device, labels or None) from x_T = sigma_max * n(seed)."""
     _, grid = plan.grids()
     shape = (teacher.channels, teacher.resolution, teacher.resolution)
     x = seed_noise(seeds, shape, device) * float(grid[0])
     labels = seed_labels(seeds, teacher.num_classes, device)
-    with autocast or contextlib.nullcontext():
-        traj = solve(plan.teacher_solver, teacher, x, grid, label=labels, return_trajectory=True,
-                     **solver_options(plan))
-    return traj.float(), labels
+    return teacher_steps(teacher, plan, x, grid, labels, autocast, keep_start=True), labels

@@ -70,11 +70,6 @@ class Setting:
         kw.update({k: v for k, v in (("branch_targets", self.targets), ("dropout", self.dropout)) if v is not None})
         return kw
 
-    def describe(self) -> str:
-        return (f"K={self.branches}, weights {self.weights or 'default'}"
-                + (f", targets {self.targets}" if self.targets else "")
-                + (f", dropout {self.dropout}" if self.dropout is not None else ""))
-
 
 @dataclass
 class CompareConfig:
