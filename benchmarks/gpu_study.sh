@@ -3,6 +3,7 @@
 #   (a) CPU-vs-GPU consistency;
 #   (b) SFD NFE 2 at CIFAR size (35.7M-param DDPM UNet), K=1 and K=4: eager bf16 and fp32, then compiled bf16
 #       with a 4x teacher batch; extrapolated to 200k trajectories, with the teacher-rollout and student shares;
+#       measured on an H200 on 2026-11-28, so only with SPEED=1 now (the CPU dry run always runs it);
 #   (c) the 28x28 study: an mnist teacher trained here (started alongside (a); its Heun-35 samples come back for
 #       Inception FID on the CPU), then `bdense compare` baseline:1 vs bdense:4 (the project's default B-DENSE
 #       setting: no weight spec given) at NFE 2 and 3, 3 training seeds, domain FID and RMSE on held-out seeds,
@@ -29,6 +30,9 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DRY=${BDENSE_GPU_DRYRUN:-0}
 BUDGET_S=${BUDGET_S:-540}
 SCALE=${LIMIT_SCALE:-1}   # multiplies every part's limit (the CPU test on a loaded machine raises it)
+# (b), the CIFAR-size timings, ran on an H200 on 2026-11-28 (benchmarks/RESULTS.md): off by default on a GPU since,
+# so the window goes to the 28x28 teacher and comparison; SPEED=1 runs it (the dry run always does)
+SPEED=${SPEED:-$DRY}
 OUT=${OUT:-$(mktemp -d)}
 W=${WORK:-/tmp/bdense-study}   # run directories, caches (GBs on the GPU machine): not under $OUT
 rm -rf "$W"; mkdir -p "$OUT" "$W"
@@ -48,10 +52,12 @@ else
   PY=${PY:-python3}; SITE=/tmp/site; DEV=cuda
   CONS=(--batch 64)
   BIG=(--preset ddpm-cifar10 --channels 3 --resolution 32 --batch 128); BIGTRAJ=2048; TB=512
-  DATA=mnist; TEACHER=(--preset mnist --steps ${TEACHER_STEPS:-8000} --batch 256 --lr 7e-4 --precision bf16)
-  # (not measured: ~10-25 ms per step expected there; cut at TEACHER_LIMIT, the teacher is finished where it got)
+  # measured on the H200: 10-20 steps/s at batch 256 (launch-bound): batch 512 sees twice the images per step;
+  # cut at TEACHER_LIMIT, the teacher is finished where it got
+  DATA=mnist; TEACHER=(--preset mnist --steps ${TEACHER_STEPS:-8000} --batch ${TEACHER_BATCH:-512} --lr 7e-4 --precision bf16)
   FEAT=(--steps 2000 --device cuda)
-  CMP=(--seeds 3 --trajectories ${CMP_TRAJ:-32000} --batch 128 --eval-seeds 2000 --eval-points 0.1,0.25,0.5,1.0)
+  # 12,800 trajectories per run took 156 / 184 s for NFE 2 / 3 (both at once); what is left after the teacher fits ~9,600
+  CMP=(--seeds 3 --trajectories ${CMP_TRAJ:-$([ "$SPEED" = 1 ] && echo 32000 || echo 9600)} --batch 128 --eval-seeds 2000 --eval-points 0.1,0.25,0.5,1.0)
   SAMPLES=(--teacher-seeds 10000 --eval-seeds 2000 --batch 1000); CMP_LIMIT=$(( 200 * SCALE ))
 fi
 export BDENSE_CACHE=${BDENSE_CACHE:-$PWD/.whl/data}   # the carried mnist.npz (prepare_gpu_study.sh)
@@ -114,7 +120,7 @@ bg() {  # bg NAME LIMIT CMD...: a background part, its output in $W/NAME.log
   ( ts=$(date +%s); timeout --kill-after=5 "$limit" "$@" > "$W/$name.log" 2>&1
     echo "== $name: rc=$? in $(( $(date +%s) - ts ))s ==" >> "$W/$name.log" ) &
 }
-bg c1-teacher "${TEACHER_LIMIT:-200}" $BD train-teacher --data $DATA "${TEACHER[@]}" --out "$W/teacher" --device $DEV \
+bg c1-teacher "${TEACHER_LIMIT:-$([ "$SPEED" = 1 ] && echo 200 || echo 280)}" $BD train-teacher --data $DATA "${TEACHER[@]}" --out "$W/teacher" --device $DEV \
   --log-every 500 --checkpoint-every 100000
 bg c2-features 120 $BD train-features --data $DATA --out "$W/features.safetensors" "${FEAT[@]}"
 
@@ -137,6 +143,7 @@ fi
 [ -f "$TEACHER_FILE" ] || log "(c1) no teacher model: part (c) cannot run"
 
 # (b) SFD NFE 2 at CIFAR size, K=1 vs K=4 -> minutes per 200k trajectories (random weights: speed only)
+if [ "$SPEED" = 1 ]; then
 part "(b1) SFD NFE 2 at CIFAR size, eager, bf16 and fp32" 110 $B/bench_sfd_cost.py --device $DEV "${BIG[@]}" \
   --runs nocache --branches 1,4 --trajectories $BIGTRAJ --repeats 1 --extrapolate 200000 --precisions bf16,fp32
 # compiled: K=4 only (each K is a new graph to compile, 1-2 min at this size); no untimed warm-up run: the first
@@ -144,6 +151,9 @@ part "(b1) SFD NFE 2 at CIFAR size, eager, bf16 and fp32" 110 $B/bench_sfd_cost.
 part "(b2) SFD NFE 2 at CIFAR size, compiled teacher+student, bf16, teacher batch $TB, K=4" 200 $B/bench_sfd_cost.py \
   --device $DEV "${BIG[@]}" --runs nocache --branches 4 --trajectories $BIGTRAJ --repeats 1 --warmup 0 \
   --extrapolate 200000 --precisions bf16 --compile both --teacher-batch $TB
+else
+  log ""; log "== (b) CIFAR-size timings: not run (SPEED=0; measured 2026-11-28, benchmarks/RESULTS.md) =="
+fi
 
 # (c3, c4) the comparison, one process per NFE, both at once on the one GPU; then the samples for Inception FID
 if [ -f "$TEACHER_FILE" ]; then

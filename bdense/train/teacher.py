@@ -103,5 +103,7 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
         images = torch.cat([im for _, im, _ in generate(model, list(range(grid_seeds)), model_recipe(model),
                                                         device=trainer.device)])
         save_grid(images, run.path / "samples.png")
-        run.log(f"wrote {run.path / 'model.safetensors'} and samples.png (final loss {result.get('loss', float('nan')):.4f})")
+        loss = (f"final loss {result['loss']:.4f}" if "loss" in result else
+                "resumed with no steps left: its losses are in metrics.jsonl")
+        run.log(f"wrote {run.path / 'model.safetensors'} and samples.png ({loss})")
     return result
