@@ -166,6 +166,9 @@ def distill(
     branch_targets: str = typer.Option(DEFAULT_TARGETS, help="sfd: teacher | anchored | anchored-log | on-policy, "
                                        "e.g. anchored (README: Branch targets)"),
     dropout: float = typer.Option(0.0, help="sfd: student UNet dropout while training, e.g. 0.13 as SFD on CIFAR-10"),
+    dense_intervals: Optional[int] = typer.Option(None, help="sfd: train the intermediate branches in the first N "
+                                                  "trained intervals only, later ones the endpoint alone (default: "
+                                                  "all), e.g. 1"),
     nfe: int = typer.Option(2, help="sfd: student NFE (1..8)"),
     teacher_solver: str = typer.Option("dpmpp_3m", help="sfd: dpmpp_3m | heun | euler | dpmpp_2m"),
     teacher_order_rule: str = typer.Option("sfd", help="sfd with a dpmpp teacher: sfd (lower the order on every "
@@ -204,7 +207,8 @@ def distill(
                           dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
                           trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every,
                           compile_teacher=compile_teacher, branch_targets=branch_targets, dropout=dropout,
-                          teacher_order_rule=teacher_order_rule, first_trajectory_seed=first_trajectory_seed)
+                          teacher_order_rule=teacher_order_rule, first_trajectory_seed=first_trajectory_seed,
+                          dense_intervals=dense_intervals)
     elif method == "pd":
         from .distill.pd_run import distill_pd
         res = distill_pd(str(teacher), str(out), data=data, branches=2 if branches is None else branches,
@@ -258,7 +262,7 @@ def compare(
     teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
     out: Path = typer.Option(..., help="report directory (runs, caches and evaluations are reused from it)"),
     nfe: str = typer.Option("2,3", help="student NFEs, comma-separated"),
-    setting: list[str] = typer.Option(["baseline:1", "bdense:4"], help="NAME:K[:SPEC][:targets=MODE][:dropout=P], "
+    setting: list[str] = typer.Option(["baseline:1", "bdense:4"], help="NAME:K[:SPEC][:targets=MODE][:dropout=P][:dense=N], "
                                       "SPEC as --branch-weights, repeatable, e.g. bdense:4 or "
                                       "ramp:4:ramp:targets=anchored; the first must be K=1"),
     seeds: int = typer.Option(3, help="training seeds per setting"),

@@ -33,7 +33,8 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = (), on_snapshot=None,
                 compile_teacher: bool = False, branch_targets: str = DEFAULT_TARGETS, dropout: float = 0.0,
                 teacher_order_rule: str = "sfd", first_trajectory_seed: int = 0, compile_student: bool = False,
-                compile_mode: str | None = None, teacher_batch: int = 0, fast_path: str = "auto") -> dict:
+                compile_mode: str | None = None, teacher_batch: int = 0, fast_path: str = "auto",
+                dense_intervals: int | None = None) -> dict:
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
     if teacher_batch and teacher_batch % batch:
@@ -42,6 +43,10 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     check_mode(branch_targets)
     if not 0 <= dropout < 1:
         raise BdenseError(f"--dropout must be in [0, 1), got {dropout}")
+    if dense_intervals is not None and dense_intervals < 0:
+        raise BdenseError(f"--dense-intervals must be >= 0, got {dense_intervals}")
+    if branches == 1:
+        dense_intervals = None  # K = 1 has no intermediate branch: plain SFD, recorded as such
     if first_trajectory_seed < 0:
         raise BdenseError(f"--first-trajectory-seed must be >= 0, got {first_trajectory_seed}")
     steps = trajectories // batch
@@ -58,13 +63,16 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                    teacher_order_rule=teacher_order_rule, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
                    trajectories=trajectories, batch=batch, lr=lr, lr_schedule=lr_schedule, precision=precision,
                    dropout=dropout, seed=seed, steps=steps, first_trajectory_seed=first_trajectory_seed,
-                   trajectory_cache=trajectory_cache, out=str(out))
+                   trajectory_cache=trajectory_cache, out=str(out),
+                   **({} if dense_intervals is None else {"dense_intervals": dense_intervals}))
     plan_text = (f"SFD distillation, K={branches} branches, weights {weights.spec} (at start {weights.at(0, steps)}, "
                  f"at end {weights.at(steps, steps)}), {targets_text(plan, branch_targets)}\n{plan.describe()}\n"
                  f"iterations: {steps} x batch {batch} = {steps * batch} trajectories; "
                  f"{len(plan.trained_intervals())} optimizer steps per iteration; "
                  f"teacher NFE per trajectory {plan.teacher_nfe()}, student NFE {plan.nfe}"
                  + (f"; student dropout {dropout}" if dropout else "")
+                 + (f"; intermediate branches trained in the first {dense_intervals} trained interval(s) only"
+                    if dense_intervals is not None else "")
                  + (f"; trajectories from noise seed {first_trajectory_seed}" if first_trajectory_seed else ""))
     if dry_run:
         return {"plan": plan_text, "options": options}
@@ -95,7 +103,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
         source = speed.PrefetchedTeacher(teacher, plan, seed, batch, steps * batch, teacher_batch // batch,
                                          first_seed=first_trajectory_seed)
     task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch,
-                   targets=branch_targets, first_seed=first_trajectory_seed)
+                   targets=branch_targets, first_seed=first_trajectory_seed, dense_intervals=dense_intervals)
     trainer = Trainer(task, run, cfg)
     if isinstance(source, speed.PrefetchedTeacher):
         source.autocast = trainer.autocast  # the teacher rollout in the run's precision, as without prefetching
@@ -110,6 +118,7 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                     **_teacher_link(teacher_path, run.path),
                     distill={"method": "sfd", "branches": branches, "weights": weights.describe(),
                              "branch_targets": branch_targets, "dropout": dropout,
+                             **({} if dense_intervals is None else {"dense_intervals": dense_intervals}),
                              "teacher_substeps": teacher_substeps, "teacher_solver": teacher_solver,
                              "teacher_order_rule": teacher_order_rule,
                              "targets": [[plan.target_index(i, k) for k in range(1, branches + 1)]

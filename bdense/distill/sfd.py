@@ -2,7 +2,8 @@
 
 Interval i starts from the student's own (detached) state x at t_i; branch k takes an Euler step from t_i to
 the teacher grid point it targets and is compared with its target there (bdense/distill/targets.py: the teacher's
-state, or that state anchored to the student's own start). K = 1 is plain SFD.
+state, or that state anchored to the student's own start). K = 1 is plain SFD. With dense_intervals = N only the
+first N trained intervals weigh the intermediate branches; later ones train the endpoint alone.
 """
 from __future__ import annotations
 
@@ -30,8 +31,12 @@ class SFDTask(Task):
     name = "sfd"
 
     def __init__(self, teacher, student, plan: SFDPlan, weights, batch: int, seed: int, trajectory_source=None,
-                 pool: int | None = None, targets: str = DEFAULT_TARGETS, first_seed: int = 0):
+                 pool: int | None = None, targets: str = DEFAULT_TARGETS, first_seed: int = 0,
+                 dense_intervals: int | None = None):
         self.teacher, self.model, self.plan, self.weights = teacher, student, plan, weights
+        # the first N trained intervals train every branch, later ones the endpoint only (None: all intervals)
+        trained = plan.trained_intervals()
+        self.dense = set(trained if dense_intervals is None else trained[:dense_intervals])
         self.batch, self.seed, self.mode, self.first_seed = batch, seed, check_mode(targets), first_seed
         self.pool = pool or (trajectory_source.size if trajectory_source is not None else None)
         self.source = trajectory_source  # a cache (issue: trajectories) or None: compute on the fly
@@ -71,7 +76,8 @@ class SFDTask(Task):
                 d = tr.ddp_model(x, torch.full((x.shape[0],), t, device=x.device), labels)
             states = branch_states(x, d.float(), t, sig)
             per_branch = l1_per_branch(states, target)
-            loss = sum(wk * lk for wk, lk in zip(w, per_branch))
+            wi = w if i in self.dense else [0.0] * (len(w) - 1) + [w[-1]]
+            loss = sum(wk * lk for wk, lk in zip(wi, per_branch))
             tr.backward(loss)
             tr.step()
             x = states[:, -1].detach()
