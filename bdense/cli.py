@@ -76,6 +76,8 @@ def train_teacher(
     checkpoint_every: int = 500,
     log_every: int = typer.Option(50, help="write metrics every N iterations"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+    compile: bool = typer.Option(False, help="torch.compile the network (GPU: a small UNet's eager step is bound "
+                                 "by kernel launches; minutes to start on CPU)"),
 ):
     """Train a teacher with the EDM (or VP) loss; writes OUT/model.safetensors and a sample grid."""
     check("train-teacher", locals())
@@ -85,7 +87,8 @@ def train_teacher(
     from .train.teacher import train_teacher as run
     run(data, str(out), parameterization=parameterization, preset=preset, steps=steps, batch=batch, lr=lr,
         ema_decay=ema_decay, class_cond=class_cond, resolution=resolution, precision=precision, seed=seed,
-        resume=resume, checkpoint_every=checkpoint_every, device=device, log_every=log_every, pad=pad)
+        resume=resume, checkpoint_every=checkpoint_every, device=device, log_every=log_every, pad=pad,
+        compile=compile)
 
 
 @app.command("sample")

@@ -120,8 +120,11 @@ bg() {  # bg NAME LIMIT CMD...: a background part, its output in $W/NAME.log
   ( ts=$(date +%s); timeout --kill-after=5 "$limit" "$@" > "$W/$name.log" 2>&1
     echo "== $name: rc=$? in $(( $(date +%s) - ts ))s ==" >> "$W/$name.log" ) &
 }
+# compiled (TEACHER_COMPILE=1, the default): the eager step ran at 10-20 steps/s on the H200, launch-bound; the
+# compiled SFD student trained fine there (b2). The first iteration's time (compilation) is in teacher/log.txt.
+TC=(); [ "${TEACHER_COMPILE:-1}" = 1 ] && TC=(--compile)
 bg c1-teacher "${TEACHER_LIMIT:-$([ "$SPEED" = 1 ] && echo 200 || echo 280)}" $BD train-teacher --data $DATA "${TEACHER[@]}" --out "$W/teacher" --device $DEV \
-  --log-every 500 --checkpoint-every 100000
+  --log-every 500 --checkpoint-every 100000 "${TC[@]}"
 bg c2-features 120 $BD train-features --data $DATA --out "$W/features.safetensors" "${FEAT[@]}"
 
 # (a) GPU vs CPU: teacher trajectory and one SFD step (K=1, K=4), CPU fp32 vs CUDA fp32 / strict / bf16
@@ -132,6 +135,7 @@ wait
 for n in c1-teacher c2-features; do
   tr '\r' '\n' < "$W/$n.log" | grep -v "^\s*$" | grep -v "it/s\]\|s/it\]" | tail -4 | tee -a "$RES"
 done
+grep -h "first iteration\|interrupted" "$W/teacher/log.txt" 2>/dev/null | tee -a "$RES"
 TEACHER_FILE=$W/teacher/model.safetensors
 if [ ! -f "$TEACHER_FILE" ] && ls "$W"/teacher/checkpoints/state-*.safetensors >/dev/null 2>&1; then
   # cut by its time limit: SIGTERM wrote a checkpoint; resuming with --steps at that step only writes the model

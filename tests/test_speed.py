@@ -111,3 +111,16 @@ def test_distill_with_teacher_batch_and_compiled_student(tmp_path, tiny_teacher_
     assert "first iteration" in (tmp_path / "comp" / "log.txt").read_text()
     with pytest.raises(BdenseError, match="multiple of --batch"):
         distill_sfd(str(tiny_teacher_file), str(tmp_path / "bad"), teacher_batch=12, **kw)  # not 8 x n
+
+
+def test_compiled_teacher_training_trains_the_same_teacher(tmp_path, monkeypatch):
+    """train-teacher --compile (dynamo, eager backend here) trains the same weights, saves the same keys, and
+    samples its grid uncompiled."""
+    from bdense.train.teacher import train_teacher
+    monkeypatch.setenv("BDENSE_COMPILE_BACKEND", "eager")
+    kw = dict(preset="tiny", steps=3, batch=8, lr=2e-3, progress=False, device="cpu", grid_seeds=4, log_every=1)
+    train_teacher("digits", str(tmp_path / "ref"), **kw)
+    train_teacher("digits", str(tmp_path / "comp"), compile=True, **kw)
+    ref, comp = (weights(tmp_path / d) for d in ("ref", "comp"))
+    assert list(ref) == list(comp) and all(torch.equal(ref[k], comp[k]) for k in ref)
+    assert "torch.compile" in (tmp_path / "comp" / "log.txt").read_text()

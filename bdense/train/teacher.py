@@ -61,7 +61,7 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
                   ema_decay: float = 0.999, class_cond: bool = False, resolution: int | None = None,
                   precision: str = "fp32", seed: int = 0, resume: bool = False, checkpoint_every: int = 500,
                   device: str | None = None, progress: bool = True, grid_seeds: int = 64, log_every: int = 50,
-                  pad: str = "none"):
+                  pad: str = "none", compile: bool = False):
     """Train a teacher on a data set; writes OUT/model.safetensors (EMA weights) and OUT/samples.png."""
     from ..data.datasets import load_dataset
     from ..data.images import save_grid
@@ -89,11 +89,17 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
     run.log(f"teacher: {parameterization} {model.config['preset']} "
             f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on {data.name} "
             f"{len(data)}x{data.channels}x{data.resolution}x{data.resolution}, {steps} steps at batch {batch}")
+    if compile:  # GPU speed: a small UNet's eager step is bound by kernel launches (H200: 10-20 steps/s at batch 256)
+        from .speed import compile_net
+        compile_net(model)
+        run.log("speed: torch.compile of the network (the first iteration includes compilation)", echo=False)
     trainer = Trainer(TeacherTask(model, data, batch), run, cfg)
     result = trainer.run(resume=resume)
     if not result["completed"]:
         return result
     if trainer.acc.is_main_process:
+        from .speed import uncompile_net
+        uncompile_net(model)  # the sample grid runs at another batch size: no second compilation
         model.load_state_dict(trainer.final_weights())
         model.eval()
         meta = dict(model.config.get("meta", {}), data=data_spec, role="teacher", trained_steps=steps,
