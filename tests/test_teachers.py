@@ -77,3 +77,24 @@ def test_a_teacher_cut_by_a_time_limit_is_finished_where_it_got(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     log = (tmp_path / "cut" / "log.txt").read_text()
     assert "nan" not in log and "resumed with no steps left" in log  # the H200 run logged 'final loss nan' here
+
+
+def test_committed_teachers_match_their_cards_and_sample(monkeypatch):
+    """Every teacher in the repository's teachers/ loads by its short name, is the file its card names (sha256
+    prefix), and samples finite images in [-1, 1] with its own recipe."""
+    import re
+    from pathlib import Path
+    from bdense.io import file_digest
+    from bdense.sampling.sample import generate, model_recipe
+    monkeypatch.delenv("BDENSE_TEACHERS", raising=False)
+    folder = Path(__file__).resolve().parent.parent / "teachers"
+    files = sorted(folder.glob("*.safetensors"))
+    assert files, "no committed teachers"
+    for f in files:
+        card = (folder / f"{f.stem}.md").read_text()
+        assert re.search(rf"bf16 weights .*sha256 prefix `{file_digest(f)}`", card), f.name
+        model = load_model(resolve(f.stem))
+        recipe = model_recipe(model)
+        from dataclasses import replace
+        images = torch.cat([im for _, im, _ in generate(model, [0, 1], replace(recipe, nfe=5))])
+        assert torch.isfinite(images).all() and images.abs().max() <= 1.0, f.name
