@@ -28,6 +28,7 @@ def l1_per_branch(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 class SFDTask(Task):
     name = "sfd"
+    net_kwargs: dict = {}  # extra keywords of every student call (SFD-v: the step count)
 
     def __init__(self, teacher, student, plan: SFDPlan, weights, batch: int, seed: int, trajectory_source=None,
                  pool: int | None = None, targets: str = DEFAULT_TARGETS, first_seed: int = 0):
@@ -43,16 +44,21 @@ class SFDTask(Task):
         to_device(self.model, device)
         to_device(self.teacher, device)
 
-    def targets(self, tr, step):
+    def targets(self, tr, draw):
+        """Teacher trajectories of the draw-th batch of the pool (plain SFD: draw = the iteration)."""
         seeds = tr.shard_list([self.first_seed + j for j in
-                               trajectory_seeds(self.seed, step, self.batch, self.pool or (step + 1) * self.batch)])
+                               trajectory_seeds(self.seed, draw, self.batch, self.pool or (draw + 1) * self.batch)])
         if self.source is not None:
             return self.source.batch(seeds, tr.device)
         return teacher_trajectories(self.teacher, self.plan, seeds, tr.device, autocast=tr.autocast())
 
     def train_step(self, tr, step):
+        return self.walk(tr, step, step)
+
+    def walk(self, tr, step, draw):
+        """One iteration: the student walks its grid over one batch of trajectories (see the module doc)."""
         plan = self.plan
-        traj, labels = self.targets(tr, step)
+        traj, labels = self.targets(tr, draw)
         w = self.weights.at(step, tr.cfg.steps)
         x = traj[0]
         losses = {}  # interval -> per-branch losses, kept on the device until the iteration ends (no syncs)
@@ -68,7 +74,7 @@ class SFDTask(Task):
                                                           tr.autocast()))
             target = interval_targets(self.mode, x, traj, start, idx, t, t_next, sig, rerun)
             with tr.autocast():
-                d = tr.ddp_model(x, torch.full((x.shape[0],), t, device=x.device), labels)
+                d = tr.ddp_model(x, torch.full((x.shape[0],), t, device=x.device), labels, **self.net_kwargs)
             states = branch_states(x, d.float(), t, sig)
             per_branch = l1_per_branch(states, target)
             loss = sum(wk * lk for wk, lk in zip(w, per_branch))
