@@ -180,3 +180,30 @@ def test_sfdv_student_samples_exports_and_trains_from_per_count_caches(tmp_path,
     assert bind_nfe(teacher, 4) is teacher  # plain models serve any grid, as before
     back = load_model(save_model(tmp_path / "again.safetensors", copy.deepcopy(student)))
     assert back.nfe_counts == (2, 3)
+
+
+def test_export_writes_one_nfe_or_keeps_the_embedding(tmp_path, tiny_teacher_file):
+    from bdense.models.export import export_model
+    from bdense.sampling.sample import generate, model_recipe
+    distill_sfd(str(tiny_teacher_file), str(tmp_path / "run"), **dict(KW, nfe="2-3", trajectories=8,
+                                                                       checkpoint_every=0))
+    src = tmp_path / "run" / "model.safetensors"
+    student = load_model(src)
+    with torch.no_grad():  # as if trained further: the counts differ, so a wrong fold would show
+        student.nfe_embed.linear_2.weight.normal_(0, 0.1)
+    src = save_model(tmp_path / "trained.safetensors", student)
+    seeds = [0, 1, 2, 3]
+    for n in (2, 3):
+        folder = export_model(src, tmp_path / f"diffusers-nfe{n}", "diffusers", nfe=n)
+        back = load_model(folder)  # bdense reads the folder's bdense.json: a plain K = 1 model with the NFE-n recipe
+        assert back.branches == 1 and not back.nfe_counts and model_recipe(back).nfe == n
+        want = torch.cat([im for _, im, _ in generate(student, seeds, model_recipe(student).with_overrides(nfe=n))])
+        got = torch.cat([im for _, im, _ in generate(back, seeds, model_recipe(back))])
+        assert torch.allclose(want, got, atol=1e-5)
+    other = torch.cat([im for _, im, _ in generate(load_model(tmp_path / "diffusers-nfe2"), seeds,
+                                                   model_recipe(student).with_overrides(nfe=3))])
+    assert not torch.allclose(other, got, atol=1e-3)  # the count written into the weights matters
+    kept = load_model(export_model(src, tmp_path / "kept.safetensors"))  # bdense format: the embedding stays
+    assert kept.branches == 1 and kept.nfe_counts == (2, 3)
+    x, s = torch.randn(2, 1, 8, 8), torch.tensor([3.0, 0.5])
+    assert torch.equal(kept(x, s, nfe=3), student(x, s, nfe=3)[:, -1:])

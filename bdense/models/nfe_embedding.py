@@ -70,7 +70,7 @@ def check_nfe(model, nfe) -> int:
         raise BdenseError(f"this student serves NFE {counts_text(counts)} (SFD-v); choose one with --nfe")
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe not in counts:
         raise BdenseError(f"this student was trained for NFE {counts_text(counts)} only, not --nfe {nfe}; "
-                          f"sample it with one of those (or distil one with --nfe {nfe})")
+                          f"use one of those (or distil a student with --nfe {nfe})")
     return nfe
 
 
