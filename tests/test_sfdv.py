@@ -207,3 +207,29 @@ def test_export_writes_one_nfe_or_keeps_the_embedding(tmp_path, tiny_teacher_fil
     assert kept.branches == 1 and kept.nfe_counts == (2, 3)
     x, s = torch.randn(2, 1, 8, 8), torch.tensor([3.0, 0.5])
     assert torch.equal(kept(x, s, nfe=3), student(x, s, nfe=3)[:, -1:])
+
+
+def test_sfdv_settings_for_comparisons(tiny_teacher):
+    from bdense.eval.sfdv import SFDvSetting, is_sfdv_setting, recipe_at
+    s = SFDvSetting.parse("v-bdense:4:uniform:2-5")
+    assert (s.name, s.branches, s.weights, s.counts, s.draw) == ("v-bdense", 4, "uniform", (2, 3, 4, 5), "balanced")
+    assert s.distill_options(3200)["trajectories"] == 12800
+    s = SFDvSetting.parse("v:2:1,2:nfe=2,5:targets=teacher:draw=iid")
+    assert (s.weights, s.counts, s.targets, s.draw) == ("1,2", (2, 5), "teacher", "iid")
+    assert SFDvSetting.parse("v-base:1:2-3").weights is None
+    assert is_sfdv_setting("v-base:1:2-5") and not is_sfdv_setting("bdense:4:1,1,1,2")
+    assert not is_sfdv_setting("d:4:decay:cosine:0:0.2-0.8")  # a weight schedule's fraction range is not NFE
+    for bad, msg in (("v:4:uniform", "names no NFE"), ("v:x:2-5", "cannot read"), ("v:4:2-9", "--nfe"),
+                     ("v:2:1,2,3:2-5", "give exactly 2"), ("v:1:nfe=3", "has one NFE"), ("v:1:2-5:draw=x", "draw"),
+                     ("v:1:2-5:foo=1", "unknown option")):
+        with pytest.raises(BdenseError, match=msg):
+            SFDvSetting.parse(bad)
+    student = with_nfe_embedding(widen(tiny_teacher, 1), (2, 3))
+    student.config["meta"] = {"sampling": {"solver": "euler", "nfe": 3, "afs": True, "final_zero": False,
+                                           "sigma_min": 0.006}}
+    assert recipe_at(student, 2).nfe == 2
+    plain = widen(tiny_teacher, 1)
+    plain.config["meta"] = dict(student.config["meta"])
+    assert recipe_at(plain, 3).nfe == 3
+    with pytest.raises(BdenseError, match="distilled for NFE 3, not 2"):
+        recipe_at(plain, 2)
