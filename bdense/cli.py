@@ -178,7 +178,8 @@ def distill(
     afs: bool = typer.Option(True, help="sfd: analytical first step"),
     trajectories: Optional[int] = typer.Option(None, help="sfd: teacher trajectories to train on, over all NFE "
                                                "(default 25600 per NFE; SFD paper: 200000)"),
-    trajectory_cache: Optional[str] = typer.Option(None, "--trajectories-from", help="sfd: a cache written by bdense trajectories"),
+    trajectory_cache: Optional[str] = typer.Option(None, "--trajectories-from", help="sfd: a cache written by bdense "
+                                                   "trajectories (several --nfe: the folder of its nfeN caches)"),
     data: Optional[str] = typer.Option(None, help="pd: data set (default: the teacher's)"),
     start_steps: int = typer.Option(64, help="pd: teacher sampling steps of the first round"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
@@ -201,7 +202,8 @@ def distill(
     check_out_dir("--out", out, [teacher])
     if method == "sfd":
         from .distill.run import distill_sfd
-        res = distill_sfd(str(teacher), str(out), nfe=v["nfe"], nfe_draw=nfe_draw, branches=1 if branches is None else branches,
+        res = distill_sfd(str(teacher), str(out), nfe=v["nfe"], nfe_draw=nfe_draw,
+                          branches=1 if branches is None else branches,
                           branch_weights=branch_weights, teacher_substeps=teacher_substeps,
                           teacher_solver=teacher_solver, afs=afs, trajectories=trajectories, batch=batch,
                           lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume,

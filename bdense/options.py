@@ -155,7 +155,8 @@ RULES = {
     "final_seeds": Int(1, 100), "final_nfe": IntList(1, 8), "pad": Choice(("none", "pad")),
     "branch_targets": Choice(TARGET_MODES), "dropout": Float(0, 1, lo_open=False, hi_open=True),
     "teacher_order_rule": Choice(("sfd", "dpm-solver")), "pool": Choice(("shared", "fresh")),
-    "first_trajectory_seed": Int(0, SEED_MAX), "nfe_draw": Choice(DRAWS), "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000),
+    "first_trajectory_seed": Int(0, SEED_MAX), "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000),
+    "nfe_draw": Choice(DRAWS),
 }
 # the same name with another meaning in one command
 COMMAND_RULES = {
