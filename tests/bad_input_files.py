@@ -67,14 +67,6 @@ def make_files(root: Path) -> dict:
         t.config["meta"], role="student", teacher="teacher.safetensors", teacher_rel="teacher.safetensors",
         teacher_digest=link["teacher_digest"]))
     p["changed"] = save_model(root / "changed-student.safetensors", s, dict(link, teacher_digest="0123456789abcdef"))
-    from bdense.distill.plan import SFDPlan
-    from bdense.distill.run import sfd_student_recipe
-    from bdense.models.nfe_embedding import with_nfe_embedding
-    v = with_nfe_embedding(s, (2, 3))  # an SFD-v student for NFE 2 and 3
-    vmeta = dict(t.config["meta"], role="student", sampling=sfd_student_recipe(SFDPlan(nfe=3)), **link)
-    p["sfdv"] = save_model(root / "sfdv.safetensors", v, vmeta)
-    v.config = dict(v.config, nfe_embedding={"counts": [3]})
-    save_model(root / "sfdv-corrupt.safetensors", v, vmeta)
     for name, value in (("nan", float("nan")), ("inf", float("inf"))):
         bad = new_model("edm", 1, 8, preset="tiny", data="digits")
         with torch.no_grad():
@@ -160,6 +152,14 @@ def make_files(root: Path) -> dict:
         (root / name / "scheduler").mkdir()
         (root / name / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": "epsilon"}))
     torch.save({}, root / "diffusers-pickle" / "unet" / "diffusion_pytorch_model.bin")
+    from bdense.distill.plan import SFDPlan
+    from bdense.distill.run import sfd_student_recipe
+    from bdense.models.nfe_embedding import with_nfe_embedding
+    v = with_nfe_embedding(s, (2, 3))  # an SFD-v student for NFE 2 and 3 (made last: it draws random numbers)
+    vmeta = dict(t.config["meta"], role="student", sampling=sfd_student_recipe(SFDPlan(nfe=3)), **link)
+    p["sfdv"] = save_model(root / "sfdv.safetensors", v, vmeta)
+    v.config = dict(v.config, nfe_embedding={"counts": [3]})
+    save_model(root / "sfdv-corrupt.safetensors", v, vmeta)
     out = {k: str(v) for k, v in p.items()}
     out["root"] = str(root)
     return out
