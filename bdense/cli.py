@@ -172,15 +172,20 @@ def distill(
     dense_intervals: Optional[int] = typer.Option(None, help="sfd: train the intermediate branches in the first N "
                                                   "trained intervals only, later ones the endpoint alone (default: "
                                                   "all), e.g. 1"),
-    nfe: int = typer.Option(2, help="sfd: student NFE (1..8)"),
+    nfe: str = typer.Option("2", help="sfd: student NFE (1..8), or several for one SFD-v student told the NFE, "
+                            "e.g. 2, 2-5 or 2,3,5 (README: SFD-v)"),
+    nfe_draw: str = typer.Option("balanced", help="sfd with several --nfe: balanced (each count once per "
+                                 "len(counts) iterations) | iid (sfd-main), e.g. iid"),
     teacher_solver: str = typer.Option("dpmpp_3m", help="sfd: dpmpp_3m | heun | euler | dpmpp_2m"),
     teacher_order_rule: str = typer.Option("sfd", help="sfd with a dpmpp teacher: sfd (lower the order on every "
                                            "grid's last steps) | dpm-solver (only below 10 steps), e.g. sfd"),
     first_trajectory_seed: int = typer.Option(0, help="sfd: noise seed of the first training trajectory, e.g. 0"),
     teacher_substeps: int = typer.Option(4, help="sfd: teacher steps per student interval (K must divide it)"),
     afs: bool = typer.Option(True, help="sfd: analytical first step"),
-    trajectories: int = typer.Option(25600, help="sfd: teacher trajectories to train on (SFD paper: 200000)"),
-    trajectory_cache: Optional[str] = typer.Option(None, "--trajectories-from", help="sfd: a cache written by bdense trajectories"),
+    trajectories: Optional[int] = typer.Option(None, help="sfd: teacher trajectories to train on, over all NFE "
+                                               "(default 25600 per NFE; SFD paper: 200000)"),
+    trajectory_cache: Optional[str] = typer.Option(None, "--trajectories-from", help="sfd: a cache written by bdense "
+                                                   "trajectories (several --nfe: the folder of its nfeN caches)"),
     data: Optional[str] = typer.Option(None, help="pd: data set (default: the teacher's)"),
     start_steps: int = typer.Option(64, help="pd: teacher sampling steps of the first round"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
@@ -198,12 +203,13 @@ def distill(
     trust_pickle: bool = False,
 ):
     """Distil a teacher into a few-step student (K = 1: host baseline; K > 1: B-DENSE)."""
-    check("distill", locals())
+    v = check("distill", locals())
     from .io import check_out_dir
     check_out_dir("--out", out, [teacher])
     if method == "sfd":
         from .distill.run import distill_sfd
-        res = distill_sfd(str(teacher), str(out), nfe=nfe, branches=1 if branches is None else branches,
+        res = distill_sfd(str(teacher), str(out), nfe=v["nfe"], nfe_draw=nfe_draw,
+                          branches=1 if branches is None else branches,
                           branch_weights=branch_weights, teacher_substeps=teacher_substeps,
                           teacher_solver=teacher_solver, afs=afs, trajectories=trajectories, batch=batch,
                           lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume,
@@ -229,8 +235,9 @@ def distill(
 def trajectories(
     teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
     out: Path = typer.Option(..., help="cache directory"),
-    nfe: int = typer.Option(2, help="student NFE the cache serves (fixes the grid)"),
-    count: int = typer.Option(64000, help="trajectories (noise seeds 0..count-1)"),
+    nfe: str = typer.Option("2", help="student NFE the cache serves (fixes the grid); several write OUT/nfeN "
+                            "for each (SFD-v), e.g. 2-5"),
+    count: int = typer.Option(64000, help="trajectories (noise seeds 0..count-1), per NFE"),
     teacher_solver: str = "dpmpp_3m",
     teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | dpm-solver (see distill --help)"),
     teacher_substeps: int = 4,
@@ -243,7 +250,7 @@ def trajectories(
     trust_pickle: bool = False,
 ):
     """Write teacher trajectories once; distill --trajectories-from DIR trains from them."""
-    check("trajectories", locals())
+    v = check("trajectories", locals())
     import torch
 
     from .distill.cache import write_cache
@@ -253,11 +260,14 @@ def trajectories(
     check_out_dir("--out", out, [teacher])
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(teacher, device=dev, trust_pickle=trust_pickle)
-    plan = SFDPlan(nfe=nfe, substeps=teacher_substeps, afs=afs, teacher_solver=teacher_solver,
-                   teacher_order_rule=teacher_order_rule, sigma_max=min(80.0, model.sigma_max))
-    path = write_cache(model, file_digest(teacher), plan, count, out, batch=batch, shard_size=shard_size,
-                       dtype=dtype, device=dev, first_seed=first_seed)
-    typer.echo(f"wrote {count} trajectories to {path}")
+    counts = v["nfe"]
+    plans = [SFDPlan(nfe=n, substeps=teacher_substeps, afs=afs, teacher_solver=teacher_solver,
+                     teacher_order_rule=teacher_order_rule, sigma_max=min(80.0, model.sigma_max)) for n in counts]
+    for plan in plans:  # one cache per NFE: the grids of different NFE do not nest (README: SFD-v)
+        where = out if len(counts) == 1 else out / f"nfe{plan.nfe}"
+        path = write_cache(model, file_digest(teacher), plan, count, where, batch=batch, shard_size=shard_size,
+                           dtype=dtype, device=dev, first_seed=first_seed)
+        typer.echo(f"wrote {count} trajectories to {path}")
 
 
 @app.command("compare")
@@ -304,6 +314,8 @@ def export(
     metrics: list[Path] = typer.Option([], help="diffusers: quality for the model card, the --out JSON of bdense "
                                        "fid calc or agreement (repeatable), e.g. fid.json"),
     overwrite: bool = typer.Option(False, help="replace an existing --out file"),
+    nfe: Optional[int] = typer.Option(None, help="an SFD-v student: the NFE to export it for (the count is written "
+                                      "into the weights), e.g. 3"),
 ):
     """Keep only the endpoint branch: a standard model that samples at exactly the baseline's cost."""
     check("export", locals())
@@ -313,7 +325,7 @@ def export(
     else:
         check_out_dir("--out", out, [model])
     from .models.export import export_model
-    path = export_model(model, out, format, metrics=metrics)
+    path = export_model(model, out, format, metrics=metrics, nfe=nfe)
     typer.echo(f"wrote {path}")
 
 

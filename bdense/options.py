@@ -98,6 +98,17 @@ class FracList:
         return items
 
 
+@dataclass(frozen=True)
+class NfeCounts(IntList):
+    """'2' | '2-5' | '2,3,5' -> sorted distinct NFE in [1, 8]; several train one SFD-v student."""
+    lo: int = 1
+    hi: int = 8
+
+    def __call__(self, flag, v):
+        from .distill.counts import parse_counts
+        return parse_counts(v)
+
+
 class Seeds:
     """A seed spec like 0-999,2000 (bdense.seeds.parse_seeds): at most MAX_SEEDS seeds in 0..2^63-1."""
 
@@ -120,6 +131,7 @@ class Device:
         return v
 
 
+from .distill.counts import DRAWS  # noqa: E402 (torch-free)
 from .distill.targets import TARGET_MODES  # noqa: E402 (torch-free)
 
 SOLVER = Choice(("euler", "heun", "dpmpp_2m", "dpmpp_3m"))
@@ -144,10 +156,11 @@ RULES = {
     "branch_targets": Choice(TARGET_MODES), "dropout": Float(0, 1, lo_open=False, hi_open=True),
     "teacher_order_rule": Choice(("sfd", "dpm-solver")), "pool": Choice(("shared", "fresh")),
     "first_trajectory_seed": Int(0, SEED_MAX), "dense_intervals": Int(0, 8), "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000),
+    "nfe_draw": Choice(DRAWS),
 }
 # the same name with another meaning in one command
 COMMAND_RULES = {
-    ("distill", "nfe"): Int(1, 8), ("trajectories", "nfe"): Int(1, 8), ("tune", "nfe"): Int(1, 8),
+    ("distill", "nfe"): NfeCounts(), ("trajectories", "nfe"): NfeCounts(), ("export", "nfe"): Int(1, 8), ("tune", "nfe"): Int(1, 8),
     ("compare", "nfe"): IntList(1, 8), ("compare", "seeds"): Int(1, 100), ("tune", "branches"): Int(2, 16),
     ("tune", "seed"): Int(0, 2**32 - 1 - 10000),  # optuna's sampler takes a 32-bit seed (+ the trial count)
     ("agreement", "seeds"): Seeds(),
@@ -179,7 +192,7 @@ def _cross_checks(command: str, v: dict) -> None:
             if v["teacher_substeps"] % k:
                 raise BdenseError(f"--branches {k} cannot split {v['teacher_substeps']} teacher sub-steps per interval "
                                   f"evenly; use a K that divides --teacher-substeps (or set --teacher-substeps {k})")
-            if v["trajectories"] < v["batch"]:
+            if v["trajectories"] is not None and v["trajectories"] < v["batch"]:
                 raise BdenseError(f"--trajectories {v['trajectories']} is smaller than one --batch ({v['batch']})")
         elif v["end_steps"] >= v["start_steps"]:
             raise BdenseError(f"--end-steps {v['end_steps']} must be below --start-steps {v['start_steps']}")

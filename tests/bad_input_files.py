@@ -152,6 +152,14 @@ def make_files(root: Path) -> dict:
         (root / name / "scheduler").mkdir()
         (root / name / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": "epsilon"}))
     torch.save({}, root / "diffusers-pickle" / "unet" / "diffusion_pytorch_model.bin")
+    from bdense.distill.plan import SFDPlan
+    from bdense.distill.run import sfd_student_recipe
+    from bdense.models.nfe_embedding import with_nfe_embedding
+    v = with_nfe_embedding(s, (2, 3))  # an SFD-v student for NFE 2 and 3 (made last: it draws random numbers)
+    vmeta = dict(t.config["meta"], role="student", sampling=sfd_student_recipe(SFDPlan(nfe=3)), **link)
+    p["sfdv"] = save_model(root / "sfdv.safetensors", v, vmeta)
+    v.config = dict(v.config, nfe_embedding={"counts": [3]})
+    save_model(root / "sfdv-corrupt.safetensors", v, vmeta)
     out = {k: str(v) for k, v in p.items()}
     out["root"] = str(root)
     return out

@@ -24,9 +24,12 @@ def sfd_student_recipe(plan: SFDPlan) -> dict:
                 sigma_max=plan.sigma_max, rho=plan.rho, afs=plan.afs, final_zero=False)
 
 
-def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, branch_weights=None,
+TRAJECTORIES_PER_NFE = 25_600  # the default budget; SFD-v gets it once per count (as SFD-v's 800k = 4 x 200k)
+
+
+def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_weights=None,
                 teacher_substeps: int = 4, teacher_solver: str = "dpmpp_3m", afs: bool = True,
-                sigma_min: float = 0.006, sigma_max: float = 80.0, trajectories: int = 25_600, batch: int = 128,
+                sigma_min: float = 0.006, sigma_max: float = 80.0, trajectories: int | None = None, batch: int = 128,
                 lr: float = 5e-5, lr_schedule: str = "step-half", precision: str = "fp32", seed: int = 0,
                 resume: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
                 checkpoint_every: int = 100, log_every: int = 10, trajectory_cache: str | None = None,
@@ -34,7 +37,15 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                 compile_teacher: bool = False, branch_targets: str = DEFAULT_TARGETS, dropout: float = 0.0,
                 teacher_order_rule: str = "sfd", first_trajectory_seed: int = 0, compile_student: bool = False,
                 compile_mode: str | None = None, teacher_batch: int = 0, fast_path: str = "auto",
-                dense_intervals: int | None = None) -> dict:
+                nfe_draw: str = "balanced", dense_intervals: int | None = None) -> dict:
+    """nfe: one NFE (SFD), or several ('2-5', '2,3,5', a tuple): one SFD-v student for all of them, conditioned
+    on the count; --trajectories (default 25,600 per count) are shared out over the counts (bdense/distill/sfdv.py)."""
+    from .counts import nfe_schedule, parse_counts
+    from .sfdv import plans_for
+    counts = parse_counts(nfe)
+    multi = len(counts) > 1
+    nfe = counts[-1]  # the count a multi-NFE student's recipe samples at by default (its best)
+    trajectories = TRAJECTORIES_PER_NFE * len(counts) if trajectories is None else trajectories
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
     if teacher_batch and teacher_batch % batch:
@@ -55,21 +66,32 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
         raise BdenseError(f"{teacher_path} has {teacher.branches} branches; distil from a single-branch teacher "
                           f"(bdense export it first)")
     sigma_max = min(sigma_max, teacher.sigma_max)
-    plan = SFDPlan(nfe=nfe, branches=branches, substeps=teacher_substeps, afs=afs, sigma_min=sigma_min,
-                   sigma_max=sigma_max, teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule)
+    plans = plans_for(counts, branches=branches, substeps=teacher_substeps, afs=afs, sigma_min=sigma_min,
+                      sigma_max=sigma_max, teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule)
+    plan = plans[nfe]
+    schedule = nfe_schedule(counts, seed, steps, nfe_draw) if multi else None
+    if multi and (teacher_batch or compile_student):
+        raise BdenseError("--nfe with several counts trains without --teacher-batch and --compile-student; drop them")
     options = dict(command="distill", method="sfd", teacher=str(teacher_path), teacher_digest=file_digest(teacher_path),
-                   nfe=nfe, branches=branches, branch_weights=weights.describe(), branch_targets=branch_targets,
+                   nfe=list(counts) if multi else nfe, branches=branches, branch_weights=weights.describe(),
+                   branch_targets=branch_targets,
                    teacher_substeps=teacher_substeps, teacher_solver=teacher_solver,
                    teacher_order_rule=teacher_order_rule, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
                    trajectories=trajectories, batch=batch, lr=lr, lr_schedule=lr_schedule, precision=precision,
                    dropout=dropout, seed=seed, steps=steps, first_trajectory_seed=first_trajectory_seed,
                    trajectory_cache=trajectory_cache, out=str(out),
                    **({} if dense_intervals is None else {"dense_intervals": dense_intervals}))
-    plan_text = (f"SFD distillation, K={branches} branches, weights {weights.spec} (at start {weights.at(0, steps)}, "
-                 f"at end {weights.at(steps, steps)}), {targets_text(plan, branch_targets)}\n{plan.describe()}\n"
+    if multi:
+        options["nfe_draw"] = nfe_draw  # only SFD-v runs carry it: plain runs resume as before
+    plan_text = ((sfdv_text(counts, nfe_draw, schedule, batch) + "\n" if multi else "")
+                 + f"SFD distillation, K={branches} branches, weights {weights.spec} (at start {weights.at(0, steps)}, "
+                 f"at end {weights.at(steps, steps)}), {targets_text(plan, branch_targets)}\n"
+                 + "\n".join(p.describe() for p in plans.values()) + "\n"
                  f"iterations: {steps} x batch {batch} = {steps * batch} trajectories; "
-                 f"{len(plan.trained_intervals())} optimizer steps per iteration; "
-                 f"teacher NFE per trajectory {plan.teacher_nfe()}, student NFE {plan.nfe}"
+                 + (f"{len(plan.trained_intervals())} optimizer steps per iteration; "
+                    f"teacher NFE per trajectory {plan.teacher_nfe()}, student NFE {plan.nfe}" if not multi else
+                    f"optimizer steps per iteration = the NFE drawn; teacher NFE per trajectory "
+                    + ", ".join(f"{p.teacher_nfe()} (NFE {n})" for n, p in plans.items()))
                  + (f"; student dropout {dropout}" if dropout else "")
                  + (f"; intermediate branches trained in the first {dense_intervals} trained interval(s) only"
                     if dense_intervals is not None else "")
@@ -81,7 +103,12 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                       snapshot_steps=tuple(sorted({max(1, round(f * steps)) for f in snapshot_fractions})),
                       on_snapshot=on_snapshot, fast_path=fast_path)
     source = None
-    if trajectory_cache:  # checked before the run directory is made
+    if trajectory_cache and multi:  # PATH/nfeN per count, checked before the run directory is made
+        from .counts import iterations_per_count
+        from .sfdv import open_caches
+        pools = {n: c * batch for n, c in iterations_per_count(schedule).items()}
+        source = open_caches(trajectory_cache, plans, options["teacher_digest"], first_trajectory_seed, pools)
+    elif trajectory_cache:  # checked before the run directory is made
         from .cache import TrajectoryCache
         source = TrajectoryCache.open(trajectory_cache, teacher_digest=options["teacher_digest"], plan=plan)
         if source.first_seed != first_trajectory_seed:
@@ -94,6 +121,9 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
     student = widen(teacher, branches, dropout=dropout or None)
+    if multi:
+        from ..models.nfe_embedding import with_nfe_embedding
+        student = with_nfe_embedding(student, counts)
     from ..train import speed  # GPU speed options (all off by default: the CPU path stays bit-identical)
     if compile_teacher:  # the teacher is only ever run forward: compile it once for the whole run
         speed.compile_net(teacher, compile_mode)
@@ -102,8 +132,13 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
     if teacher_batch and teacher_batch != batch and source is None:
         source = speed.PrefetchedTeacher(teacher, plan, seed, batch, steps * batch, teacher_batch // batch,
                                          first_seed=first_trajectory_seed)
-    task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch,
-                   targets=branch_targets, first_seed=first_trajectory_seed, dense_intervals=dense_intervals)
+    if multi:
+        from .sfdv import SFDvTask
+        task = SFDvTask(teacher, student, plans, schedule, weights, batch, seed, sources=source,
+                        targets=branch_targets, first_seed=first_trajectory_seed, dense_intervals=dense_intervals)
+    else:
+        task = SFDTask(teacher, student, plan, weights, batch, seed, trajectory_source=source, pool=steps * batch,
+                       targets=branch_targets, first_seed=first_trajectory_seed, dense_intervals=dense_intervals)
     trainer = Trainer(task, run, cfg)
     if isinstance(source, speed.PrefetchedTeacher):
         source.autocast = trainer.autocast  # the teacher rollout in the run's precision, as without prefetching
@@ -123,12 +158,33 @@ def distill_sfd(teacher_path: str, out: str, nfe: int = 2, branches: int = 1, br
                              "teacher_order_rule": teacher_order_rule,
                              "targets": [[plan.target_index(i, k) for k in range(1, branches + 1)]
                                          for i in range(plan.points - 1)],
-                             "trajectories": steps * batch, "seed": seed})
+                             "trajectories": steps * batch, "seed": seed,
+                             **(sfdv_meta(counts, nfe_draw, schedule, plans, branches) if multi else {})})
         student.config["meta"] = meta
         save_model(run.path / "model.safetensors", student.eval())
         _write_grid(student, run.path / "samples.png", grid_seeds, trainer.device)
         run.log(f"wrote {run.path / 'model.safetensors'}")
     return result
+
+
+def sfdv_text(counts, draw, schedule, batch) -> str:
+    """The --dry-run lines of an SFD-v run: the counts, how they are drawn, what each gets."""
+    from ..models.nfe_embedding import counts_text
+    from .counts import iterations_per_count
+    per = iterations_per_count(schedule)
+    return (f"SFD-v: one student for NFE {counts_text(counts)}, told the NFE by a zero-initialised step-count "
+            f"embedding; counts drawn {draw}: " + ", ".join(f"NFE {n} {c} iterations ({c * batch} trajectories)"
+                                                             for n, c in per.items())
+            + "; first draws " + " ".join(str(n) for n, _ in schedule[:12]) + (" ..." if len(schedule) > 12 else ""))
+
+
+def sfdv_meta(counts, draw, schedule, plans, branches) -> dict:
+    """What an SFD-v student records about its training (beside the plain SFD fields)."""
+    from .counts import iterations_per_count
+    return {"method": "sfd-v", "nfe": list(counts), "nfe_draw": draw,
+            "iterations_per_nfe": {str(n): c for n, c in iterations_per_count(schedule).items()},
+            "targets": {str(n): [[p.target_index(i, k) for k in range(1, branches + 1)] for i in range(p.points - 1)]
+                        for n, p in plans.items()}}
 
 
 def targets_text(plan: SFDPlan, mode: str) -> str:

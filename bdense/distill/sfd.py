@@ -29,14 +29,13 @@ def l1_per_branch(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 class SFDTask(Task):
     name = "sfd"
+    net_kwargs: dict = {}  # extra keywords of every student call (SFD-v: the step count)
 
     def __init__(self, teacher, student, plan: SFDPlan, weights, batch: int, seed: int, trajectory_source=None,
                  pool: int | None = None, targets: str = DEFAULT_TARGETS, first_seed: int = 0,
                  dense_intervals: int | None = None):
         self.teacher, self.model, self.plan, self.weights = teacher, student, plan, weights
-        # the first N trained intervals train every branch, later ones the endpoint only (None: all intervals)
-        trained = plan.trained_intervals()
-        self.dense = set(trained if dense_intervals is None else trained[:dense_intervals])
+        self.dense_intervals = dense_intervals  # the first N trained intervals train every branch (None: all)
         self.batch, self.seed, self.mode, self.first_seed = batch, seed, check_mode(targets), first_seed
         self.pool = pool or (trajectory_source.size if trajectory_source is not None else None)
         self.source = trajectory_source  # a cache (issue: trajectories) or None: compute on the fly
@@ -48,18 +47,25 @@ class SFDTask(Task):
         to_device(self.model, device)
         to_device(self.teacher, device)
 
-    def targets(self, tr, step):
+    def targets(self, tr, draw):
+        """Teacher trajectories of the draw-th batch of the pool (plain SFD: draw = the iteration)."""
         seeds = tr.shard_list([self.first_seed + j for j in
-                               trajectory_seeds(self.seed, step, self.batch, self.pool or (step + 1) * self.batch)])
+                               trajectory_seeds(self.seed, draw, self.batch, self.pool or (draw + 1) * self.batch)])
         if self.source is not None:
             return self.source.batch(seeds, tr.device)
         return teacher_trajectories(self.teacher, self.plan, seeds, tr.device, autocast=tr.autocast())
 
     def train_step(self, tr, step):
+        return self.walk(tr, step, step)
+
+    def walk(self, tr, step, draw):
+        """One iteration: the student walks its grid over one batch of trajectories (see the module doc)."""
         plan = self.plan
-        traj, labels = self.targets(tr, step)
+        traj, labels = self.targets(tr, draw)
         w = self.weights.at(step, tr.cfg.steps)
         x = traj[0]
+        trained = plan.trained_intervals()
+        dense = set(trained if self.dense_intervals is None else trained[:self.dense_intervals])
         losses = {}  # interval -> per-branch losses, kept on the device until the iteration ends (no syncs)
         for i in range(plan.points - 1):
             t, t_next = self.t_student[i], self.t_student[i + 1]
@@ -73,10 +79,10 @@ class SFDTask(Task):
                                                           tr.autocast()))
             target = interval_targets(self.mode, x, traj, start, idx, t, t_next, sig, rerun)
             with tr.autocast():
-                d = tr.ddp_model(x, torch.full((x.shape[0],), t, device=x.device), labels)
+                d = tr.ddp_model(x, torch.full((x.shape[0],), t, device=x.device), labels, **self.net_kwargs)
             states = branch_states(x, d.float(), t, sig)
             per_branch = l1_per_branch(states, target)
-            wi = w if i in self.dense else [0.0] * (len(w) - 1) + [w[-1]]
+            wi = w if i in dense else [0.0] * (len(w) - 1) + [w[-1]]
             loss = sum(wk * lk for wk, lk in zip(wi, per_branch))
             tr.backward(loss)
             tr.step()

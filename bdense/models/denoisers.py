@@ -34,9 +34,30 @@ class Denoiser(nn.Module):
         self.branches = int(config.get("branches", 1))
         self.sigma_min = float(config["sigma_min"])
         self.sigma_max = float(config["sigma_max"])
+        from . import nfe_embedding
+        self.nfe_counts = nfe_embedding.read_counts(config)  # SFD-v students: the NFE they were trained for
+        self.nfe_embed = nfe_embedding.build(self.net) if self.nfe_counts else None
+        self._nfe_emb = None  # the count's embedding during one forward call only
+        if self.nfe_counts:
+            self.net.time_embedding.register_forward_hook(self._add_nfe_embedding)
         if self.net.config.out_channels != self.branches * self.channels:
             raise BdenseError(f"network has {self.net.config.out_channels} output channels but the config asks "
                               f"for {self.branches} branches x {self.channels} channels; the checkpoint is inconsistent")
+
+    def _add_nfe_embedding(self, module, args, out):
+        return out if self._nfe_emb is None else out + self._nfe_emb.to(out.dtype)
+
+    def _run_net(self, inp, t, label, nfe):
+        """The UNet's output; an SFD-v student adds the embedding of step count `nfe` to its noise embedding
+        (plain models take no count and ignore it)."""
+        if self.nfe_embed is None:
+            return self.net(inp, t, class_labels=label).sample
+        from .nfe_embedding import check_nfe
+        self._nfe_emb = self.nfe_embed(check_nfe(self, nfe), inp.shape[0], inp.device)
+        try:
+            return self.net(inp, t, class_labels=label).sample
+        finally:
+            self._nfe_emb = None
 
     def _split(self, out: torch.Tensor) -> torch.Tensor:
         b, _, h, w = out.shape
@@ -53,7 +74,7 @@ class Denoiser(nn.Module):
 class EDMDenoiser(Denoiser):
     """D = c_skip x + c_out F(c_in x, c_noise), per branch (Karras et al. 2022)."""
 
-    def forward(self, x, sigma, label=None):
+    def forward(self, x, sigma, label=None, nfe=None):
         s = _sigma_vec(sigma, x)
         sd = float(self.config["edm"]["sigma_data"])
         s4 = s.view(-1, 1, 1, 1)
@@ -61,7 +82,7 @@ class EDMDenoiser(Denoiser):
         c_out = s4 * sd / (s4**2 + sd**2).sqrt()
         c_in = 1.0 / (s4**2 + sd**2).sqrt()
         c_noise = s.log() / 4 * float(self.config["edm"]["noise_embed_scale"])
-        f = self._split(self.net(c_in * x, c_noise, class_labels=label).sample).to(x.dtype)
+        f = self._split(self._run_net(c_in * x, c_noise, label, nfe)).to(x.dtype)
         return c_skip.unsqueeze(1) * x.unsqueeze(1) + c_out.unsqueeze(1) * f
 
 
@@ -92,12 +113,12 @@ class VPDenoiser(Denoiser):
         w = (logs - ls[lo]) / (ls[hi] - ls[lo])
         return lo.float() + w
 
-    def forward(self, x, sigma, label=None):
+    def forward(self, x, sigma, label=None, nfe=None):
         s = _sigma_vec(sigma, x)
         s4 = s.view(-1, 1, 1, 1)
         alpha = 1.0 / (1 + s4**2).sqrt()
         z = x * alpha
-        out = self._split(self.net(z, self.timestep(s), class_labels=label).sample).to(x.dtype)
+        out = self._split(self._run_net(z, self.timestep(s), label, nfe)).to(x.dtype)
         xb, zb, sb, ab = x.unsqueeze(1), z.unsqueeze(1), s4.unsqueeze(1), alpha.unsqueeze(1)
         if self.parameterization == "eps":
             return xb - sb * out

@@ -20,12 +20,23 @@ from .denoisers import Denoiser, ddpm_arguments
 PIPELINE_FILE = "bdense_pipeline.py"
 
 
-def export_model(src: str | Path, out: str | Path, fmt: str = "bdense", metrics: list | tuple = ()) -> Path:
+def export_model(src: str | Path, out: str | Path, fmt: str = "bdense", metrics: list | tuple = (),
+                 nfe: int | None = None) -> Path:
+    """nfe: export an SFD-v student for that one NFE (its count embedding folded into the weights)."""
     if fmt not in ("bdense", "diffusers"):
         raise BdenseError(f"unknown export --format '{fmt}'; use bdense or diffusers")
     if metrics and fmt != "diffusers":
         raise BdenseError("--metrics goes into the model card of a diffusers export; add --format diffusers")
     model = load_model(src)
+    from .nfe_embedding import counts_text, fold_nfe
+    if nfe is not None:
+        if not model.nfe_counts:
+            raise BdenseError(f"--nfe is for students trained for several NFE (SFD-v); {src} has one recipe: drop "
+                              f"--nfe")
+        model = fold_nfe(model, nfe)
+    elif model.nfe_counts and fmt == "diffusers":
+        raise BdenseError(f"{src} serves NFE {counts_text(model.nfe_counts)} through a step-count embedding that a "
+                          f"diffusers UNet cannot carry; pass --nfe N to export it for one NFE")
     single = export_endpoint(model) if model.branches > 1 else model
     meta = dict(model.config.get("meta", {}), exported_from=str(src), exported_from_digest=file_digest(src),
                 branches_before_export=model.branches)

@@ -39,6 +39,8 @@ def generate(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 256, 
     (default: drawn from each seed, see bdense.seeds.seed_labels)."""
     sigmas = recipe.sigmas()
     shape = (denoiser.channels, denoiser.resolution, denoiser.resolution)
+    from ..models.nfe_embedding import bind_nfe
+    net = bind_nfe(denoiser, recipe.nfe)  # an SFD-v student is told the NFE it samples at (and refuses others)
     starts = range(0, len(seeds), batch_size)
     if progress:
         from tqdm import tqdm
@@ -50,7 +52,7 @@ def generate(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 256, 
             labels = seed_labels(chunk, denoiser.num_classes, device)
         else:
             labels = torch.tensor(classes[start:start + batch_size], dtype=torch.long, device=device)
-        out = solve(recipe.solver, denoiser, x, sigmas, label=labels, afs=recipe.afs)
+        out = solve(recipe.solver, net, x, sigmas, label=labels, afs=recipe.afs)
         yield chunk, out.float().clamp(-1, 1).cpu(), labels
 
 
