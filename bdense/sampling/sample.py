@@ -31,6 +31,17 @@ def cycle_classes(classes: list[int] | None, n: int, num_classes: int) -> list[i
     return [classes[i % len(classes)] for i in range(n)]
 
 
+class ClippedDenoiser(torch.nn.Module):
+    """denoiser(x, sigma, label) with every branch's x-prediction clamped to [-1, 1] (Recipe.clip_denoised)."""
+
+    def __init__(self, denoiser):
+        super().__init__()
+        self.inner = denoiser
+
+    def forward(self, x, sigma, label=None):
+        return self.inner(x, sigma, label).clamp(-1, 1)
+
+
 @torch.no_grad()
 def generate(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 256, device="cpu",
              progress: bool = False, classes: list[int] | None = None
@@ -50,7 +61,8 @@ def generate(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 256, 
             labels = seed_labels(chunk, denoiser.num_classes, device)
         else:
             labels = torch.tensor(classes[start:start + batch_size], dtype=torch.long, device=device)
-        out = solve(recipe.solver, denoiser, x, sigmas, label=labels, afs=recipe.afs)
+        net = ClippedDenoiser(denoiser) if recipe.clip_denoised else denoiser
+        out = solve(recipe.solver, net, x, sigmas, label=labels, afs=recipe.afs)
         yield chunk, out.float().clamp(-1, 1).cpu(), labels
 
 
