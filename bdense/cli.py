@@ -285,8 +285,8 @@ def compare(
     start_steps: int = typer.Option(64, help="pd: teacher DDIM steps of round 1 (and of the RMSE reference)"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
     round_iters: int = typer.Option(400, help="pd: iterations per halving round (the budget; PD paper: 50000)"),
-    last_step_target: str = typer.Option("x-pred", help="pd: x-pred (reference) | ddim, see distill --help"),
-    weight_span: str = typer.Option("round", help="pd: round (schedules restart each round) | all"),
+    last_step_target: str = typer.Option("x-pred", help="pd: x-pred (reference) | ddim, e.g. ddim"),
+    weight_span: str = typer.Option("round", help="pd: round (schedules restart each round) | all, e.g. all"),
     eval_clip_denoised: bool = typer.Option(True, help="pd: sample students and teacher references with x-hat "
                                             "clipped to [-1, 1] at every step"),
     device: Optional[str] = None,

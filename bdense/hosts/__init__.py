@@ -11,9 +11,8 @@ measuring, reuse of finished work, verdicts and the report. A host provides:
   `start_row(point)`: the row that is step 0 of training;
 - `train(point, setting, seed)`: train (or reuse) one run; returns its directory (PD: one run serves every point);
 - `snapshots(run_dir, point)`: [(evals.json key, step within the point, weights file)], `steps_total(point)`;
-- `student(run_dir, point)`: (model with the final weights of that point, Recipe), for sample grids;
-- `recipe(run_dir, point)`: how the run's student samples at that point;
-- `describe()`: one line for the report (budget and what the reference is).
+- `student(run_dir, point)`: (model with the final weights of that point, the Recipe it samples with there);
+- `tag(point)`: the point's name in file and cache keys; `describe()`: the report's words and metric names.
 
 To add a host (e.g. SFD-v): write one module with a class of that shape and register it in HOSTS.
 """

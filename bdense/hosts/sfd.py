@@ -111,10 +111,6 @@ class SFDHost:
     def snapshots(self, d: Path, nfe: int) -> list:
         return snapshot_list(d)
 
-    def recipe(self, d: Path, nfe: int) -> Recipe:
-        from ..models.checkpoint import load_model
-        return Recipe.from_dict(load_model(d / "model.safetensors").config["meta"]["sampling"])
-
     def student(self, d: Path, nfe: int):
         from ..models.checkpoint import load_model
         m = load_model(d / "model.safetensors", device=self.device)
