@@ -190,6 +190,12 @@ def distill(
     start_steps: int = typer.Option(64, help="pd: teacher sampling steps of the first round"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
     round_iters: int = typer.Option(400, help="pd: optimizer steps per halving round (PD paper: 50000)"),
+    last_step_target: str = typer.Option("x-pred", help="pd: target of the last step t = 1/N: x-pred (reference) | "
+                                         "ddim, e.g. ddim"),
+    weight_span: str = typer.Option("round", help="pd: a branch-weight schedule restarts each round | spans all, "
+                                    "e.g. all"),
+    eval_clip_denoised: bool = typer.Option(True, help="pd: the student samples with x-hat clipped to [-1, 1] at "
+                                            "every step (reference)"),
     batch: int = typer.Option(128, help="global batch"),
     lr: Optional[float] = typer.Option(None, help="learning rate (sfd 5e-5 / 10 at half way; pd annealed to 0 each round)"),
     precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16"),
@@ -224,7 +230,9 @@ def distill(
                          branch_weights=branch_weights,
                          start_steps=start_steps, end_steps=end_steps, round_iters=round_iters, batch=batch,
                          lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume, dry_run=dry_run,
-                         device=device, checkpoint_every=checkpoint_every, trust_pickle=trust_pickle)
+                         device=device, checkpoint_every=checkpoint_every, trust_pickle=trust_pickle,
+                         last_step_target=last_step_target, weight_span=weight_span,
+                         eval_clip_denoised=eval_clip_denoised)
     else:
         raise BdenseError(f"unknown --method '{method}'; use sfd or pd")
     if dry_run:
@@ -275,9 +283,10 @@ def compare(
     teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
     out: Path = typer.Option(..., help="report directory (runs, caches and evaluations are reused from it)"),
     nfe: str = typer.Option("2,3", help="student NFEs, comma-separated"),
-    setting: list[str] = typer.Option(["baseline:1", "bdense:4"], help="NAME:K[:SPEC][:targets=MODE][:dropout=P][:dense=N], "
-                                      "SPEC as --branch-weights, repeatable, e.g. bdense:4 or "
-                                      "ramp:4:ramp:targets=anchored; the first must be K=1"),
+    setting: Optional[list[str]] = typer.Option(None, help="NAME:K[:SPEC][:targets=MODE][:dropout=P][:dense=N], SPEC "
+                                                "--branch-weights, repeatable, e.g. bdense:4 or "
+                                                "ramp:4:ramp:targets=anchored; the first must be K=1 (default: "
+                                                "baseline:1 and bdense:2)"),
     seeds: int = typer.Option(3, help="training seeds per setting"),
     pool: str = typer.Option("shared", help="shared (seeds reorder one trajectory pool) | fresh (each seed its own pool)"),
     trajectories: int = typer.Option(19200, help="teacher trajectories per run (the budget)"),
@@ -289,17 +298,29 @@ def compare(
     features: Optional[Path] = typer.Option(None, help="domain feature network (default: trained into OUT)"),
     teacher_solver: str = "dpmpp_3m",
     teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | dpm-solver (see distill --help)"),
+    method: str = typer.Option("sfd", help="host: sfd | pd (progressive distillation, a row per round), e.g. pd"),
+    start_steps: int = typer.Option(64, help="pd: teacher DDIM steps of round 1 (and of the RMSE reference)"),
+    end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
+    round_iters: int = typer.Option(400, help="pd: iterations per halving round (the budget; PD paper: 50000)"),
+    last_step_target: str = typer.Option("x-pred", help="pd: x-pred (reference) | ddim, e.g. ddim"),
+    weight_span: str = typer.Option("round", help="pd: round (schedules restart each round) | all, e.g. all"),
+    eval_clip_denoised: bool = typer.Option(True, help="pd: sample students and teacher references with x-hat "
+                                            "clipped to [-1, 1] at every step"),
     device: Optional[str] = None,
 ):
     """Baseline vs B-DENSE side by side over several seeds, with intervals, plots and a report."""
     v = check("compare", locals())
     from .eval.compare import CompareConfig, Setting, compare as run
     cfg = CompareConfig(teacher=str(teacher), out=str(out), nfes=v["nfe"],
-                        settings=tuple(Setting.parse(s) for s in setting), seeds=seeds, trajectories=trajectories,
+                        settings=tuple(Setting.parse(s) for s in setting or
+                                       ["baseline:1", "bdense:2"]),
+                        seeds=seeds, trajectories=trajectories,
                         batch=batch, lr=lr, eval_points=v["eval_points"],
                         eval_seeds=eval_seeds, data=data, features=str(features) if features else None,
                         teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule, pool=pool,
-                        device=device)
+                        device=device, method=method, start_steps=start_steps, end_steps=end_steps,
+                        round_iters=round_iters, last_step_target=last_step_target, weight_span=weight_span,
+                        eval_clip_denoised=eval_clip_denoised)
     run(cfg)
     typer.echo(f"report: {out / 'report.md'}")
 

@@ -155,8 +155,9 @@ RULES = {
     "final_seeds": Int(1, 100), "final_nfe": IntList(1, 8), "pad": Choice(("none", "pad")),
     "branch_targets": Choice(TARGET_MODES), "dropout": Float(0, 1, lo_open=False, hi_open=True),
     "teacher_order_rule": Choice(("sfd", "dpm-solver")), "pool": Choice(("shared", "fresh")),
-    "first_trajectory_seed": Int(0, SEED_MAX), "dense_intervals": Int(0, 8), "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000),
-    "nfe_draw": Choice(DRAWS),
+    "first_trajectory_seed": Int(0, SEED_MAX), "dense_intervals": Int(0, 8), "nfe_draw": Choice(DRAWS),
+    "last_step_target": Choice(("x-pred", "ddim")), "weight_span": Choice(("round", "all")),
+    "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000),
 }
 # the same name with another meaning in one command
 COMMAND_RULES = {
@@ -198,7 +199,9 @@ def _cross_checks(command: str, v: dict) -> None:
             raise BdenseError(f"--end-steps {v['end_steps']} must be below --start-steps {v['start_steps']}")
     if command == "trajectories" and v["shard_size"] % v["batch"]:
         raise BdenseError(f"--shard-size {v['shard_size']} must be a multiple of --batch {v['batch']}")
-    if command in ("compare", "tune") and v["trajectories"] < v["batch"]:
+    if command == "compare" and v["method"] == "pd" and v["end_steps"] >= v["start_steps"]:
+        raise BdenseError(f"--end-steps {v['end_steps']} must be below --start-steps {v['start_steps']}")
+    if (command == "tune" or command == "compare" and v["method"] == "sfd") and v["trajectories"] < v["batch"]:
         raise BdenseError(f"--trajectories {v['trajectories']} is smaller than one --batch ({v['batch']})")
     if command == "tune":
         if v["trial_trajectories"] > v["trajectories"]:

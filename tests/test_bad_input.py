@@ -186,6 +186,20 @@ CASES = [
     (5, "compare setting name with a slash", CMP + " --setting baseline:1 --setting ../x:2", "directory name"),
     (5, "compare --trajectories below one batch", CMP + " --trajectories 10", "smaller than one"),
     (5, "compare a K-branch student as the teacher", "compare --teacher {student} --out {root}/c", "export it first"),
+    (5, "compare --method pd with an EDM teacher", CMP + " --method pd", "VP teacher"),
+    (5, "compare --method pd with K = 4", "compare --method pd --teacher {vp8} --out {root}/c --setting baseline:1 "
+     "--setting b:4", "--branches 1"),
+    (5, "compare --method pd with an SFD target mode", "compare --method pd --teacher {vp8} --out {root}/c --setting "
+     "baseline:1 --setting a:2:uniform:targets=anchored", "SFD options"),
+    (5, "compare --method pd --end-steps above --start-steps", "compare --method pd --teacher {vp8} --out {root}/c "
+     "--start-steps 8 --end-steps 16", "--end-steps"),
+    (5, "compare --method pd --start-steps not a power of two", "compare --method pd --teacher {vp8} --out {root}/c "
+     "--start-steps 48", "powers of two"),
+    (4, "compare --method foo", CMP + " --method foo", "sfd"),
+    (4, "distill --method pd --last-step-target foo", "distill --method pd --teacher {vp8} --out {root}/o "
+     "--last-step-target foo", "x-pred"),
+    (4, "compare --method pd --weight-span foo", "compare --method pd --teacher {vp8} --out {root}/c "
+     "--weight-span foo", "round"),
     (5, "tune --trials 0", TUNE + " --trials 0", "--trials"),
     (5, "tune --report-points 0", TUNE + " --report-points 0", "(0, 1]"),
     (5, "tune --branches 1", TUNE + " --branches 1", "--branches"),

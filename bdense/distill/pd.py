@@ -24,6 +24,10 @@ def _power_of_two(n: int) -> bool:
     return isinstance(n, int) and n >= 1 and n & (n - 1) == 0
 
 
+LAST_STEP_TARGETS = ("x-pred", "ddim")
+WEIGHT_SPANS = ("round", "all")
+
+
 @dataclass(frozen=True)
 class PDPlan:
     start_steps: int = 64  # teacher DDIM steps of round 1
@@ -32,8 +36,14 @@ class PDPlan:
     round_iters: int = 400
     sigma_min: float = math.exp(-10)
     sigma_max: float = math.exp(10)
+    last_step_target: str = "x-pred"  # at t = 1/N: x-pred (reference: the teacher's x at the midpoint) | ddim
+    weight_span: str = "round"  # a scheduled branch weight restarts each round (round) or spans every round (all)
 
     def __post_init__(self):
+        if self.last_step_target not in LAST_STEP_TARGETS:
+            raise BdenseError(f"unknown --last-step-target '{self.last_step_target}'; use x-pred or ddim")
+        if self.weight_span not in WEIGHT_SPANS:
+            raise BdenseError(f"unknown --weight-span '{self.weight_span}'; use round or all")
         if self.branches not in (1, 2):
             raise BdenseError(f"progressive distillation takes --branches 1 (plain PD) or 2 (B-DENSE: midpoint and "
                               f"endpoint of the two teacher steps), got {self.branches}")
@@ -63,12 +73,20 @@ class PDPlan:
             t = t.double()
         return cosine_sigma(t, self.sigma_min, self.sigma_max)
 
-    def recipe(self) -> dict:
-        """DDIM (Euler) on the last round's grid t = i/N, i = N..1, then a last step to sigma 0 (lands on x-hat)."""
-        n = self.end_steps
+    def recipe(self, n: int | None = None, clip: bool = False) -> dict:
+        """DDIM (Euler) on the grid t = i/N, i = N..1 (N: the last round's steps by default), then a last step to
+        sigma 0 (lands on x-hat); clip: clamp x-hat to [-1, 1] at every step, as the reference sampler does."""
+        n = n or self.end_steps
         smin = self.sigma(1.0 / n) if n > 1 else self.sigma_min  # n == 1: the grid is [sigma_max, 0]
-        return dict(solver="euler", nfe=n, schedule="time-uniform", sigma_min=smin, sigma_max=self.sigma_max,
-                    rho=7.0, afs=False, final_zero=True)
+        out = dict(solver="euler", nfe=n, schedule="time-uniform", sigma_min=smin, sigma_max=self.sigma_max,
+                   rho=7.0, afs=False, final_zero=True)
+        return dict(out, clip_denoised=True) if clip else out
+
+    def weight_position(self, step: int) -> tuple[int, int]:
+        """(step, total) at which a branch-weight schedule is read: within the round (reference-style restart)."""
+        if self.weight_span == "round":
+            return step % self.round_iters, self.round_iters
+        return step, self.total_iters
 
     def describe(self) -> str:
         lines = []
@@ -114,20 +132,28 @@ def ddim_x_target(z, z_next, sig, sig_next):
 
 @torch.no_grad()
 def teacher_two_steps(teacher, z, sigmas: tuple, label=None):
-    """Two teacher DDIM steps over sigmas (s, s_mid, s_end): returns (z', z'')."""
+    """Two teacher DDIM steps over sigmas (s, s_mid, s_end): returns (z', z'', the teacher's x-hat at z')."""
     s0, s1, s2 = sigmas
     z1 = ddim_step(z, x_hat(teacher, z, s0, label)[:, -1].float(), s0, s1)
-    z2 = ddim_step(z1, x_hat(teacher, z1, s1, label)[:, -1].float(), s1, s2)
-    return z1, z2
+    x1 = x_hat(teacher, z1, s1, label)[:, -1].float()
+    return z1, ddim_step(z1, x1, s1, s2), x1
 
 
 def pd_targets(teacher, z, t, n: int, plan: PDPlan, branches: int, label=None):
-    """x-targets [B, K, C, H, W] for student time t ([B] float64) with N = n steps, and the three sigmas."""
+    """x-targets [B, K, C, H, W] for student time t ([B] float64) with N = n steps, and the three sigmas.
+
+    With plan.last_step_target x-pred (the reference), the endpoint target of the last step (t = 1/N, which
+    samples straight to x) is the teacher's x-prediction at the midpoint, not the x~ formula solved towards
+    sigma_min."""
     sig = (plan.sigma(t), plan.sigma(t - 0.5 / n), plan.sigma(t - 1.0 / n))
     sig = tuple(s.to(z.device) for s in sig)
-    z1, z2 = teacher_two_steps(teacher, z, sig, label)
+    z1, z2, x1 = teacher_two_steps(teacher, z, sig, label)
     ends = [(z2, sig[2])] if branches == 1 else [(z1, sig[1]), (z2, sig[2])]
-    return torch.stack([ddim_x_target(z, zk, sig[0], sk) for zk, sk in ends], 1), sig
+    targets = [ddim_x_target(z, zk, sig[0], sk) for zk, sk in ends]
+    if plan.last_step_target == "x-pred":
+        last = (t * n).round().to(z.device).view(-1, 1, 1, 1) == 1
+        targets[-1] = torch.where(last, x1, targets[-1])
+    return torch.stack(targets, 1), sig
 
 
 def pd_loss_per_branch(pred: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -196,7 +222,7 @@ class PDTask(Task):
             target, sig = pd_targets(self.teacher, z, t, n, plan, plan.branches, label)
             pred = x_hat(tr.ddp_model, z, sig[0], label).float()
         per_branch = pd_loss_per_branch(pred, target, sig[0])
-        w = self.weights.at(step, tr.cfg.steps)
+        w = self.weights.at(*plan.weight_position(step))
         loss = sum(wk * lk for wk, lk in zip(w, per_branch))
         tr.backward(loss)
         tr.step()

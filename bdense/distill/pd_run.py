@@ -38,11 +38,16 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                start_steps: int = 64, end_steps: int = 8, round_iters: int = 400, batch: int = 128,
                lr: float = 5e-5, precision: str = "fp32", seed: int = 0, resume: bool = False, dry_run: bool = False,
                device: str | None = None, checkpoint_every: int = 100, trust_pickle: bool = False,
-               progress: bool = True, log_every: int = 10, grid_seeds: int = 64) -> dict:
-    """Progressive distillation start_steps -> end_steps (halving each round); K = 1 plain PD, K = 2 B-DENSE."""
+               progress: bool = True, log_every: int = 10, grid_seeds: int = 64, last_step_target: str = "x-pred",
+               weight_span: str = "round", eval_clip_denoised: bool = True, snapshot_steps: tuple = ()) -> dict:
+    """Progressive distillation start_steps -> end_steps (halving each round); K = 1 plain PD, K = 2 B-DENSE.
+
+    The defaults of last_step_target, weight_span and eval_clip_denoised follow google-research's
+    diffusion_distillation (docs/pd.md); snapshot_steps: global iterations whose weights `compare` evaluates."""
     if batch < 1:
         raise BdenseError(f"--batch must be >= 1, got {batch}")
-    plan = PDPlan(start_steps=start_steps, end_steps=end_steps, branches=branches, round_iters=round_iters)
+    plan = PDPlan(start_steps=start_steps, end_steps=end_steps, branches=branches, round_iters=round_iters,
+                  last_step_target=last_step_target, weight_span=weight_span)
     teacher = load_model(teacher_path, trust_pickle=trust_pickle)
     if teacher.config.get("kind") != "vp":
         raise BdenseError(f"{teacher_path} is an EDM model; progressive distillation needs a VP teacher "
@@ -58,10 +63,13 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
     options = dict(command="distill", method="pd", teacher=str(teacher_path), teacher_digest=file_digest(teacher_path),
                    data=data_spec, branches=branches, branch_weights=weights.describe(), start_steps=start_steps,
                    end_steps=end_steps, round_iters=round_iters, batch=batch, lr=lr, lr_schedule="linear per round",
-                   precision=precision, seed=seed, steps=steps, out=str(out))
-    rc = plan.recipe()
+                   precision=precision, seed=seed, steps=steps, last_step_target=last_step_target,
+                   weight_span=weight_span, eval_clip_denoised=eval_clip_denoised, out=str(out))
+    rc = plan.recipe(clip=eval_clip_denoised)
+    w0, w1 = weights.at(*plan.weight_position(0)), weights.at(*plan.weight_position(round_iters - 1))
     plan_text = (f"progressive distillation, K={branches} branch{'es' if branches > 1 else ''}, weights "
-                 f"{weights.spec} (at start {weights.at(0, steps)}, at end {weights.at(steps, steps)}); "
+                 f"{weights.spec} (at start {w0}, at the end of round 1 {w1}, "
+                 f"{'restarting each round' if weight_span == 'round' else 'one schedule over all rounds'}); "
                  f"teacher: VP {vp['parameterization']}-prediction, {vp['time']} time, "
                  f"sigma in [{teacher.sigma_min:.4g}, {teacher.sigma_max:.4g}]\n"
                  f"data {data_spec} ({len(images)} images), batch {batch}, Adam lr {lr} annealed linearly to 0 and "
@@ -69,12 +77,15 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                  f"iterations: {len(plan.rounds)} rounds x {round_iters} = {steps}; per iteration 2 teacher NFE + "
                  f"1 student forward/backward per image\n"
                  f"student samples with DDIM (euler) on t = i/{end_steps}, i = {end_steps}..1 "
-                 f"(sigma {rc['sigma_max']:.4g} .. {rc['sigma_min']:.4g}), last step to sigma 0: NFE {end_steps}")
+                 f"(sigma {rc['sigma_max']:.4g} .. {rc['sigma_min']:.4g}), last step to sigma 0: NFE {end_steps}"
+                 f"{', x-prediction clipped to [-1, 1] at every step' if eval_clip_denoised else ''}\n"
+                 f"last-step target (t = 1/N): "
+                 f"{'the teacher x-prediction at the midpoint' if last_step_target == 'x-pred' else 'the DDIM x~ formula'}")
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule="linear", grad_clip=1.0, ema_decay=0.0, precision=precision,
                       seed=seed, checkpoint_every=checkpoint_every, log_every=log_every, progress=progress,
-                      device=device)
+                      device=device, snapshot_steps=tuple(sorted(set(snapshot_steps))))
     run = RunDir(out, options, resume=resume)
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
@@ -89,6 +100,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                     distill={"method": "pd", "branches": branches, "weights": weights.describe(),
                              "rounds": plan.rounds, "start_steps": start_steps, "end_steps": end_steps,
                              "round_iters": round_iters, "batch": batch, "seed": seed,
+                             "last_step_target": last_step_target, "weight_span": weight_span,
                              "targets": ["t - 0.5/N", "t - 1/N"] if branches == 2 else ["t - 1/N"]})
         student.config["meta"] = meta
         save_model(run.path / "model.safetensors", student.eval())

@@ -1,8 +1,9 @@
-"""`bdense compare`: baseline (K = 1) against B-DENSE settings, same teacher, same trajectory pool, several seeds.
+"""`bdense compare`: baseline (K = 1) against B-DENSE settings, same teacher, same seeds, on any host.
 
 Every run, cache and evaluation lands under OUT and is reused when it exists, so a long comparison can be
-stopped and continued. Quality is measured on held-out evaluation seeds (never used for training
-trajectories) at several points of training and at several NFE; the report is written by eval/report.py.
+stopped and continued. Quality is measured on held-out evaluation seeds (never used for training) at several
+points of training and at several student step counts; what is trained and what the students are compared with
+is the host's business (bdense/hosts: SFD, progressive distillation); the report is written by eval/report.py.
 """
 from __future__ import annotations
 
@@ -12,15 +13,14 @@ from pathlib import Path
 
 import torch
 
-from ..distill.plan import SFDPlan
-from ..distill.run import distill_sfd, sfd_student_recipe
 from ..distill.targets import check_mode
 from ..distill.weights import parse_weights
 from ..errors import BdenseError
+from ..hosts import host_class
+from ..hosts.common import check_reusable, read_json  # noqa: F401 (check_reusable: part of this module's API)
 from ..io import atomic_write_text, file_digest
 from ..models.checkpoint import load_model
 from ..sampling.recipe import Recipe
-from ..train.rundir import changed_options, list_snapshots
 from ..sampling.sample import generate
 
 EVAL_SEED_BASE = 1_000_000_000_000  # evaluation noise seeds live far from every training pool
@@ -67,25 +67,18 @@ class Setting:
             raise BdenseError(f"setting '{spec}': dropout must be in [0, 1)")
         return setting
 
-    def distill_options(self) -> dict:
-        """The distill_sfd keywords this setting fixes (unset ones keep the distiller's defaults)."""
-        kw = {"branches": self.branches, "branch_weights": self.weights}
-        kw.update({k: v for k, v in (("branch_targets", self.targets), ("dropout", self.dropout),
-                                     ("dense_intervals", self.dense)) if v is not None})
-        return kw
-
 
 @dataclass
 class CompareConfig:
     teacher: str
     out: str
-    nfes: tuple = (2, 3)
-    settings: tuple = (Setting("baseline", 1), Setting("bdense", 4))
+    nfes: tuple = (2, 3)  # sfd: student NFEs
+    settings: tuple = (Setting("baseline", 1), Setting("bdense", 2))  # K = 2: the measured default (docs/targets.md)
     seeds: int = 3
-    trajectories: int = 19200
+    trajectories: int = 19200  # sfd: the budget of a run
     batch: int = 128
     lr: float = 2e-4
-    eval_points: tuple = (0.1, 0.25, 0.5, 1.0)
+    eval_points: tuple = (0.1, 0.25, 0.5, 1.0)  # fractions of training (pd: of every round)
     eval_seeds: int = 1000
     data: str | None = None
     features: str | None = None
@@ -95,6 +88,13 @@ class CompareConfig:
     device: str | None = None
     progress: bool = True
     feature_steps: int = 1000  # steps of the domain feature net trained into OUT when --features is not given
+    method: str = "sfd"  # the host: sfd | pd (bdense/hosts)
+    start_steps: int = 64  # pd: teacher DDIM steps of round 1 (and of the rmse reference)
+    end_steps: int = 8  # pd: student steps after the last round
+    round_iters: int = 400  # pd: iterations per round (the budget)
+    last_step_target: str = "x-pred"  # pd, see bdense/distill/pd.py
+    weight_span: str = "round"  # pd
+    eval_clip_denoised: bool = True  # pd: students and teacher references sample with x-hat clipped every step
 
     def __post_init__(self):
         """The whole grid is checked here, before a cache, baseline or run is made: no late failures."""
@@ -109,46 +109,17 @@ class CompareConfig:
         for s in self.settings:
             if not s.name or "/" in s.name or s.name in (".", ".."):
                 raise BdenseError(f"setting name '{s.name}' cannot be a directory name; use letters, digits, - or _")
-            for nfe in self.nfes:
-                SFDPlan(nfe=nfe, branches=s.branches, teacher_solver=self.teacher_solver,
-                        teacher_order_rule=self.teacher_order_rule)
-        for name, v, lo in (("--seeds", self.seeds, 1), ("--eval-seeds", self.eval_seeds, 2),
-                            ("--batch", self.batch, 1), ("--trajectories", self.trajectories, 1)):
+        for name, v, lo in (("--seeds", self.seeds, 1), ("--eval-seeds", self.eval_seeds, 2), ("--batch", self.batch, 1)):
             if not isinstance(v, int) or v < lo:
                 raise BdenseError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if self.trajectories < self.batch:
-            raise BdenseError(f"--trajectories {self.trajectories} is smaller than one --batch ({self.batch})")
-        if self.pool not in POOLS:
-            raise BdenseError(f"unknown --pool '{self.pool}'; use shared or fresh")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= 1):
             raise BdenseError(f"--lr must be a finite number in (0, 1], got {self.lr!r}")
-
-
-POOLS = ("shared", "fresh")
-
-
-def _read_json(path: Path) -> dict:
-    from ..io import read_json_file
-    return read_json_file(path, f"delete {path} so that it is made again")
-
-
-def check_reusable(d: Path, options: dict) -> None:
-    """A finished run is reused only if it was trained with the options this comparison asks for.
-
-    Without this, changing --trajectories, --lr or a setting's weights but keeping --out would silently report
-    the old runs under the new settings.
-    """
-    # the cache itself is checked against teacher and plan, so its path may differ; with K = 1 every target mode
-    # is the same computation (tested bit for bit), so a baseline made under another default mode is still valid
-    old = _read_json(d / "options.json")
-    free = {"trajectory_cache"} | ({"branch_targets"} if old.get("branches") == options.get("branches") == 1 else set())
-    diff = changed_options(old, options, free=free)
-    if diff:
-        raise BdenseError(f"{d} holds a finished run made with other options ({', '.join(diff)}); "
-                          f"use another --out or a new setting name, or delete that run directory")
+        host_class(self.method).check_config(self)
 
 
 class Comparison:
+    """The host-independent study: shared assets, measuring, the grid of (point, setting, seed), results."""
+
     def __init__(self, cfg: CompareConfig):
         from ..data.datasets import teacher_data
         from ..io import check_out_dir
@@ -174,6 +145,7 @@ class Comparison:
                                   f"images but the teacher makes {self.teacher.channels}x{self.teacher.resolution}px; "
                                   f"train one with bdense train-features --resolution {self.teacher.resolution}")
         self.eval_seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_seeds)]
+        self.host = host_class(cfg.method)(self)
         self.out.mkdir(parents=True, exist_ok=True)
 
     # -- shared assets ---------------------------------------------------------------
@@ -193,140 +165,85 @@ class Comparison:
             save_stats(ref_path, feature_stats(ext, images.split(500)), ext, data=self.data)
         return ext, load_stats(ref_path)
 
-    def plan(self, nfe: int) -> SFDPlan:
-        return SFDPlan(nfe=nfe, teacher_solver=self.cfg.teacher_solver, teacher_order_rule=self.cfg.teacher_order_rule,
-                       sigma_max=min(80.0, self.teacher.sigma_max))
-
-    def first_seed(self, seed: int) -> int:
-        """First noise seed of training seed `seed`'s trajectory pool: 0 for all (shared) or its own block (fresh).
-        Seed 0's pool is the same either way, so its runs are shared between the two modes' caches."""
-        return seed * self.cfg.trajectories if self.cfg.pool == "fresh" else 0
-
-    def cache(self, nfe: int, seed: int = 0) -> Path:
-        from ..distill.cache import write_cache
-        first = self.first_seed(seed)
-        path = self.out / "cache" / (f"nfe{nfe}" if first == 0 else f"nfe{nfe}-from{first}")
-        manifest = path / "manifest.json"
-        if not _read_json(manifest).get("complete"):
-            write_cache(self.teacher, self.teacher_digest, self.plan(nfe), self.cfg.trajectories, path,
-                        batch=self.cfg.batch, shard_size=self.cfg.batch * 50, device=self.device,
-                        progress=self.cfg.progress, first_seed=first)
-        return path
-
-    def reference_images(self, nfe: int) -> torch.Tensor:
-        """The distillation target on the evaluation seeds: the teacher solver on the refined grid."""
-        path = self.out / "refs" / f"nfe{nfe}.safetensors"
-        if path.exists():
-            from safetensors.torch import load_file
-            return load_file(str(path))["images"]
-        from ..distill.trajectories import teacher_trajectories
-        plan, chunks = self.plan(nfe), []
-        for i in range(0, len(self.eval_seeds), 500):
-            traj, _ = teacher_trajectories(self.teacher, plan, self.eval_seeds[i:i + 500], self.device)
-            chunks.append(traj[-1].clamp(-1, 1).cpu())
-        images = torch.cat(chunks)
-        from safetensors.torch import save as st_save
-        from ..io import atomic_write_bytes
-        atomic_write_bytes(path, st_save({"images": images.contiguous()}))
-        return images
-
     # -- measuring ---------------------------------------------------------------------
-    def measure(self, model, recipe: Recipe, ref_images: torch.Tensor, ext, ref_stats) -> dict:
+    def measure_images(self, batches, refs: dict, ext, ref_stats) -> dict:
+        """FID of the images and their agreement with every reference set: rmse/psnr for 'rmse', the RMSE alone
+        under its own name for any other (e.g. rmse2n)."""
         from .agreement import image_agreement
         from .fid import RunningStats, frechet_distance
-        stats, pairs, start = RunningStats(), [], 0
-        for _, im, _ in generate(model, self.eval_seeds, recipe, batch_size=500, device=self.device):
+        stats, pairs, start = RunningStats(), {k: [] for k in refs}, 0
+        for im in batches:
             stats.update(ext(im))
-            pairs.append((im, ref_images[start:start + len(im)]))
+            for k, ref in refs.items():
+                pairs[k].append((im, ref[start:start + len(im)]))
             start += len(im)
-        agree = image_agreement(pairs)
-        return {"rmse": agree["rmse"], "psnr": agree["psnr"],
-                "fid": frechet_distance(stats.mu, stats.sigma, ref_stats["mu"], ref_stats["sigma"])}
-
-    def teacher_rows(self, nfe: int, ref_images, ext, ref_stats) -> dict:
-        path = self.out / "refs" / "teacher-evals.json"
-        done = _read_json(path)
-        plan = self.plan(nfe)
-        own = Recipe.from_dict(self.teacher.config.get("meta", {}).get("sampling") or {})
-        rows = {
-            f"teacher reference ({plan.teacher_solver}, {plan.teacher_nfe()} NFE)": None,
-            f"teacher {own.solver} {own.nfe} NFE": own.with_overrides(sigma_max=plan.sigma_max),
-            f"teacher euler {nfe} NFE": Recipe(**sfd_student_recipe(plan)),
-            f"teacher dpmpp_3m {nfe} NFE": Recipe(**dict(sfd_student_recipe(plan), solver="dpmpp_3m")),
-        }
         out = {}
-        for name, recipe in rows.items():
-            key = f"nfe{nfe}/{name}"
+        for k in refs:
+            agree = image_agreement(pairs[k])
+            out.update({"rmse": agree["rmse"], "psnr": agree["psnr"]} if k == "rmse" else {k: agree["rmse"]})
+        out["fid"] = frechet_distance(stats.mu, stats.sigma, ref_stats["mu"], ref_stats["sigma"])
+        return out
+
+    def measure(self, model, recipe: Recipe, refs: dict, ext, ref_stats) -> dict:
+        batches = (im for _, im, _ in generate(model, self.eval_seeds, recipe, batch_size=500, device=self.device))
+        return self.measure_images(batches, refs, ext, ref_stats)
+
+    def teacher_rows(self, point: int, refs: dict, ext, ref_stats) -> dict:
+        path = self.out / "refs" / "teacher-evals.json"
+        done = read_json(path)
+        out = {}
+        for name, what in self.host.teacher_rows(point).items():
+            key = f"{self.host.tag(point)}/{name}"
             if key not in done:
-                if recipe is None:
-                    from .fid import feature_stats, frechet_distance
-                    st = feature_stats(ext, ref_images.split(500))
-                    done[key] = {"rmse": 0.0, "psnr": float("inf"),
-                                 "fid": frechet_distance(st.mu, st.sigma, ref_stats["mu"], ref_stats["sigma"])}
+                if isinstance(what, str):  # the reference images themselves
+                    done[key] = self.measure_images(refs[what].split(500), refs, ext, ref_stats)
                 else:
-                    done[key] = self.measure(self.teacher, recipe, ref_images, ext, ref_stats)
+                    done[key] = self.measure(self.teacher, what, refs, ext, ref_stats)
                 atomic_write_text(path, json.dumps(done, indent=1))
             out[name] = done[key]
         return out
 
-    # -- the grid of runs ------------------------------------------------------------------
-    def run_dir(self, nfe: int, setting: Setting, seed: int) -> Path:
-        return self.out / "runs" / f"nfe{nfe}" / setting.name / f"seed{seed}"
-
-    def train(self, nfe: int, setting: Setting, seed: int) -> Path:
-        """Train one run from its trajectory cache, or reuse the finished run (which then needs no cache)."""
-        d = self.run_dir(nfe, setting, seed)
-        kw = dict(nfe=nfe, **setting.distill_options(), teacher_solver=self.cfg.teacher_solver,
-                  teacher_order_rule=self.cfg.teacher_order_rule, first_trajectory_seed=self.first_seed(seed),
-                  trajectories=self.cfg.trajectories, batch=self.cfg.batch,
-                  lr=self.cfg.lr, seed=seed, device=self.device, progress=self.cfg.progress,
-                  snapshot_fractions=self.cfg.eval_points, grid_seeds=16)
-        if (d / "model.safetensors").exists():
-            check_reusable(d, distill_sfd(self.cfg.teacher, str(d), dry_run=True, **kw)["options"])
-            return d
-        kw["trajectory_cache"] = str(self.cache(nfe, seed))
-        resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
-        distill_sfd(self.cfg.teacher, str(d), resume=resume, **kw)
-        return d
-
-    def evaluate_run(self, d: Path, ref_images, ext, ref_stats) -> dict:
+    def evaluate_run(self, d: Path, point: int, refs: dict, ext, ref_stats) -> dict:
+        """{step within the point: metrics} of every snapshot, each measured once (OUT/.../evals.json)."""
         from safetensors.torch import load_file
         path = d / "evals.json"
-        done = _read_json(path)
-        student = load_model(d / "model.safetensors", device=self.device)
-        recipe = Recipe.from_dict(student.config["meta"]["sampling"])
-        snaps = list_snapshots(d)
-        for step, p in snaps.items():
-            if str(step) not in done:
-                student.load_state_dict(load_file(str(p)))
-                done[str(step)] = self.measure(student.eval(), recipe, ref_images, ext, ref_stats)
-                atomic_write_text(path, json.dumps(done, indent=1))
-        return {int(k): v for k, v in done.items()}
+        done = read_json(path)
+        snaps = self.host.snapshots(d, point)
+        if any(key not in done for key, _, _ in snaps):
+            student, recipe = self.host.student(d, point)
+            for key, _, p in snaps:
+                if key not in done:
+                    student.load_state_dict(load_file(str(p)))
+                    done[key] = self.measure(student.eval(), recipe, refs, ext, ref_stats)
+                    atomic_write_text(path, json.dumps(done, indent=1))
+        return {step: done[key] for key, step, _ in snaps}
 
+    # -- the grid of runs ------------------------------------------------------------------
     def run(self) -> dict:
-        cfg = self.cfg
+        cfg, host = self.cfg, self.host
         ext, ref_stats = self.extractor_and_ref()
+        about = host.describe()
         results = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()
                               if k != "settings"},
                    "settings": [vars(s) for s in cfg.settings], "teacher_digest": self.teacher_digest,
+                   "host": dict(about, method=host.method, point_name=host.point_name, grid_key=host.grid_key),
                    "protocol": {"extractor": ext.name, "extractor_digest": ext.digest, "ref": ref_stats["path"],
                                 "ref_sha256": ref_stats["sha256"], "ref_n": ref_stats["n"], "data": self.data,
                                 "eval_seeds": f"{self.eval_seeds[0]}-{self.eval_seeds[-1]}",
-                                "weights": "raw (no EMA)",
-                                "agreement": "RMSE to the teacher reference (teacher solver on the refined grid)"},
-                   "nfe": {}}
-        for nfe in cfg.nfes:
-            ref_images = self.reference_images(nfe)
-            entry = {"teacher": self.teacher_rows(nfe, ref_images, ext, ref_stats), "runs": {}}
-            steps_total = cfg.trajectories // cfg.batch
+                                "weights": "raw (no EMA)", "agreement": about["agreement"]},
+                   host.grid_key: {}}
+        for point in host.points():
+            refs = host.references(point)
+            entry = {"teacher": self.teacher_rows(point, refs, ext, ref_stats), "start": host.start_row(point),
+                     "runs": {}}
             for s in cfg.settings:
                 per_seed = {}
                 for seed in range(cfg.seeds):
-                    d = self.train(nfe, s, seed)
-                    per_seed[seed] = {"dir": str(d), "evals": self.evaluate_run(d, ref_images, ext, ref_stats)}
+                    d = host.train(point, s, seed)
+                    per_seed[seed] = {"dir": str(d), "evals": self.evaluate_run(d, point, refs, ext, ref_stats)}
                 entry["runs"][s.name] = per_seed
-            entry["steps_total"] = steps_total
-            results["nfe"][str(nfe)] = entry
+            entry["steps_total"] = host.steps_total(point)
+            results[host.grid_key][str(point)] = entry
         atomic_write_text(self.out / "results.json", json.dumps(results, indent=1, default=str))
         from .report import write_report
         write_report(self, results)
@@ -335,4 +252,3 @@ class Comparison:
 
 def compare(cfg: CompareConfig) -> dict:
     return Comparison(cfg).run()
-

@@ -9,7 +9,20 @@ import torch
 from ..io import atomic_write_text
 from .stats import fmt, paired_verdict, t_interval
 
-METRICS = {"fid": "domain FID", "rmse": "RMSE to teacher reference"}
+METRICS = {"fid": "domain FID", "rmse": "RMSE to teacher reference"}  # results without a host entry (SFD)
+
+
+def metrics(results: dict) -> dict:
+    return results.get("host", {}).get("metrics", METRICS)
+
+
+def grid(results: dict) -> dict:
+    """{point: entry}: the per-NFE (SFD) or per-round (PD) results."""
+    return results[results.get("host", {}).get("grid_key", "nfe")]
+
+
+def point_name(results: dict) -> str:
+    return results.get("host", {}).get("point_name", "NFE")
 
 
 def _series(runs: dict, step: int, metric: str) -> list[float]:
@@ -18,8 +31,8 @@ def _series(runs: dict, step: int, metric: str) -> list[float]:
 
 
 def _start(entry: dict, nfe: str, metric: str) -> float:
-    """Step 0: every student starts as the teacher, sampled with the student's recipe (Euler + AFS)."""
-    return entry["teacher"][f"teacher euler {nfe} NFE"][metric]
+    """Step 0: the teacher row the host names (SFD: the teacher sampled with the student's recipe)."""
+    return entry["teacher"][entry.get("start", f"teacher euler {nfe} NFE")][metric]
 
 
 def _final_step(entry: dict) -> int:
@@ -28,24 +41,25 @@ def _final_step(entry: dict) -> int:
 
 def table(results: dict) -> str:
     settings = [s["name"] for s in results["settings"]]
-    base = settings[0]
+    base, mets, unit = settings[0], metrics(results), point_name(results)
+    end = "end of training" if unit == "NFE" else "end of its round"
     lines = []
-    for nfe, entry in results["nfe"].items():
+    for nfe, entry in grid(results).items():
         step = _final_step(entry)
-        lines += [f"### NFE {nfe} (end of training, {results['config']['seeds']} training seeds, "
+        lines += [f"### {unit} {nfe} ({end}, {results['config']['seeds']} training seeds, "
                   f"{len(range(results['config']['eval_seeds']))} evaluation seeds)", "",
-                  "| model | " + " | ".join(METRICS.values()) + " | verdict vs baseline |",
-                  "|---|" + "---|" * (len(METRICS) + 1)]
+                  "| model | " + " | ".join(mets.values()) + " | verdict vs baseline |",
+                  "|---|" + "---|" * (len(mets) + 1)]
         for name, row in entry["teacher"].items():
             lines.append(f"| {name} | " + " | ".join(f"{row[m]:.4g}" if math.isfinite(row[m]) else "0"
-                                                      for m in METRICS) + " | |")
+                                                      for m in mets) + " | |")
         for s in settings:
             cells, verdicts = [], []
-            for m in METRICS:
+            for m in mets:
                 cells.append(fmt(t_interval(_series(entry["runs"][s], step, m))))
                 if s != base:
                     v = paired_verdict(_series(entry["runs"][base], step, m), _series(entry["runs"][s], step, m))
-                    verdicts.append(f"{METRICS[m]}: {v['verdict']} ({v['diff_mean']:+.3g} ± {v['diff_half']:.2g})")
+                    verdicts.append(f"{mets[m]}: {v['verdict']} ({v['diff_mean']:+.3g} ± {v['diff_half']:.2g})")
             k = next(x["branches"] for x in results["settings"] if x["name"] == s)
             lines.append(f"| {s} (K={k}) | " + " | ".join(cells) + f" | {'; '.join(verdicts) or 'baseline'} |")
         lines.append("")
@@ -54,11 +68,13 @@ def table(results: dict) -> str:
 
 def progress_table(results: dict, metric: str = "rmse") -> str:
     settings = [s["name"] for s in results["settings"]]
+    unit = point_name(results)
+    zero = "0% (= teacher)" if unit == "NFE" else "teacher, same steps"
     lines = []
-    for nfe, entry in results["nfe"].items():
+    for nfe, entry in grid(results).items():
         steps = sorted({st for r in entry["runs"][settings[0]].values() for st in r["evals"]})
-        lines += [f"#### NFE {nfe}: {METRICS[metric]} against training progress", "",
-                  "| setting | 0% (= teacher) | " + " | ".join(f"{100 * st / _final_step(entry):.0f}%" for st in steps)
+        lines += [f"#### {unit} {nfe}: {metrics(results)[metric]} against training progress", "",
+                  f"| setting | {zero} | " + " | ".join(f"{100 * st / _final_step(entry):.0f}%" for st in steps)
                   + " |", "|---|---|" + "---|" * len(steps)]
         for s in settings:
             lines.append(f"| {s} | {_start(entry, nfe, metric):.4g} | "
@@ -80,32 +96,38 @@ def plots(results: dict, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     settings = [s["name"] for s in results["settings"]]
+    unit = point_name(results)
+    xlabel, scale = results.get("host", {}).get("progress_unit", ["trajectories seen (thousands)",
+                                                                  results["config"]["batch"] / 1000])
     written = []
-    for metric, label in METRICS.items():
-        fig, axes = plt.subplots(1, len(results["nfe"]), figsize=(5 * len(results["nfe"]), 3.6), squeeze=False)
-        for ax, (nfe, entry) in zip(axes[0], results["nfe"].items()):
+    for metric, label in metrics(results).items():
+        fig, axes = plt.subplots(1, len(grid(results)), figsize=(5 * len(grid(results)), 3.6), squeeze=False)
+        for ax, (nfe, entry) in zip(axes[0], grid(results).items()):
             steps = sorted({st for r in entry["runs"][settings[0]].values() for st in r["evals"]})
-            x = [0.0] + [st * results["config"]["batch"] / 1000 for st in steps]
+            x = [0.0] + [st * scale for st in steps]
             for s in settings:
                 cis = [t_interval(_series(entry["runs"][s], st, metric)) for st in steps]
                 m = [_start(entry, nfe, metric)] + [c["mean"] for c in cis]
                 h = [0.0] + [c["half"] if math.isfinite(c["half"]) else 0 for c in cis]
                 ax.plot(x, m, marker="o", label=s)
                 ax.fill_between(x, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)], alpha=0.2)
-            ax.set_title(f"NFE {nfe}")
-            ax.set_xlabel("trajectories seen (thousands)")
+            ax.set_title(f"{unit} {nfe}")
+            ax.set_xlabel(xlabel)
             ax.set_ylabel(label)
             ax.legend()
         written.append(_save(fig, out / f"{metric}_vs_progress.png"))
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        nfes = [int(n) for n in results["nfe"]]
+        nfes = [int(n) for n in grid(results)]
         for s in settings:
-            cis = [t_interval(_series(e["runs"][s], _final_step(e), metric)) for e in results["nfe"].values()]
+            cis = [t_interval(_series(e["runs"][s], _final_step(e), metric)) for e in grid(results).values()]
             ax.errorbar(nfes, [c["mean"] for c in cis], yerr=[c["half"] if math.isfinite(c["half"]) else 0
                                                                for c in cis], marker="o", capsize=3, label=s)
-        ax.set_xlabel("NFE")
+        ax.set_xlabel(unit)
         ax.set_ylabel(label)
+        if unit != "NFE":
+            ax.set_xscale("log", base=2)
         ax.set_xticks(nfes)
+        ax.set_xticklabels([str(n) for n in nfes])
         ax.legend()
         written.append(_save(fig, out / f"{metric}_vs_nfe.png"))
     return written
@@ -135,7 +157,7 @@ def branch_loss_plots(results: dict, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     written = []
-    for nfe, entry in results["nfe"].items():
+    for nfe, entry in grid(results).items():
         dense = [s for s in results["settings"] if s["branches"] > 1 or s is results["settings"][0]]
         losses = {s["name"]: read_branch_losses(entry["runs"][s["name"]][0]["dir"]) for s in dense}
         intervals = sorted({i for ser in losses.values() for i, _ in ser})
@@ -163,20 +185,16 @@ def branch_loss_plots(results: dict, out: Path) -> list[str]:
 def grids(cmp, results: dict, out: Path, n: int = 16) -> list[str]:
     """Rows from the same evaluation seeds: teacher reference, then seed-0 student of each setting."""
     from ..data.images import save_labeled_grid
-    from ..models.checkpoint import load_model
-    from ..sampling.recipe import Recipe
     from ..sampling.sample import generate
     written = []
     seeds = cmp.eval_seeds[:n]
-    for nfe, entry in results["nfe"].items():
-        rows = [cmp.reference_images(int(nfe))[:n]]
+    for nfe, entry in grid(results).items():
+        rows = [cmp.host.references(int(nfe))["rmse"][:n]]
         names = ["teacher ref."] + [f"{s['name']} K={s['branches']}" for s in results["settings"]]
         for s in results["settings"]:
-            d = Path(entry["runs"][s["name"]][0]["dir"])
-            m = load_model(d / "model.safetensors", device=cmp.device)
-            rec = Recipe.from_dict(m.config["meta"]["sampling"])
+            m, rec = cmp.host.student(Path(entry["runs"][s["name"]][0]["dir"]), int(nfe))
             rows.append(torch.cat([im for _, im, _ in generate(m, seeds, rec, device=cmp.device)]))
-        name = f"samples_nfe{nfe}.png"
+        name = f"samples_{cmp.host.tag(int(nfe))}.png"
         save_labeled_grid(torch.cat(rows), out / name, names, nrow=n)
         written.append(name)
     return written
@@ -192,23 +210,19 @@ def write_report(cmp, results: dict) -> Path:
                       + (f", targets {s['targets']}" if s.get("targets") else "")
                       + (f", dropout {s['dropout']}" if s.get("dropout") is not None else "") + ")"
                       for s in results["settings"])
-    fresh = results["config"].get("pool") == "fresh"
-    pool = ("seed s = its own pool of trajectories, noise seeds from s x budget" if fresh
-            else "seed = order of the shared trajectory pool")
+    h = results["host"]
     text = [
         "# bdense compare report", "",
-        f"Teacher `{results['config']['teacher']}` (digest {results['teacher_digest']}), host SFD, settings: {names}.",
-        f"Each setting trained on {results['config']['trajectories']} teacher trajectories (batch "
-        f"{results['config']['batch']}, lr {results['config']['lr']}), {results['config']['seeds']} training seeds "
-        f"({pool}), evaluated on held-out seeds {p['eval_seeds']}.",
+        f"Teacher `{results['config']['teacher']}` (digest {results['teacher_digest']}), host {h['host']}, "
+        f"settings: {names}.",
+        f"Each setting trained on {h['budget']}, {results['config']['seeds']} training seeds ({h['seeds']}), "
+        f"evaluated on held-out seeds {p['eval_seeds']}.",
         f"FID: {p['extractor']} features (weights {p['extractor_digest']}) against {p['ref_n']} images of "
         f"`{p['data']}` (stats sha256 {p['ref_sha256']}). Agreement: {p['agreement']}. Weights: {p['weights']}.",
         "Intervals are 95% t-intervals over training seeds; verdicts use the paired difference to the baseline "
-        "(same seed = same trajectories in the same order): 'better'/'worse' only when its interval excludes 0."
-        + ("" if fresh else " With a shared pool the intervals show optimisation noise only, not the noise of "
-           "drawing a new pool (--pool fresh)."),
+        f"({h['pairing']}): 'better'/'worse' only when its interval excludes 0." + h["noise_note"],
         "", "## Results", "", table(results), "## Against training progress", "",
-        progress_table(results, "rmse"), progress_table(results, "fid"),
+        *[progress_table(results, m) for m in metrics(results) if m != "fid"], progress_table(results, "fid"),
         "## Plots", "", *[f"![{x}]({x})" for x in pics], "",
         "## Training loss per branch and interval (training seed 0)", "",
         "Each panel is one student interval of one setting; the endpoint branch is the one sampled. A branch whose "

@@ -26,6 +26,7 @@ from ..distill.weights import parse_weights
 from ..errors import BdenseError
 from ..io import atomic_write_text
 from .compare import EVAL_SEED_BASE, CompareConfig, Comparison, Setting, compare
+from .report import grid
 from .stats import paired_verdict, t_interval
 
 TUNE_SEED_BASE = EVAL_SEED_BASE + 10**9  # tuning noise seeds: far from training (0..) and evaluation seeds
@@ -149,7 +150,7 @@ class Tuner:
         self.cmp = Comparison(ccfg)  # owns the shared cache, feature net and reference stats (under OUT/final)
         self.seeds = tuning_seeds(cfg.tune_seeds)
         check_disjoint(self.seeds, self.cmp.eval_seeds, cfg.trajectories)
-        self.plan = self.cmp.plan(cfg.nfe)
+        self.plan = self.cmp.host.plan(cfg.nfe)
         n_cuda = torch.cuda.device_count() if cfg.device in (None, "cuda") and self.cmp.device == "cuda" else 0
         self.devices = [f"cuda:{i}" for i in range(n_cuda)] if n_cuda > 1 else [self.cmp.device]
         self.jobs = max(1, min(cfg.jobs, len(self.devices)))
@@ -160,7 +161,7 @@ class Tuner:
     def setup(self) -> None:
         self.t0 = time.time()  # the search's wall time includes making the cache and references
         self.ext, self.ref_stats = self.cmp.extractor_and_ref()  # the cheap, refusable part first
-        self.cache = self.cmp.cache(self.cfg.nfe)
+        self.cache = self.cmp.host.cache(self.cfg.nfe)
         path = self.out / "search" / f"refs-nfe{self.cfg.nfe}-{len(self.seeds)}.safetensors"
         if not path.exists():
             from safetensors.torch import save as st_save
@@ -320,7 +321,7 @@ class Tuner:
 def _gain(results: dict, name: str, metric: str) -> list[str]:
     """Paired (same training seed) difference of `name` to uniform K at the end of training, per NFE."""
     out = []
-    for nfe, e in results["nfe"].items():
+    for nfe, e in grid(results).items():
         runs = e["runs"]
         if name in runs:
             ser = [[r["evals"][e["steps_total"]][metric] for _, r in sorted(runs[s].items())] for s in ("uniform", name)]
@@ -373,7 +374,7 @@ def write_tune_report(tuner: Tuner, doc: dict | None, spec: str, results: dict |
     atomic_write_text(out / "tune_report.md", "\n".join(text))
     summary = {"spec": spec, "search": doc, "final": None if results is None else {
         nfe: {s: {m: t_interval([r["evals"][e["steps_total"]][m] for _, r in sorted(runs.items())])
-                  for m in ("rmse", "fid")} for s, runs in e["runs"].items()} for nfe, e in results["nfe"].items()}}
+                  for m in ("rmse", "fid")} for s, runs in e["runs"].items()} for nfe, e in grid(results).items()}}
     atomic_write_text(out / "tune.json", json.dumps(summary, indent=1, default=str))
     return out / "tune_report.md"
 

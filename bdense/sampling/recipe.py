@@ -20,6 +20,7 @@ class Recipe:
     rho: float = 7.0
     afs: bool = False
     final_zero: bool = True
+    clip_denoised: bool = False  # clamp the x-prediction to [-1, 1] at every step (PD's reference sampler does)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Recipe":
@@ -40,13 +41,18 @@ class Recipe:
         ok = (isinstance(self.nfe, int) and not isinstance(self.nfe, bool) and 1 <= self.nfe <= 1000
               and num(self.sigma_min) and num(self.sigma_max) and num(self.rho) and 0 < self.sigma_min < self.sigma_max
               and self.rho > 0 and isinstance(self.afs, bool) and isinstance(self.final_zero, bool)
+              and isinstance(self.clip_denoised, bool)
               and isinstance(self.solver, str) and isinstance(self.schedule, str))
         if not ok:
             raise BdenseError(f"the sampling recipe {self.to_dict()} is corrupt or impossible; "
                               f"{fix or 'fix its solver, nfe, sigma range or rho'}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Without clip_denoised when off, so files stay readable by versions that predate the field."""
+        d = asdict(self)
+        if not d["clip_denoised"]:
+            del d["clip_denoised"]
+        return d
 
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})

@@ -31,6 +31,17 @@ def cycle_classes(classes: list[int] | None, n: int, num_classes: int) -> list[i
     return [classes[i % len(classes)] for i in range(n)]
 
 
+class ClippedDenoiser(torch.nn.Module):
+    """denoiser(x, sigma, label) with every branch's x-prediction clamped to [-1, 1] (Recipe.clip_denoised)."""
+
+    def __init__(self, denoiser):
+        super().__init__()
+        self.inner = denoiser
+
+    def forward(self, x, sigma, label=None):
+        return self.inner(x, sigma, label).clamp(-1, 1)
+
+
 @torch.no_grad()
 def generate(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 256, device="cpu",
              progress: bool = False, classes: list[int] | None = None
@@ -41,6 +52,7 @@ def generate(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 256, 
     shape = (denoiser.channels, denoiser.resolution, denoiser.resolution)
     from ..models.nfe_embedding import bind_nfe
     net = bind_nfe(denoiser, recipe.nfe)  # an SFD-v student is told the NFE it samples at (and refuses others)
+    net = ClippedDenoiser(net) if recipe.clip_denoised else net
     starts = range(0, len(seeds), batch_size)
     if progress:
         from tqdm import tqdm

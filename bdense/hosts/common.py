@@ -1,0 +1,48 @@
+"""What every host needs from a study directory: JSON read back safely, cached images, reuse of finished runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import BdenseError
+from ..train.rundir import changed_options
+
+
+def read_json(path: Path) -> dict:
+    from ..io import read_json_file
+    return read_json_file(path, f"delete {path} so that it is made again")
+
+
+def cached_images(path: Path, make) -> torch.Tensor:
+    """images saved at path, made once by make() -> [N, C, H, W] (reference images of the evaluation seeds)."""
+    from safetensors.torch import load_file, save as st_save
+    from ..io import atomic_write_bytes
+    if path.exists():
+        return load_file(str(path))["images"]
+    images = make()
+    atomic_write_bytes(path, st_save({"images": images.contiguous()}))
+    return images
+
+
+def check_reusable(d: Path, options: dict) -> None:
+    """A finished run is reused only if it was trained with the options this comparison asks for.
+
+    Without this, changing --trajectories, --lr or a setting's weights but keeping --out would silently report
+    the old runs under the new settings.
+    """
+    # the cache itself is checked against teacher and plan, so its path may differ; with K = 1 every target mode
+    # is the same computation (tested bit for bit), so a baseline made under another default mode is still valid
+    old = read_json(d / "options.json")
+    free = {"trajectory_cache"} | ({"branch_targets"} if old.get("branches") == options.get("branches") == 1 else set())
+    diff = changed_options(old, options, free=free)
+    if diff:
+        raise BdenseError(f"{d} holds a finished run made with other options ({', '.join(diff)}); "
+                          f"use another --out or a new setting name, or delete that run directory")
+
+
+def snapshot_list(d: Path, lo: int = 0, hi: int | None = None) -> list[tuple[str, int, Path]]:
+    """[(evals.json key, step - lo, file)] of the run's snapshots at steps in (lo, hi]."""
+    from ..train.rundir import list_snapshots
+    return [(str(step), step - lo, p) for step, p in sorted(list_snapshots(d).items())
+            if step > lo and (hi is None or step <= hi)]

@@ -1,0 +1,130 @@
+"""The progressive-distillation host: one run per (setting, seed) trains every round; each round is a point.
+
+A round halves the student's steps, so the report gets a row per (setting, step count) the way the PD tables do.
+Snapshots are taken at the same fractions of every round and evaluated with that round's step count. Students are
+compared with the teacher's DDIM from the same evaluation seeds: at --start-steps (the distillation target of the
+whole chain, metric rmse) and at twice the student's steps (the target of that round, metric rmse2n).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..distill.pd import PDPlan
+from ..errors import BdenseError
+from ..sampling.recipe import Recipe
+from .common import cached_images, check_reusable, snapshot_list
+
+
+class PDHost:
+    method = "pd"
+    point_name = "steps"
+    grid_key = "steps"  # results.json: results["steps"][str(student steps)], one entry per round
+
+    @staticmethod
+    def plan_of(cfg, branches: int = 1) -> PDPlan:
+        return PDPlan(start_steps=cfg.start_steps, end_steps=cfg.end_steps, branches=branches,
+                      round_iters=cfg.round_iters, last_step_target=cfg.last_step_target, weight_span=cfg.weight_span)
+
+    @staticmethod
+    def check_config(cfg) -> None:
+        for s in cfg.settings:
+            if s.targets is not None or s.dropout is not None or s.dense is not None:
+                raise BdenseError(f"setting '{s.name}': targets=, dropout= and dense= are SFD options; a pd setting is "
+                                  f"name:K[:WEIGHTS], e.g. bdense:2 or end:2:end:0.5")
+            PDHost.plan_of(cfg, s.branches)
+
+    def __init__(self, study):
+        self.study, self.cfg, self.teacher = study, study.cfg, study.teacher
+        self.out, self.device = study.out, study.device
+        if self.teacher.config.get("kind") != "vp":
+            raise BdenseError(f"{self.cfg.teacher} is an EDM model; --method pd needs a VP teacher "
+                              f"(train-teacher --parameterization eps|x|v, or a diffusers DDPM)")
+        self.plan = replace(self.plan_of(self.cfg), sigma_min=self.teacher.sigma_min, sigma_max=self.teacher.sigma_max)
+        self.done: set = set()  # (setting, seed) trained or checked in this process
+
+    def points(self) -> list[int]:
+        return self.plan.rounds
+
+    def tag(self, n: int) -> str:
+        return f"steps{n}"
+
+    def ddim(self, n: int) -> Recipe:
+        return Recipe(**self.plan.recipe(n, clip=self.cfg.eval_clip_denoised))
+
+    def teacher_ddim(self, n: int):
+        from ..sampling.sample import generate
+        import torch
+        name = f"ddim{n}" + ("-clip" if self.cfg.eval_clip_denoised else "")
+        return cached_images(self.out / "refs" / f"{name}.safetensors", lambda: torch.cat(
+            [im for _, im, _ in generate(self.teacher, self.study.eval_seeds, self.ddim(n), 500, self.device)]))
+
+    def references(self, n: int) -> dict:
+        return {"rmse": self.teacher_ddim(self.cfg.start_steps), "rmse2n": self.teacher_ddim(2 * n)}
+
+    def teacher_rows(self, n: int) -> dict:
+        return {f"teacher DDIM {self.cfg.start_steps} steps": "rmse", f"teacher DDIM {2 * n} steps": "rmse2n",
+                f"teacher DDIM {n} steps": self.ddim(n)}
+
+    def start_row(self, n: int) -> str:
+        return f"teacher DDIM {n} steps"
+
+    def run_dir(self, setting, seed: int) -> Path:
+        return self.out / "runs" / setting.name / f"seed{seed}"
+
+    def round_of(self, n: int) -> int:
+        return self.plan.rounds.index(n)
+
+    def train(self, n: int, setting, seed: int) -> Path:
+        """Train every round of one (setting, seed) on the first call, or reuse the finished run."""
+        from ..distill.pd_run import distill_pd
+        cfg, d = self.cfg, self.run_dir(setting, seed)
+        if (setting.name, seed) in self.done:
+            return d
+        r_it = cfg.round_iters
+        snaps = {r * r_it + max(1, round(f * r_it)) for r in range(len(self.plan.rounds)) for f in cfg.eval_points}
+        kw = dict(data=cfg.data, branches=setting.branches, branch_weights=setting.weights,
+                  start_steps=cfg.start_steps, end_steps=cfg.end_steps, round_iters=r_it, batch=cfg.batch, lr=cfg.lr,
+                  seed=seed, device=self.device, progress=cfg.progress, grid_seeds=16,
+                  last_step_target=cfg.last_step_target, weight_span=cfg.weight_span,
+                  eval_clip_denoised=cfg.eval_clip_denoised, snapshot_steps=tuple(sorted(snaps)))
+        if (d / "model.safetensors").exists():
+            check_reusable(d, distill_pd(cfg.teacher, str(d), dry_run=True, **kw)["options"])
+        else:
+            resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
+            distill_pd(cfg.teacher, str(d), resume=resume, **kw)
+        self.done.add((setting.name, seed))
+        return d
+
+    def steps_total(self, n: int) -> int:
+        return self.cfg.round_iters
+
+    def snapshots(self, d: Path, n: int) -> list:
+        lo = self.round_of(n) * self.cfg.round_iters
+        return snapshot_list(d, lo, lo + self.cfg.round_iters)
+
+    def student(self, d: Path, n: int):
+        """The run's student as it was at the end of the round that made it an n-step sampler."""
+        from safetensors.torch import load_file
+        from ..models.checkpoint import load_model
+        m = load_model(d / "model.safetensors", device=self.device)
+        end = [p for _, step, p in self.snapshots(d, n) if step == self.cfg.round_iters]
+        if not end:
+            raise BdenseError(f"{d} has no snapshot at the end of the {n}-step round; delete that run directory")
+        m.load_state_dict(load_file(str(end[0])))
+        return m.eval(), self.ddim(n)
+
+    def describe(self) -> dict:
+        cfg, p = self.cfg, self.plan
+        clip = "x-prediction clipped to [-1, 1] at every step" if cfg.eval_clip_denoised else "no clipping"
+        return {"host": "progressive distillation",
+                "metrics": {"fid": "domain FID", "rmse": f"RMSE to teacher DDIM {cfg.start_steps}",
+                            "rmse2n": "RMSE to teacher DDIM 2N"},
+                "budget": (f"{len(p.rounds)} rounds {cfg.start_steps} -> {cfg.end_steps} steps, {cfg.round_iters} "
+                           f"iterations each (batch {cfg.batch}, lr {cfg.lr} annealed to 0 every round), last-step "
+                           f"target {cfg.last_step_target}, weight schedules span: {cfg.weight_span}"),
+                "seeds": "seed = the data batches and noise draws of the run",
+                "progress_unit": ["iterations within the round", 1],
+                "agreement": (f"RMSE to the teacher's DDIM at {cfg.start_steps} steps (rmse) and at twice the "
+                              f"student's steps (rmse2n), same evaluation seeds, {clip}"),
+                "pairing": "same seed = same data batches and noise", "noise_note": ""}

@@ -1,0 +1,131 @@
+"""The SFD host: one run per (NFE, setting, seed), trained from a teacher-trajectory cache the seeds share."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..distill.plan import SFDPlan
+from ..distill.run import distill_sfd, sfd_student_recipe
+from ..errors import BdenseError
+from ..sampling.recipe import Recipe
+from .common import cached_images, check_reusable, read_json, snapshot_list
+
+POOLS = ("shared", "fresh")
+
+
+class SFDHost:
+    method = "sfd"
+    point_name = "NFE"
+    grid_key = "nfe"  # results.json: results["nfe"][str(nfe)]
+
+    @staticmethod
+    def check_config(cfg) -> None:
+        for s in cfg.settings:
+            if s.dropout is not None and not 0 <= s.dropout < 1:
+                raise BdenseError(f"setting '{s.name}': dropout must be in [0, 1)")
+            for nfe in cfg.nfes:
+                SFDPlan(nfe=nfe, branches=s.branches, teacher_solver=cfg.teacher_solver,
+                        teacher_order_rule=cfg.teacher_order_rule)
+        if not isinstance(cfg.trajectories, int) or cfg.trajectories < 1:
+            raise BdenseError(f"--trajectories must be an integer >= 1, got {cfg.trajectories!r}")
+        if cfg.trajectories < cfg.batch:
+            raise BdenseError(f"--trajectories {cfg.trajectories} is smaller than one --batch ({cfg.batch})")
+        if cfg.pool not in POOLS:
+            raise BdenseError(f"unknown --pool '{cfg.pool}'; use shared or fresh")
+
+    def __init__(self, study):
+        self.study, self.cfg, self.teacher = study, study.cfg, study.teacher
+        self.out, self.device = study.out, study.device
+
+    def points(self) -> list[int]:
+        return list(self.cfg.nfes)
+
+    def tag(self, nfe: int) -> str:
+        return f"nfe{nfe}"
+
+    def plan(self, nfe: int) -> SFDPlan:
+        return SFDPlan(nfe=nfe, teacher_solver=self.cfg.teacher_solver, teacher_order_rule=self.cfg.teacher_order_rule,
+                       sigma_max=min(80.0, self.teacher.sigma_max))
+
+    def first_seed(self, seed: int) -> int:
+        """First noise seed of training seed `seed`'s trajectory pool: 0 for all (shared) or its own block (fresh).
+        Seed 0's pool is the same either way, so its runs are shared between the two modes' caches."""
+        return seed * self.cfg.trajectories if self.cfg.pool == "fresh" else 0
+
+    def cache(self, nfe: int, seed: int = 0) -> Path:
+        from ..distill.cache import write_cache
+        first = self.first_seed(seed)
+        path = self.out / "cache" / (f"nfe{nfe}" if first == 0 else f"nfe{nfe}-from{first}")
+        if not read_json(path / "manifest.json").get("complete"):
+            write_cache(self.teacher, self.study.teacher_digest, self.plan(nfe), self.cfg.trajectories, path,
+                        batch=self.cfg.batch, shard_size=self.cfg.batch * 50, device=self.device,
+                        progress=self.cfg.progress, first_seed=first)
+        return path
+
+    def references(self, nfe: int) -> dict:
+        """The distillation target on the evaluation seeds: the teacher solver on the refined grid."""
+        def make():
+            import torch
+            from ..distill.trajectories import teacher_trajectories
+            seeds = self.study.eval_seeds
+            return torch.cat([teacher_trajectories(self.teacher, self.plan(nfe), seeds[i:i + 500], self.device)[0][-1]
+                              .clamp(-1, 1).cpu() for i in range(0, len(seeds), 500)])
+        return {"rmse": cached_images(self.out / "refs" / f"nfe{nfe}.safetensors", make)}
+
+    def teacher_rows(self, nfe: int) -> dict:
+        plan = self.plan(nfe)
+        own = Recipe.from_dict(self.teacher.config.get("meta", {}).get("sampling") or {})
+        return {
+            f"teacher reference ({plan.teacher_solver}, {plan.teacher_nfe()} NFE)": "rmse",
+            f"teacher {own.solver} {own.nfe} NFE": own.with_overrides(sigma_max=plan.sigma_max),
+            f"teacher euler {nfe} NFE": Recipe(**sfd_student_recipe(plan)),
+            f"teacher dpmpp_3m {nfe} NFE": Recipe(**dict(sfd_student_recipe(plan), solver="dpmpp_3m")),
+        }
+
+    def start_row(self, nfe: int) -> str:
+        """Step 0: every student starts as the teacher, sampled with the student's recipe (Euler + AFS)."""
+        return f"teacher euler {nfe} NFE"
+
+    def run_dir(self, nfe: int, setting, seed: int) -> Path:
+        return self.out / "runs" / f"nfe{nfe}" / setting.name / f"seed{seed}"
+
+    def train(self, nfe: int, setting, seed: int) -> Path:
+        """Train one run from its trajectory cache, or reuse the finished run (which then needs no cache)."""
+        cfg, d = self.cfg, self.run_dir(nfe, setting, seed)
+        kw = {"branches": setting.branches, "branch_weights": setting.weights}
+        kw.update({k: v for k, v in (("branch_targets", setting.targets), ("dropout", setting.dropout),
+                                     ("dense_intervals", setting.dense)) if v is not None})
+        kw.update(nfe=nfe, teacher_solver=cfg.teacher_solver, teacher_order_rule=cfg.teacher_order_rule,
+                  first_trajectory_seed=self.first_seed(seed), trajectories=cfg.trajectories, batch=cfg.batch,
+                  lr=cfg.lr, seed=seed, device=self.device, progress=cfg.progress,
+                  snapshot_fractions=cfg.eval_points, grid_seeds=16)
+        if (d / "model.safetensors").exists():
+            check_reusable(d, distill_sfd(cfg.teacher, str(d), dry_run=True, **kw)["options"])
+            return d
+        kw["trajectory_cache"] = str(self.cache(nfe, seed))
+        resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
+        distill_sfd(cfg.teacher, str(d), resume=resume, **kw)
+        return d
+
+    def steps_total(self, nfe: int) -> int:
+        return self.cfg.trajectories // self.cfg.batch
+
+    def snapshots(self, d: Path, nfe: int) -> list:
+        return snapshot_list(d)
+
+    def student(self, d: Path, nfe: int):
+        from ..models.checkpoint import load_model
+        m = load_model(d / "model.safetensors", device=self.device)
+        return m, Recipe.from_dict(m.config["meta"]["sampling"])
+
+    def describe(self) -> dict:
+        cfg = self.cfg
+        pool = ("seed s = its own pool of trajectories, noise seeds from s x budget" if cfg.pool == "fresh"
+                else "seed = order of the shared trajectory pool")
+        return {"host": "SFD", "metrics": {"fid": "domain FID", "rmse": "RMSE to teacher reference"},
+                "budget": f"{cfg.trajectories} teacher trajectories (batch {cfg.batch}, lr {cfg.lr})",
+                "seeds": pool, "progress_unit": ["trajectories seen (thousands)", cfg.batch / 1000],
+                "agreement": "RMSE to the teacher reference (teacher solver on the refined grid)",
+                "pairing": "same seed = same trajectories in the same order",
+                "noise_note": "" if cfg.pool == "fresh" else (
+                    " With a shared pool the intervals show optimisation noise only, not the noise of drawing a new "
+                    "pool (--pool fresh).")}
