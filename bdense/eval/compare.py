@@ -67,6 +67,13 @@ class Setting:
             raise BdenseError(f"setting '{spec}': dropout must be in [0, 1)")
         return setting
 
+    def distill_options(self) -> dict:
+        """The distill_sfd keywords this setting fixes (unset ones keep the distiller's defaults)."""
+        kw = {"branches": self.branches, "branch_weights": self.weights}
+        kw.update({k: v for k, v in (("branch_targets", self.targets), ("dropout", self.dropout),
+                                     ("dense_intervals", self.dense)) if v is not None})
+        return kw
+
 
 @dataclass
 class CompareConfig:

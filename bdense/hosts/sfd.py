@@ -91,9 +91,7 @@ class SFDHost:
     def train(self, nfe: int, setting, seed: int) -> Path:
         """Train one run from its trajectory cache, or reuse the finished run (which then needs no cache)."""
         cfg, d = self.cfg, self.run_dir(nfe, setting, seed)
-        kw = {"branches": setting.branches, "branch_weights": setting.weights}
-        kw.update({k: v for k, v in (("branch_targets", setting.targets), ("dropout", setting.dropout),
-                                     ("dense_intervals", setting.dense)) if v is not None})
+        kw = setting.distill_options()
         kw.update(nfe=nfe, teacher_solver=cfg.teacher_solver, teacher_order_rule=cfg.teacher_order_rule,
                   first_trajectory_seed=self.first_seed(seed), trajectories=cfg.trajectories, batch=cfg.batch,
                   lr=cfg.lr, seed=seed, device=self.device, progress=cfg.progress,
