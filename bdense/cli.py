@@ -310,10 +310,9 @@ def compare(
 ):
     """Baseline vs B-DENSE side by side over several seeds, with intervals, plots and a report."""
     v = check("compare", locals())
-    from .eval.compare import CompareConfig, Setting, compare as run
+    from .eval.compare import CompareConfig, compare as run, parse_setting
     cfg = CompareConfig(teacher=str(teacher), out=str(out), nfes=v["nfe"],
-                        settings=tuple(Setting.parse(s) for s in setting or
-                                       ["baseline:1", "bdense:2"]),
+                        settings=tuple(parse_setting(s) for s in setting or ["baseline:1", "bdense:2"]),
                         seeds=seeds, trajectories=trajectories,
                         batch=batch, lr=lr, eval_points=v["eval_points"],
                         eval_seeds=eval_seeds, data=data, features=str(features) if features else None,

@@ -65,3 +65,31 @@ def test_compare_fresh_pools_target_modes_and_branch_loss_plots(digits_assets, t
     text = (tmp_path / "report.md").read_text()
     assert "branch_losses_nfe2.png" in text and (tmp_path / "branch_losses_nfe2.png").stat().st_size > 1000
     assert "targets anchored" in text and "its own pool" in text
+
+
+def test_compare_reports_an_sfdv_setting_at_each_nfe_against_the_per_nfe_baselines(digits_assets, tmp_path):
+    """One SFD-v run per seed serves every NFE (sampled with that count), trained on the per-NFE budget at each
+    count from the same per-NFE caches; its progress is in per-NFE units, so it lines up with the baseline's."""
+    from bdense.eval.compare import parse_setting
+    from bdense.eval.sfdv import SFDvSetting
+    v = parse_setting("v:2:2-3")
+    assert isinstance(v, SFDvSetting) and v.counts == (2, 3) and isinstance(parse_setting("b:2:end:0.5"), Setting)
+    cfg = dict(nfes=(2, 3), settings=(Setting("baseline", 1), v), seeds=1)
+    r = compare(tiny_compare(digits_assets, tmp_path, **cfg))
+    d2, d3 = (r["nfe"][n]["runs"]["v"][0] for n in ("2", "3"))
+    assert d2["dir"] == d3["dir"] and d2["dir"].endswith("runs/sfdv/v/seed0")
+    opts = json.loads((tmp_path / "runs/sfdv/v/seed0/options.json").read_text())
+    assert opts["nfe"] == [2, 3] and opts["trajectories"] == 2 * 64 and opts["branches"] == 2
+    base = r["nfe"]["2"]["runs"]["baseline"][0]["evals"]
+    assert set(d2["evals"]) == set(d3["evals"]) == set(base) == {1, 2}
+    assert d2["evals"][2]["rmse"] != d3["evals"][2]["rmse"]  # sampled at its count 2 and at its count 3
+    assert "v (K=2)" in (tmp_path / "report.md").read_text()
+    model = tmp_path / "runs/sfdv/v/seed0/model.safetensors"
+    stamp = model.stat().st_mtime_ns
+    compare(tiny_compare(digits_assets, tmp_path, **cfg))  # reused, not retrained
+    assert model.stat().st_mtime_ns == stamp
+    for bad in ((v, Setting("baseline", 1)),):  # the baseline must be a per-NFE K = 1 setting
+        with pytest.raises(BdenseError, match="first --setting"):
+            tiny_compare(digits_assets, tmp_path / "x", settings=bad)
+    with pytest.raises(BdenseError, match="not \\[4\\]"):
+        tiny_compare(digits_assets, tmp_path / "y", nfes=(2, 4), settings=(Setting("baseline", 1), v))

@@ -75,6 +75,12 @@ class Setting:
         return kw
 
 
+def parse_setting(spec: str):
+    """A --setting string: an SFD-v setting if it names an NFE range (bdense/eval/sfdv.py), else a per-NFE one."""
+    from .sfdv import SFDvSetting, is_sfdv_setting
+    return SFDvSetting.parse(spec) if is_sfdv_setting(spec) else Setting.parse(spec)
+
+
 @dataclass
 class CompareConfig:
     teacher: str
@@ -109,8 +115,10 @@ class CompareConfig:
         self.nfes = IntList(1, 8)("--nfe", ",".join(str(n) for n in self.nfes))
         points = FracList()("--eval-points", ",".join(repr(float(p)) for p in self.eval_points))
         self.eval_points = tuple(sorted(set(points) | {1.0}))  # the report's verdicts need the end of training
-        if not self.settings or self.settings[0].branches != 1:
-            raise BdenseError("the first --setting must be the baseline with K = 1 (e.g. baseline:1)")
+        if not self.settings or not isinstance(self.settings[0], Setting) or self.settings[0].branches != 1:
+            raise BdenseError("the first --setting must be the per-NFE baseline with K = 1 (e.g. baseline:1)")
+        if self.method != "sfd" and not all(isinstance(s, Setting) for s in self.settings):
+            raise BdenseError(f"SFD-v settings (an NFE range) need --method sfd, not {self.method}")
         if len({s.name for s in self.settings}) != len(self.settings):
             raise BdenseError("setting names must be unique")
         for s in self.settings:

@@ -1,4 +1,8 @@
-"""The SFD host: one run per (NFE, setting, seed), trained from a teacher-trajectory cache the seeds share."""
+"""The SFD host: one run per (NFE, setting, seed), trained from a teacher-trajectory cache the seeds share.
+
+An SFD-v setting (bdense/eval/sfdv.py, e.g. v-bdense:4:uniform:2-5) is one run per seed for all its counts, trained
+from the same per-NFE caches (count n gets --trajectories of them, the per-NFE run's own, in its order) and reported
+at every compared NFE n it was trained for, sampled with count n, against the per-NFE runs of that NFE."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +23,17 @@ class SFDHost:
 
     @staticmethod
     def check_config(cfg) -> None:
+        from ..eval.sfdv import SFDvSetting
         for s in cfg.settings:
+            if isinstance(s, SFDvSetting):
+                missing = sorted(set(cfg.nfes) - set(s.counts))
+                if missing:
+                    raise BdenseError(f"SFD-v setting '{s.name}' is trained for NFE {list(s.counts)}, not "
+                                      f"{missing}; compare it at its own NFE (--nfe) or widen its range")
+                if cfg.pool != "shared":
+                    raise BdenseError(f"SFD-v setting '{s.name}' trains from the shared per-NFE caches; use "
+                                      f"--pool shared")
+                continue
             if s.dropout is not None and not 0 <= s.dropout < 1:
                 raise BdenseError(f"setting '{s.name}': dropout must be in [0, 1)")
             for nfe in cfg.nfes:
@@ -90,7 +104,16 @@ class SFDHost:
 
     def train(self, nfe: int, setting, seed: int) -> Path:
         """Train one run from its trajectory cache, or reuse the finished run (which then needs no cache)."""
+        from ..eval.sfdv import SFDvSetting, train_sfdv
         cfg, d = self.cfg, self.run_dir(nfe, setting, seed)
+        if isinstance(setting, SFDvSetting):  # one run for every NFE, from the per-NFE caches (OUT/cache/nfeN)
+            d = self.out / "runs" / "sfdv" / setting.name / f"seed{seed}"
+            if not (d / "model.safetensors").exists():
+                [self.cache(n) for n in setting.counts]
+            return train_sfdv(cfg.teacher, d, setting, cfg.trajectories, seed, cache_dir=self.out / "cache",
+                              teacher_solver=cfg.teacher_solver, teacher_order_rule=cfg.teacher_order_rule,
+                              batch=cfg.batch, lr=cfg.lr, device=self.device, progress=cfg.progress,
+                              snapshot_fractions=cfg.eval_points, grid_seeds=16)
         kw = setting.distill_options()
         kw.update(nfe=nfe, teacher_solver=cfg.teacher_solver, teacher_order_rule=cfg.teacher_order_rule,
                   first_trajectory_seed=self.first_seed(seed), trajectories=cfg.trajectories, batch=cfg.batch,
@@ -108,12 +131,17 @@ class SFDHost:
         return self.cfg.trajectories // self.cfg.batch
 
     def snapshots(self, d: Path, nfe: int) -> list:
-        return snapshot_list(d)
+        counts = read_json(d / "options.json").get("nfe")
+        if not isinstance(counts, list):
+            return snapshot_list(d)
+        # an SFD-v run: measured once per NFE; its steps in per-NFE units (each count gets 1/len of the iterations)
+        return [(f"nfe{nfe}/{key}", step // len(counts), p) for key, step, p in snapshot_list(d)]
 
     def student(self, d: Path, nfe: int):
+        from ..eval.sfdv import recipe_at
         from ..models.checkpoint import load_model
         m = load_model(d / "model.safetensors", device=self.device)
-        return m, Recipe.from_dict(m.config["meta"]["sampling"])
+        return m, recipe_at(m, nfe)
 
     def describe(self) -> dict:
         cfg = self.cfg
