@@ -286,7 +286,7 @@ def compare(
     setting: Optional[list[str]] = typer.Option(None, help="NAME:K[:SPEC][:targets=MODE][:dropout=P][:dense=N], SPEC "
                                                 "--branch-weights, repeatable, e.g. bdense:4 or "
                                                 "ramp:4:ramp:targets=anchored; the first must be K=1 (default: "
-                                                "baseline:1 and bdense:2)"),
+                                                "baseline:1 and bdense:4; pd: bdense:2)"),
     seeds: int = typer.Option(3, help="training seeds per setting"),
     pool: str = typer.Option("shared", help="shared (seeds reorder one trajectory pool) | fresh (each seed its own pool)"),
     trajectories: int = typer.Option(19200, help="teacher trajectories per run (the budget)"),
@@ -312,7 +312,8 @@ def compare(
     v = check("compare", locals())
     from .eval.compare import CompareConfig, compare as run, parse_setting
     cfg = CompareConfig(teacher=str(teacher), out=str(out), nfes=v["nfe"],
-                        settings=tuple(parse_setting(s) for s in setting or ["baseline:1", "bdense:2"]),
+                        settings=tuple(parse_setting(s) for s in setting or
+                                       ["baseline:1", "bdense:2" if method == "pd" else "bdense:4"]),
                         seeds=seeds, trajectories=trajectories,
                         batch=batch, lr=lr, eval_points=v["eval_points"],
                         eval_seeds=eval_seeds, data=data, features=str(features) if features else None,

@@ -5,7 +5,7 @@
 #       with a 4x teacher batch; extrapolated to 200k trajectories, with the teacher-rollout and student shares;
 #       measured on an H200 on 2026-11-28, so only with SPEED=1 now (the CPU dry run always runs it);
 #   (c) the 28x28 study: an mnist teacher trained here (started alongside (a); its Heun-35 samples come back for
-#       Inception FID on the CPU), then `bdense compare` baseline:1 vs bdense:2 (the project's default B-DENSE
+#       Inception FID on the CPU), then `bdense compare` baseline:1 vs bdense:4 (the project's default B-DENSE
 #       setting: no weight spec given) at NFE 2 and 3, 3 training seeds, domain FID and RMSE on held-out seeds,
 #       with progress curves; the two NFEs run as two processes at once on the one GPU;
 #   (d) the markdown tables, the trained teacher and the samples for Inception FID to $OUT.
@@ -165,9 +165,9 @@ if [ -f "$TEACHER_FILE" ]; then
   if [ "$l" -ge 20 ]; then
     log ""; log "== (c3) compare at NFE 2 and NFE 3, two processes at once (limit ${l}s each, t=$(( $(date +%s) - T0 ))s) =="
     for nfe in 2 3; do
-      log "\$ $BD compare --teacher $TEACHER_FILE --out $W/cmp-nfe$nfe --nfe $nfe --setting baseline:1 --setting bdense:2 ${CMP[*]} --features $W/features.safetensors --device $DEV"
+      log "\$ $BD compare --teacher $TEACHER_FILE --out $W/cmp-nfe$nfe --nfe $nfe --setting baseline:1 --setting bdense:4 ${CMP[*]} --features $W/features.safetensors --device $DEV"
       ( timeout --kill-after=5 "$l" $BD compare --teacher "$TEACHER_FILE" --out "$W/cmp-nfe$nfe" --nfe $nfe \
-          --setting baseline:1 --setting bdense:2 "${CMP[@]}" --features "$W/features.safetensors" --device $DEV \
+          --setting baseline:1 --setting bdense:4 "${CMP[@]}" --features "$W/features.safetensors" --device $DEV \
           > "$W/cmp-nfe$nfe.log" 2>&1; echo "rc=$?" >> "$W/cmp-nfe$nfe.log" ) &
     done
     wait
