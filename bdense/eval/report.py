@@ -133,8 +133,9 @@ def plots(results: dict, out: Path) -> list[str]:
     return written
 
 
-def read_branch_losses(run_dir: Path) -> dict:
-    """{(interval, branch): ([steps], [loss])} from a run's metrics.jsonl (keys loss/iI/bK)."""
+def read_branch_losses(run_dir: Path, nfe: int | None = None) -> dict:
+    """{(interval, branch): ([steps], [loss])} from a run's metrics.jsonl (keys loss/iI/bK); for an SFD-v run, only
+    the rows logged at count nfe (their intervals belong to that count's grid)."""
     import json
     series: dict = {}
     path = Path(run_dir) / "metrics.jsonl"
@@ -142,6 +143,8 @@ def read_branch_losses(run_dir: Path) -> dict:
         return series
     for line in path.read_text().splitlines():
         row = json.loads(line)
+        if nfe is not None and "nfe" in row and int(row["nfe"]) != nfe:
+            continue
         for key, v in row.items():
             if key.startswith("loss/i") and "step" in row:
                 i, b = key[len("loss/i"):].split("/b")
@@ -159,7 +162,7 @@ def branch_loss_plots(results: dict, out: Path) -> list[str]:
     written = []
     for nfe, entry in grid(results).items():
         dense = [s for s in results["settings"] if s["branches"] > 1 or s is results["settings"][0]]
-        losses = {s["name"]: read_branch_losses(entry["runs"][s["name"]][0]["dir"]) for s in dense}
+        losses = {s["name"]: read_branch_losses(entry["runs"][s["name"]][0]["dir"], int(nfe)) for s in dense}
         intervals = sorted({i for ser in losses.values() for i, _ in ser})
         if not intervals:
             continue
@@ -176,7 +179,8 @@ def branch_loss_plots(results: dict, out: Path) -> list[str]:
                 ax.set_xlabel("iteration")
                 if c == 0:
                     ax.set_ylabel("L1 loss (summed over pixels)")
-                ax.legend(fontsize=7)
+                if ax.lines:
+                    ax.legend(fontsize=7)
         name = f"branch_losses_nfe{nfe}.png"
         written.append(_save(fig, out / name))
     return written
