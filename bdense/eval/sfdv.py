@@ -7,7 +7,6 @@ order (bdense/distill/sfdv.py), so the per-NFE caches serve both and the pairing
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,13 +85,8 @@ def train_sfdv(teacher: str, run_dir: str | Path, setting: SFDvSetting, per_nfe:
     d = Path(run_dir)
     opts = dict(setting.distill_options(per_nfe), seed=seed, **kw)
     if (d / "model.safetensors").exists():
-        from ..train.rundir import changed_options
-        old = json.loads((d / "options.json").read_text())
-        diff = changed_options(old, distill_sfd(teacher, str(d), dry_run=True, **opts)["options"],
-                               free={"trajectory_cache"})
-        if diff:
-            raise BdenseError(f"{d} holds a finished run made with other options ({', '.join(diff)}); use another "
-                              f"directory or delete it")
+        from ..hosts.common import check_reusable
+        check_reusable(d, distill_sfd(teacher, str(d), dry_run=True, **opts)["options"])
         return d
     resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
     distill_sfd(teacher, str(d), resume=resume, trajectory_cache=str(cache_dir) if cache_dir else None, **opts)

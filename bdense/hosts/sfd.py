@@ -109,7 +109,8 @@ class SFDHost:
         if isinstance(setting, SFDvSetting):  # one run for every NFE, from the per-NFE caches (OUT/cache/nfeN)
             d = self.out / "runs" / "sfdv" / setting.name / f"seed{seed}"
             if not (d / "model.safetensors").exists():
-                [self.cache(n) for n in setting.counts]
+                for n in setting.counts:
+                    self.cache(n)
             return train_sfdv(cfg.teacher, d, setting, cfg.trajectories, seed, cache_dir=self.out / "cache",
                               teacher_solver=cfg.teacher_solver, teacher_order_rule=cfg.teacher_order_rule,
                               batch=cfg.batch, lr=cfg.lr, device=self.device, progress=cfg.progress,
