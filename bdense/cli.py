@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .distill.targets import DEFAULT_TARGETS
+from .distill.sfd.targets import DEFAULT_TARGETS
 from .errors import BdenseError
 from .options import check
 
@@ -213,7 +213,7 @@ def distill(
     from .io import check_out_dir
     check_out_dir("--out", out, [teacher])
     if method == "sfd":
-        from .distill.run import distill_sfd
+        from .distill.sfd.run import distill_sfd
         res = distill_sfd(str(teacher), str(out), nfe=v["nfe"], nfe_draw=nfe_draw,
                           branches=1 if branches is None else branches,
                           branch_weights=branch_weights, teacher_substeps=teacher_substeps,
@@ -225,7 +225,7 @@ def distill(
                           teacher_order_rule=teacher_order_rule, first_trajectory_seed=first_trajectory_seed,
                           dense_intervals=dense_intervals)
     elif method == "pd":
-        from .distill.pd_run import distill_pd
+        from .distill.pd.run import distill_pd
         res = distill_pd(str(teacher), str(out), data=data, branches=2 if branches is None else branches,
                          branch_weights=branch_weights,
                          start_steps=start_steps, end_steps=end_steps, round_iters=round_iters, batch=batch,
@@ -261,8 +261,8 @@ def trajectories(
     v = check("trajectories", locals())
     import torch
 
-    from .distill.cache import write_cache
-    from .distill.plan import SFDPlan
+    from .distill.sfd.cache import write_cache
+    from .distill.sfd.plan import SFDPlan
     from .io import check_out_dir, file_digest
     from .models.checkpoint import load_model
     check_out_dir("--out", out, [teacher])
@@ -310,7 +310,7 @@ def compare(
 ):
     """Baseline vs B-DENSE side by side over several seeds, with intervals, plots and a report."""
     v = check("compare", locals())
-    from .eval.compare import CompareConfig, compare as run, parse_setting
+    from .studies.compare import CompareConfig, compare as run, parse_setting
     cfg = CompareConfig(teacher=str(teacher), out=str(out), nfes=v["nfe"],
                         settings=tuple(parse_setting(s) for s in setting or
                                        ["baseline:1", "bdense:2" if method == "pd" else "bdense:4"]),
@@ -378,7 +378,7 @@ def teachers_pack(
     typer.echo(f"wrote {st} ({st.stat().st_size / 2**20:.2f} MiB) and {card}")
 
 
-from .eval.cli import register  # noqa: E402
+from .metrics.cli import register  # noqa: E402
 register(app)
 
 
@@ -412,7 +412,7 @@ def tune(
 ):
     """Search branch weights / schedules with Optuna (TPE, median pruning, resumable), then check the winner."""
     v = check("tune", locals())
-    from .eval.tune import TuneConfig, tune as run
+    from .studies.tune import TuneConfig, tune as run
     cfg = TuneConfig(teacher=str(teacher), out=str(out), nfe=nfe, branches=branches, objective=objective,
                      trials=trials, trial_trajectories=trial_trajectories, trajectories=trajectories, batch=batch,
                      lr=lr, tune_seeds=tune_seeds, report_points=v["report_points"], jobs=jobs, seed=seed,

@@ -105,7 +105,7 @@ class NfeCounts(IntList):
     hi: int = 8
 
     def __call__(self, flag, v):
-        from .distill.counts import parse_counts
+        from .distill.sfd.counts import parse_counts
         return parse_counts(v)
 
 
@@ -131,8 +131,8 @@ class Device:
         return v
 
 
-from .distill.counts import DRAWS  # noqa: E402 (torch-free)
-from .distill.targets import TARGET_MODES  # noqa: E402 (torch-free)
+from .distill.sfd.counts import DRAWS  # noqa: E402 (torch-free)
+from .distill.sfd.targets import TARGET_MODES  # noqa: E402 (torch-free)
 
 SOLVER = Choice(("euler", "heun", "dpmpp_2m", "dpmpp_3m"))
 PRECISION = Choice(("fp32", "bf16", "fp16"))
@@ -209,7 +209,7 @@ def _cross_checks(command: str, v: dict) -> None:
         if v["trial_trajectories"] < v["batch"]:
             raise BdenseError(f"--trial-trajectories {v['trial_trajectories']} is smaller than one --batch "
                               f"({v['batch']})")
-        from .eval.tune import parse_objective
+        from .studies.tune import parse_objective
         parse_objective(v["objective"])
         if v.get("apply"):
             parse_weights(v["apply"], v["branches"])

@@ -34,8 +34,8 @@ def current_and_peak_mib(device) -> tuple[float, float]:
 
 
 def rollout(teacher, args, tr):
-    from bdense.distill.plan import SFDPlan
-    from bdense.distill.trajectories import teacher_trajectories
+    from bdense.distill.sfd.plan import SFDPlan
+    from bdense.distill.sfd.trajectories import teacher_trajectories
     return teacher_trajectories(teacher, SFDPlan(nfe=args.nfe), list(range(args.batch)), tr.device,
                                 autocast=tr.autocast())
 
@@ -48,8 +48,8 @@ def child(args) -> None:
         traj = None
         if mode == "student":  # the shared input, made before the baseline mark
             with torch.no_grad(), autocast(args.device, args.precision):
-                from bdense.distill.plan import SFDPlan
-                from bdense.distill.trajectories import teacher_trajectories
+                from bdense.distill.sfd.plan import SFDPlan
+                from bdense.distill.sfd.trajectories import teacher_trajectories
                 traj = teacher_trajectories(teacher, SFDPlan(nfe=args.nfe), list(range(args.batch)), args.device)
         sync(args.device)
         base, _ = current_and_peak_mib(args.device)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from common import describe_machine, make_teacher, med, parser, setup, sync, table
 
-from bdense.distill import run as run_mod
-from bdense.distill.sfd import SFDTask
+from bdense.distill.sfd import run as run_mod
+from bdense.distill.sfd.task import SFDTask
 
 
 class TimedSFDTask(SFDTask):
@@ -103,8 +103,8 @@ def main() -> None:
     setup(args)
     describe_machine(args)
     run_mod.SFDTask = TimedSFDTask  # distill_sfd builds its task by this name
-    from bdense.distill.cache import write_cache
-    from bdense.distill.plan import SFDPlan
+    from bdense.distill.sfd.cache import write_cache
+    from bdense.distill.sfd.plan import SFDPlan
     from bdense.models.checkpoint import save_model
 
     runs = args.runs.split(",")
@@ -168,7 +168,7 @@ def main() -> None:
 
 def shard_loads(seed, steps, batch, shard) -> float:
     """Shard reads per iteration a TrajectoryCache does for a run's seed order (it reloads on every shard change)."""
-    from bdense.distill.trajectories import trajectory_seeds
+    from bdense.distill.sfd.trajectories import trajectory_seeds
     last, loads = None, 0
     for st in range(steps):
         for s in trajectory_seeds(seed, st, batch, steps * batch):

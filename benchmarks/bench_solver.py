@@ -70,9 +70,9 @@ def main() -> None:
     args = p.parse_args()
     setup(args)
     describe_machine(args)
-    from bdense.distill.plan import SFDPlan
-    from bdense.distill.run import sfd_student_recipe
-    from bdense.distill.trajectories import teacher_trajectories
+    from bdense.distill.sfd.plan import SFDPlan
+    from bdense.distill.sfd.run import sfd_student_recipe
+    from bdense.distill.sfd.trajectories import teacher_trajectories
     from bdense.models.branches import widen
     from bdense.sampling.recipe import Recipe
     from bdense.sampling.sample import generate

@@ -164,8 +164,8 @@ class FixedSource:
 
 def sfd_trainer(teacher, k: int, args, tmp: str, source=None, nfe: int = 2, steps: int = 10**6, seed: int = 0):
     """(SFDTask, Trainer) for an SFD student with k branches, lr 5e-5 as SFD, the run dir under tmp."""
-    from bdense.distill.plan import SFDPlan
-    from bdense.distill.sfd import SFDTask
+    from bdense.distill.sfd.plan import SFDPlan
+    from bdense.distill.sfd.task import SFDTask
     from bdense.distill.weights import parse_weights
     from bdense.models.branches import widen
     from bdense.train.loop import TrainConfig, Trainer

@@ -32,8 +32,8 @@ DRY = {"cpu fp32 again": ("cpu", "fp32", None, 1e-6), "cpu bf16": ("cpu", "bf16"
 
 
 def compute(args, device, precision, tmp) -> dict:
-    from bdense.distill.plan import SFDPlan
-    from bdense.distill.trajectories import teacher_trajectories
+    from bdense.distill.sfd.plan import SFDPlan
+    from bdense.distill.sfd.trajectories import teacher_trajectories
     args.device, args.precision = device, precision
     teacher = make_teacher(args)  # seeded init on the CPU: the same weights in every process
     checksum = float(sum(p.double().sum() for p in teacher.parameters()))

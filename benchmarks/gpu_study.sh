@@ -95,7 +95,7 @@ if [ "$DRY" != 1 ] && ls .whl/*.whl >/dev/null 2>&1; then install .whl/*.whl; el
 export PYTHONPATH=$SITE:$PWD
 IMPORT_CHECK='import torch, diffusers, accelerate, safetensors
 from diffusers import UNet2DModel
-import bdense.distill.run, bdense.eval.compare
+import bdense.distill.sfd.run, bdense.studies.compare
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else "", "| diffusers", diffusers.__version__,
       "| accelerate", accelerate.__version__, "| safetensors", safetensors.__version__)'

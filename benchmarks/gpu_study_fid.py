@@ -22,8 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bdense.eval.fid import extractor_for, feature_stats, frechet_distance, load_stats  # noqa: E402
-from bdense.eval.stats import fmt, paired_verdict, t_interval  # noqa: E402
+from bdense.metrics.fid import extractor_for, feature_stats, frechet_distance, load_stats  # noqa: E402
+from bdense.metrics.stats import fmt, paired_verdict, t_interval  # noqa: E402
 
 
 def fid_of(uint8_nhwc: np.ndarray, ext, ref, batch: int = 100) -> float:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bdense.data.images import save_npz  # noqa: E402
-from bdense.eval.compare import EVAL_SEED_BASE  # noqa: E402
+from bdense.studies.compare import EVAL_SEED_BASE  # noqa: E402
 from bdense.models.checkpoint import load_model  # noqa: E402
 from bdense.sampling.sample import model_recipe, sample_uint8  # noqa: E402
 

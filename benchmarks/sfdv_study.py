@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bdense.eval.compare import CompareConfig, Comparison, Setting  # noqa: E402
-from bdense.eval.sfdv import SFDvSetting, evaluate_at_nfes, train_sfdv  # noqa: E402
-from bdense.eval.stats import fmt, paired_verdict, t_interval  # noqa: E402
+from bdense.studies.compare import CompareConfig, Comparison, Setting  # noqa: E402
+from bdense.studies.sfdv import SFDvSetting, evaluate_at_nfes, train_sfdv  # noqa: E402
+from bdense.metrics.stats import fmt, paired_verdict, t_interval  # noqa: E402
 from bdense.io import atomic_write_text  # noqa: E402
 from bdense.models.checkpoint import load_model  # noqa: E402
 

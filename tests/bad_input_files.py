@@ -46,8 +46,8 @@ def make_files(root: Path) -> dict:
     """Write every file the cases name into `root`; returns {key: path} for the command templates."""
     from safetensors.torch import save_file
 
-    from bdense.eval.features import train_domain_classifier
-    from bdense.eval.fid import RunningStats, save_stats
+    from bdense.metrics.features import train_domain_classifier
+    from bdense.metrics.fid import RunningStats, save_stats
     from bdense.io import file_digest
     from bdense.models.branches import widen
     from bdense.models.checkpoint import save_model
@@ -113,7 +113,7 @@ def make_files(root: Path) -> dict:
         pickle.dump([1, 2, 3], fh)
     # feature network and statistics
     train_domain_classifier("digits", root / "features.safetensors", steps=2, log=None)
-    from bdense.eval.features import load_extractor
+    from bdense.metrics.features import load_extractor
     ext = load_extractor("domain", root / "features.safetensors")
     from bdense.data.datasets import load_dataset
     st = RunningStats().update(ext(load_dataset("digits").images[:64]))
@@ -152,8 +152,8 @@ def make_files(root: Path) -> dict:
         (root / name / "scheduler").mkdir()
         (root / name / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": "epsilon"}))
     torch.save({}, root / "diffusers-pickle" / "unet" / "diffusion_pytorch_model.bin")
-    from bdense.distill.plan import SFDPlan
-    from bdense.distill.run import sfd_student_recipe
+    from bdense.distill.sfd.plan import SFDPlan
+    from bdense.distill.sfd.run import sfd_student_recipe
     from bdense.models.nfe_embedding import with_nfe_embedding
     v = with_nfe_embedding(s, (2, 3))  # an SFD-v student for NFE 2 and 3 (made last: it draws random numbers)
     vmeta = dict(t.config["meta"], role="student", sampling=sfd_student_recipe(SFDPlan(nfe=3)), **link)

@@ -25,7 +25,7 @@ def tiny_teacher_file(tmp_path, tiny_teacher):
 @pytest.fixture(scope="session")
 def digits_assets(tmp_path_factory):
     """A tiny random digits teacher and a quickly trained feature net (FID values are then only relative)."""
-    from bdense.eval.features import train_domain_classifier
+    from bdense.metrics.features import train_domain_classifier
     from bdense.models.checkpoint import save_model
     from bdense.models.factory import new_model
     d = tmp_path_factory.mktemp("digits-assets")

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from bdense.distill.run import distill_sfd
+from bdense.distill.sfd.run import distill_sfd
 from bdense.io import file_digest
 from bdense.errors import BdenseError
 from bdense.models.checkpoint import load_model
@@ -18,8 +18,8 @@ def _sfd(teacher, out, **kw):
 
 
 def test_cached_student_is_bit_identical(tmp_path, tiny_teacher_file):
-    from bdense.distill.cache import write_cache
-    from bdense.distill.plan import SFDPlan
+    from bdense.distill.sfd.cache import write_cache
+    from bdense.distill.sfd.plan import SFDPlan
     teacher = load_model(tiny_teacher_file)
     plan = SFDPlan(nfe=1, substeps=2, teacher_solver="euler")
     write_cache(teacher, file_digest(tiny_teacher_file), plan, 16, tmp_path / "cache", batch=8, shard_size=8,
@@ -36,8 +36,8 @@ def test_cached_student_is_bit_identical(tmp_path, tiny_teacher_file):
 
 
 def test_cache_refuses_other_grid_teacher_or_incomplete(tmp_path, tiny_teacher_file):
-    from bdense.distill.cache import write_cache
-    from bdense.distill.plan import SFDPlan
+    from bdense.distill.sfd.cache import write_cache
+    from bdense.distill.sfd.plan import SFDPlan
     teacher = load_model(tiny_teacher_file)
     write_cache(teacher, file_digest(tiny_teacher_file), SFDPlan(nfe=1, substeps=2, teacher_solver="euler"), 8,
                 tmp_path / "c", batch=8, shard_size=8, progress=False)

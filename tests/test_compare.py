@@ -4,8 +4,8 @@ import json
 import pytest
 
 from bdense.errors import BdenseError
-from bdense.eval.compare import CompareConfig, Setting, compare
-from bdense.eval.stats import paired_verdict, t_interval
+from bdense.studies.compare import CompareConfig, Setting, compare
+from bdense.metrics.stats import paired_verdict, t_interval
 
 
 def tiny_compare(assets, out, **kw):
@@ -70,8 +70,8 @@ def test_compare_fresh_pools_target_modes_and_branch_loss_plots(digits_assets, t
 def test_compare_reports_an_sfdv_setting_at_each_nfe_against_the_per_nfe_baselines(digits_assets, tmp_path):
     """One SFD-v run per seed serves every NFE (sampled with that count), trained on the per-NFE budget at each
     count from the same per-NFE caches; its progress is in per-NFE units, so it lines up with the baseline's."""
-    from bdense.eval.compare import parse_setting
-    from bdense.eval.sfdv import SFDvSetting
+    from bdense.studies.compare import parse_setting
+    from bdense.studies.sfdv import SFDvSetting
     v = parse_setting("v:2:2-3")
     assert isinstance(v, SFDvSetting) and v.counts == (2, 3) and isinstance(parse_setting("b:2:end:0.5"), Setting)
     cfg = dict(nfes=(2, 3), settings=(Setting("baseline", 1), v), seeds=1)

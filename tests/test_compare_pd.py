@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from bdense.distill.pd import PDPlan, ddim_step, pd_targets, vp_coeffs, x_hat
+from bdense.distill.pd.plan import PDPlan
+from bdense.distill.pd.task import ddim_step, pd_targets, vp_coeffs, x_hat
 from bdense.distill.weights import parse_weights
 from bdense.errors import BdenseError
-from bdense.eval.compare import CompareConfig, Setting, compare
+from bdense.studies.compare import CompareConfig, Setting, compare
 from bdense.models.factory import new_model
 from bdense.sampling.recipe import Recipe
 from bdense.sampling.sample import generate
@@ -27,8 +28,8 @@ def vp_digits(tmp_path_factory, digits_assets):
 
 
 def test_compare_pd_k1_is_plain_distill_and_rows_per_round(vp_digits, tmp_path):
-    from bdense.distill.pd_run import distill_pd
-    from bdense.eval.agreement import image_agreement
+    from bdense.distill.pd.run import distill_pd
+    from bdense.metrics.agreement import image_agreement
     from bdense.models.checkpoint import load_model
     from bdense.sampling.sample import model_recipe
     teacher, features = vp_digits

@@ -1,4 +1,4 @@
-"""Tests for bdense.eval: Frechet distance, streaming statistics, feature extractors, FID files, teacher agreement."""
+"""Tests for bdense.metrics: Frechet distance, streaming statistics, feature extractors, FID files, teacher agreement."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,9 +14,9 @@ from bdense.data.datasets import load_dataset
 from bdense.data.images import save_npz, to_uint8
 from bdense.io import file_digest
 from bdense.errors import BdenseError
-from bdense.eval import features as feat_mod
-from bdense.eval.agreement import agreement, agreement_for_recipe, sfd_plan
-from bdense.eval.fid import (RunningStats, check_same_extractor, fid_calc, fid_ref, frechet_distance, load_stats,
+from bdense.metrics import features as feat_mod
+from bdense.metrics.agreement import agreement, agreement_for_recipe, sfd_plan
+from bdense.metrics.fid import (RunningStats, check_same_extractor, fid_calc, fid_ref, frechet_distance, load_stats,
                              save_stats)
 from bdense.sampling.recipe import Recipe
 
@@ -178,8 +178,8 @@ def test_agreement_identical_recipes_give_zero(tiny):
 
 
 def test_agreement_student_equal_to_teacher(tiny):
-    from bdense.distill.plan import SFDPlan
-    from bdense.distill.run import sfd_student_recipe
+    from bdense.distill.sfd.plan import SFDPlan
+    from bdense.distill.sfd.run import sfd_student_recipe
     from bdense.models.factory import new_model
     student = new_model("edm", 1, 8, preset="tiny")
     student.load_state_dict(tiny.state_dict())
@@ -200,7 +200,7 @@ def test_agreement_student_equal_to_teacher(tiny):
 
 
 def test_image_agreement_known_values():
-    from bdense.eval.agreement import image_agreement
+    from bdense.metrics.agreement import image_agreement
     a, b = torch.zeros(3, 1, 4, 4), torch.full((3, 1, 4, 4), 0.1)
     r = image_agreement([(a[:2], b[:2]), (a[2:], b[2:])])
     assert r["rmse"] == pytest.approx(0.1) and r["psnr"] == pytest.approx(10 * math.log10(4 / 0.01)) and r["n"] == 3

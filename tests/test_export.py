@@ -42,8 +42,8 @@ def _readme_block(lang: str, after: str) -> str:
 
 def _edm_student(tmp_path) -> Path:
     """An EDM K=4 student whose branches differ (so exporting the wrong one would show), with SFD's recipe."""
-    from bdense.distill.plan import SFDPlan
-    from bdense.distill.run import sfd_student_recipe
+    from bdense.distill.sfd.plan import SFDPlan
+    from bdense.distill.sfd.run import sfd_student_recipe
     from bdense.models.branches import widen
     from bdense.models.factory import new_model
     torch.manual_seed(0)
@@ -60,7 +60,7 @@ def _vp_student(tmp_path) -> Path:
     """A K=4 SFD student really distilled (tiny budget) from a diffusers v-prediction DDPM teacher directory."""
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from bdense.distill.run import distill_sfd
+    from bdense.distill.sfd.run import distill_sfd
     torch.manual_seed(1)
     UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(16, 32), layers_per_block=1,
                 down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),

@@ -96,8 +96,8 @@ def test_the_data_shape_travels_with_a_16px_teacher(tmp_path, digits_assets):
     """A VP teacher trained on digits black-padded to 16 px: PD, compare's feature net and reference statistics, and
     train-features all rebuild its data padded to 16 px (issue 12 item 9)."""
     from bdense.data.datasets import load_dataset, teacher_data
-    from bdense.distill.pd_run import _load_data
-    from bdense.eval.compare import CompareConfig, Comparison, Setting
+    from bdense.distill.pd.run import _load_data
+    from bdense.studies.compare import CompareConfig, Comparison, Setting
     from bdense.models.checkpoint import load_model
     _ok(["train-teacher", "--data", "digits", "--resolution", "16", "--pad", "pad", "--preset", "tiny", "--steps",
          "2", "--batch", "8", "--parameterization", "v", "--out", tmp_path / "t", "--device", "cpu"])
@@ -112,7 +112,7 @@ def test_the_data_shape_travels_with_a_16px_teacher(tmp_path, digits_assets):
                                    eval_seeds=8, feature_steps=3, progress=False, device="cpu"))
     ext, ref = cmp.extractor_and_ref()
     assert ext.config["arch"]["resolution"] == 16 and ext.config["pad"] == "pad"
-    from bdense.eval.fid import feature_stats
+    from bdense.metrics.fid import feature_stats
     direct = feature_stats(ext, padded.split(500))
     assert float(abs(direct.mu - ref["mu"]).max()) < 1e-9  # the reference is of the padded data
     out = _ok(["train-features", "--data", "digits", "--resolution", "16", "--pad", "pad", "--steps", "2",
@@ -127,7 +127,7 @@ def test_the_data_shape_travels_with_a_16px_teacher(tmp_path, digits_assets):
 
 
 def test_the_compare_grid_is_checked_before_anything_is_made(tmp_path, tiny_teacher_file):
-    from bdense.eval.compare import CompareConfig, Setting
+    from bdense.studies.compare import CompareConfig, Setting
     for kw, msg in ((dict(settings=(Setting("baseline", 1), Setting("b", 3))), "divides"),
                     (dict(eval_points=(0.0, 1.0)), r"\(0, 1\]"), (dict(seeds=0), "--seeds"),
                     (dict(nfes=(2, 9)), "--nfe"), (dict(eval_seeds=1), "--eval-seeds")):
@@ -140,8 +140,8 @@ def test_the_compare_grid_is_checked_before_anything_is_made(tmp_path, tiny_teac
 def test_nan_in_a_training_checkpoint_or_a_trajectory_shard_is_refused_on_load(tmp_path, tiny_teacher):
     from safetensors.torch import save_file
 
-    from bdense.distill.cache import TrajectoryCache, write_cache
-    from bdense.distill.plan import SFDPlan
+    from bdense.distill.sfd.cache import TrajectoryCache, write_cache
+    from bdense.distill.sfd.plan import SFDPlan
     from bdense.train.rundir import RunDir
     run = RunDir(tmp_path / "run", {})
     run.save_state(1, {"model/w": torch.ones(2)}, {})

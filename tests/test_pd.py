@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from bdense.data.datasets import ImageData
-from bdense.distill.pd import PDPlan, PDTask, ddim_step, ddim_x_target, pd_targets, vp_coeffs, x_hat
+from bdense.distill.pd.plan import PDPlan
+from bdense.distill.pd.task import PDTask, ddim_step, ddim_x_target, pd_targets, vp_coeffs, x_hat
 from bdense.distill.weights import ConstantWeights
 from bdense.errors import BdenseError
 from bdense.models.branches import widen
@@ -187,7 +188,7 @@ def vp_teacher_file(tmp_path):
 
 
 def test_dry_run_plan_and_refusals(tmp_path, vp_teacher_file, tiny_teacher_file):
-    from bdense.distill.pd_run import distill_pd
+    from bdense.distill.pd.run import distill_pd
     res = distill_pd(str(vp_teacher_file), str(tmp_path / "dry"), start_steps=64, end_steps=8, round_iters=200,
                      dry_run=True)
     plan = res["plan"]
@@ -206,7 +207,7 @@ def test_dry_run_plan_and_refusals(tmp_path, vp_teacher_file, tiny_teacher_file)
 
 
 def test_distill_pd_end_to_end_writes_a_sampling_student(tmp_path, vp_teacher_file):
-    from bdense.distill.pd_run import distill_pd
+    from bdense.distill.pd.run import distill_pd
     from bdense.models.checkpoint import load_model
     from bdense.sampling.sample import model_recipe
     out = tmp_path / "run"

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from bdense.distill.run import distill_sfd
+from bdense.distill.sfd.run import distill_sfd
 from bdense.errors import BdenseError
 from bdense.train.loop import Task, TrainConfig, Trainer
 from bdense.train.rundir import RunDir

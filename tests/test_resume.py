@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from bdense.distill.run import distill_sfd
+from bdense.distill.sfd.run import distill_sfd
 from bdense.train.teacher import train_teacher
 
 TEACHER_KW = dict(data_spec="digits", preset="tiny", steps=6, batch=8, lr=1e-3, checkpoint_every=3, progress=False,

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from bdense.distill.plan import SFDPlan
-from bdense.distill.sfd import SFDTask
-from bdense.distill.trajectories import teacher_trajectories, trajectory_seeds
+from bdense.distill.sfd.plan import SFDPlan
+from bdense.distill.sfd.task import SFDTask
+from bdense.distill.sfd.trajectories import teacher_trajectories, trajectory_seeds
 from bdense.distill.weights import ConstantWeights, parse_weights
 from bdense.errors import BdenseError
 from bdense.models.branches import widen
@@ -57,7 +57,7 @@ def test_weight_schedules_give_documented_values(spec, step, expect):
 
 
 def plain_sfd_iteration(teacher, student, opt, seeds, plan):
-    """SFD as its paper states it, written independently of bdense.distill.sfd (K = 1)."""
+    """SFD as its paper states it, written independently of bdense.distill.sfd.task (K = 1)."""
     s, t = plan.grids()
     with torch.no_grad():
         gen = [torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(sd)) for sd in seeds]

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from bdense.distill.plan import SFDPlan
-from bdense.distill.run import distill_sfd
-from bdense.distill.sfd import SFDTask
-from bdense.distill.counts import iterations_per_count, nfe_schedule, parse_counts
-from bdense.distill.sfdv import SFDvTask
+from bdense.distill.sfd.plan import SFDPlan
+from bdense.distill.sfd.run import distill_sfd
+from bdense.distill.sfd.task import SFDTask
+from bdense.distill.sfd.counts import iterations_per_count, nfe_schedule, parse_counts
+from bdense.distill.sfd.sfdv import SFDvTask
 from bdense.distill.weights import ConstantWeights
 from bdense.errors import BdenseError
 from bdense.models.branches import widen
@@ -139,7 +139,7 @@ def _state_meta(ckdir):
 
 
 def test_a_resume_that_would_draw_other_counts_is_refused(tmp_path, tiny_teacher_file):
-    from bdense.distill.sfdv import SFDvTask as T
+    from bdense.distill.sfd.sfdv import SFDvTask as T
     task = T.__new__(T)
     task.schedule = nfe_schedule((2, 3), 0, 6)
     task.load_extra_state({}, {"nfe_drawn": [n for n, _ in task.schedule[:3]]})
@@ -148,7 +148,7 @@ def test_a_resume_that_would_draw_other_counts_is_refused(tmp_path, tiny_teacher
 
 
 def test_sfdv_student_samples_exports_and_trains_from_per_count_caches(tmp_path, tiny_teacher_file):
-    from bdense.distill.cache import write_cache
+    from bdense.distill.sfd.cache import write_cache
     from bdense.io import file_digest
     from bdense.sampling.sample import generate, model_recipe
     teacher = load_model(tiny_teacher_file)
@@ -210,7 +210,7 @@ def test_export_writes_one_nfe_or_keeps_the_embedding(tmp_path, tiny_teacher_fil
 
 
 def test_sfdv_settings_for_comparisons(tiny_teacher):
-    from bdense.eval.sfdv import SFDvSetting, is_sfdv_setting, recipe_at
+    from bdense.studies.sfdv import SFDvSetting, is_sfdv_setting, recipe_at
     s = SFDvSetting.parse("v-bdense:4:uniform:2-5")
     assert (s.name, s.branches, s.weights, s.counts, s.draw) == ("v-bdense", 4, "uniform", (2, 3, 4, 5), "balanced")
     assert s.distill_options(3200)["trajectories"] == 12800

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from bdense.distill.plan import SFDPlan
-from bdense.distill.run import distill_sfd
-from bdense.distill.trajectories import teacher_trajectories, trajectory_seeds
+from bdense.distill.sfd.plan import SFDPlan
+from bdense.distill.sfd.run import distill_sfd
+from bdense.distill.sfd.trajectories import teacher_trajectories, trajectory_seeds
 from bdense.errors import BdenseError
 from bdense.models.checkpoint import load_model
 from bdense.train.loop import Task, TrainConfig, Trainer

@@ -4,14 +4,14 @@ import math
 import pytest
 import torch
 
-from bdense.distill.cache import TrajectoryCache, write_cache
-from bdense.distill.plan import SFDPlan
-from bdense.distill.sfd import SFDTask
-from bdense.distill.targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS, TARGET_MODES, closing_factors, interval_targets
-from bdense.distill.trajectories import teacher_steps, teacher_trajectories
+from bdense.distill.sfd.cache import TrajectoryCache, write_cache
+from bdense.distill.sfd.plan import SFDPlan
+from bdense.distill.sfd.task import SFDTask
+from bdense.distill.sfd.targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS, TARGET_MODES, closing_factors, interval_targets
+from bdense.distill.sfd.trajectories import teacher_steps, teacher_trajectories
 from bdense.distill.weights import ConstantWeights, parse_weights
 from bdense.errors import BdenseError
-from bdense.eval.compare import Setting
+from bdense.studies.compare import Setting
 from bdense.io import file_digest
 from bdense.models.branches import widen
 from bdense.solvers import solve
@@ -147,7 +147,7 @@ def test_student_dropout_is_recorded_and_only_acts_in_training(tiny_teacher):
 
 
 def test_dry_run_names_the_targets_and_their_factors(tiny_teacher_file):
-    from bdense.distill.run import distill_sfd
+    from bdense.distill.sfd.run import distill_sfd
     res = distill_sfd(str(tiny_teacher_file), "unused", nfe=2, branches=4, branch_weights="ramp",
                       branch_targets="anchored", dry_run=True)
     assert "targets anchored" in res["plan"] and "f = 0." in res["plan"] and "order rule sfd" in res["plan"]

@@ -7,9 +7,9 @@ import torch
 
 from bdense.distill.weights import parse_weights
 from bdense.errors import BdenseError
-from bdense.eval import tune as tune_mod
-from bdense.eval.compare import EVAL_SEED_BASE
-from bdense.eval.tune import (TuneConfig, Tuner, check_disjoint, parse_objective, suggest_spec, tune, tuning_seeds,
+from bdense.studies import tune as tune_mod
+from bdense.studies.compare import EVAL_SEED_BASE
+from bdense.studies.tune import (TuneConfig, Tuner, check_disjoint, parse_objective, suggest_spec, tune, tuning_seeds,
                               uniform_params)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

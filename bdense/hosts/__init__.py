@@ -1,6 +1,6 @@
 """Distillation hosts behind one interface, so that `compare`, `tune` and the report never ask which host runs.
 
-A host turns a study's settings into training runs and says how to evaluate them. The study (bdense/eval/compare.py)
+A host turns a study's settings into training runs and says how to evaluate them. The study (bdense/studies/compare.py)
 owns what every host shares: the teacher, held-out evaluation seeds, the FID features and reference statistics,
 measuring, reuse of finished work, verdicts and the report. A host provides:
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..distill.pd import PDPlan
+from ..distill.pd.plan import PDPlan
 from ..errors import BdenseError
 from ..sampling.recipe import Recipe
 from .common import cached_images, check_reusable, snapshot_list
@@ -77,7 +77,7 @@ class PDHost:
 
     def train(self, n: int, setting, seed: int) -> Path:
         """Train every round of one (setting, seed) on the first call, or reuse the finished run."""
-        from ..distill.pd_run import distill_pd
+        from ..distill.pd.run import distill_pd
         cfg, d = self.cfg, self.run_dir(setting, seed)
         if (setting.name, seed) in self.done:
             return d

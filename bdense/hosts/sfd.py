@@ -1,14 +1,14 @@
 """The SFD host: one run per (NFE, setting, seed), trained from a teacher-trajectory cache the seeds share.
 
-An SFD-v setting (bdense/eval/sfdv.py, e.g. v-bdense:4:uniform:2-5) is one run per seed for all its counts, trained
+An SFD-v setting (bdense/studies/sfdv.py, e.g. v-bdense:4:uniform:2-5) is one run per seed for all its counts, trained
 from the same per-NFE caches (count n gets --trajectories of them, the per-NFE run's own, in its order) and reported
 at every compared NFE n it was trained for, sampled with count n, against the per-NFE runs of that NFE."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..distill.plan import SFDPlan
-from ..distill.run import distill_sfd, sfd_student_recipe
+from ..distill.sfd.plan import SFDPlan
+from ..distill.sfd.run import distill_sfd, sfd_student_recipe
 from ..errors import BdenseError
 from ..sampling.recipe import Recipe
 from .common import cached_images, check_reusable, read_json, snapshot_list
@@ -23,7 +23,7 @@ class SFDHost:
 
     @staticmethod
     def check_config(cfg) -> None:
-        from ..eval.sfdv import SFDvSetting
+        from ..studies.sfdv import SFDvSetting
         for s in cfg.settings:
             if isinstance(s, SFDvSetting):
                 missing = sorted(set(cfg.nfes) - set(s.counts))
@@ -66,7 +66,7 @@ class SFDHost:
         return seed * self.cfg.trajectories if self.cfg.pool == "fresh" else 0
 
     def cache(self, nfe: int, seed: int = 0) -> Path:
-        from ..distill.cache import write_cache
+        from ..distill.sfd.cache import write_cache
         first = self.first_seed(seed)
         path = self.out / "cache" / (f"nfe{nfe}" if first == 0 else f"nfe{nfe}-from{first}")
         if not read_json(path / "manifest.json").get("complete"):
@@ -79,7 +79,7 @@ class SFDHost:
         """The distillation target on the evaluation seeds: the teacher solver on the refined grid."""
         def make():
             import torch
-            from ..distill.trajectories import teacher_trajectories
+            from ..distill.sfd.trajectories import teacher_trajectories
             seeds = self.study.eval_seeds
             return torch.cat([teacher_trajectories(self.teacher, self.plan(nfe), seeds[i:i + 500], self.device)[0][-1]
                               .clamp(-1, 1).cpu() for i in range(0, len(seeds), 500)])
@@ -104,7 +104,7 @@ class SFDHost:
 
     def train(self, nfe: int, setting, seed: int) -> Path:
         """Train one run from its trajectory cache, or reuse the finished run (which then needs no cache)."""
-        from ..eval.sfdv import SFDvSetting, train_sfdv
+        from ..studies.sfdv import SFDvSetting, train_sfdv
         cfg, d = self.cfg, self.run_dir(nfe, setting, seed)
         if isinstance(setting, SFDvSetting):  # one run for every NFE, from the per-NFE caches (OUT/cache/nfeN)
             d = self.out / "runs" / "sfdv" / setting.name / f"seed{seed}"
@@ -139,7 +139,7 @@ class SFDHost:
         return [(f"nfe{nfe}/{key}", step // len(counts), p) for key, step, p in snapshot_list(d)]
 
     def student(self, d: Path, nfe: int):
-        from ..eval.sfdv import recipe_at
+        from ..studies.sfdv import recipe_at
         from ..models.checkpoint import load_model
         m = load_model(d / "model.safetensors", device=self.device)
         return m, recipe_at(m, nfe)

@@ -61,7 +61,7 @@ class PrefetchedTeacher:
                  first_seed: int = 0):
         if factor < 1:
             raise BdenseError(f"--teacher-batch must be a multiple of --batch (factor {factor})")
-        from .. distill.trajectories import trajectory_seeds
+        from ..distill.sfd.trajectories import trajectory_seeds
         self.teacher, self.plan, self.step_batch, self.pool, self.factor = teacher, plan, batch, pool, factor
         self.autocast = autocast
         self.order = [first_seed + j for j in (range(pool) if run_seed == 0 else  # as SFDTask.targets asks for them
@@ -73,7 +73,7 @@ class PrefetchedTeacher:
         self.rollouts = 0
 
     def batch(self, seeds: list[int], device):
-        from ..distill.trajectories import teacher_trajectories
+        from ..distill.sfd.trajectories import teacher_trajectories
         rows = [self.block.get(s) for s in seeds]
         if None in rows:
             first = self.position[seeds[0]] // self.step_batch * self.step_batch

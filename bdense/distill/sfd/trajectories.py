@@ -5,9 +5,9 @@ import contextlib
 
 import torch
 
-from ..errors import BdenseError
-from ..seeds import seed_labels, seed_noise
-from ..solvers import solve
+from ...errors import BdenseError
+from ...seeds import seed_labels, seed_noise
+from ...solvers import solve
 from .plan import SFDPlan
 
 

@@ -1,4 +1,4 @@
-"""SFD-v: one student for several NFE. Each iteration draws one step count (bdense/distill/counts.py) and trains
+"""SFD-v: one student for several NFE. Each iteration draws one step count (bdense/distill/sfd/counts.py) and trains
 exactly as SFD at that count: that count's plan (nested grids, AFS, M + 1 teacher sub-steps), K branches, one
 optimizer step per interval, and the student told the count (bdense/models/nfe_embedding.py).
 
@@ -8,10 +8,10 @@ The checkpoint records the counts drawn so far and a resume checks them against 
 """
 from __future__ import annotations
 
-from ..errors import BdenseError
+from ...errors import BdenseError
 from .counts import iterations_per_count, nfe_schedule, parse_counts  # noqa: F401 (re-exported)
 from .plan import SFDPlan
-from .sfd import SFDTask
+from .task import SFDTask
 
 
 def plans_for(counts, **plan_kw) -> dict:

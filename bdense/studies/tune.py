@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from ..distill.run import distill_sfd, sfd_student_recipe
-from ..distill.targets import DEFAULT_TARGETS, check_mode
+from ..distill.sfd.run import distill_sfd, sfd_student_recipe
+from ..distill.sfd.targets import DEFAULT_TARGETS, check_mode
 from ..distill.weights import parse_weights
 from ..errors import BdenseError
 from ..io import atomic_write_text
 from .compare import EVAL_SEED_BASE, CompareConfig, Comparison, Setting, compare
 from .report import grid
-from .stats import paired_verdict, t_interval
+from ..metrics.stats import paired_verdict, t_interval
 
 TUNE_SEED_BASE = EVAL_SEED_BASE + 10**9  # tuning noise seeds: far from training (0..) and evaluation seeds
 STUDY = "bdense-tune"
@@ -165,7 +165,7 @@ class Tuner:
         path = self.out / "search" / f"refs-nfe{self.cfg.nfe}-{len(self.seeds)}.safetensors"
         if not path.exists():
             from safetensors.torch import save as st_save
-            from ..distill.trajectories import teacher_trajectories
+            from ..distill.sfd.trajectories import teacher_trajectories
             from ..io import atomic_write_bytes
             ims = [teacher_trajectories(self.cmp.teacher, self.plan, self.seeds[i:i + 500], self.cmp.device)[0][-1]
                    .clamp(-1, 1).cpu() for i in range(0, len(self.seeds), 500)]
@@ -176,8 +176,8 @@ class Tuner:
     def measure(self, model, device) -> dict:
         from ..sampling.recipe import Recipe
         from ..sampling.sample import generate
-        from .agreement import image_agreement
-        from .fid import RunningStats, frechet_distance
+        from ..metrics.agreement import image_agreement
+        from ..metrics.fid import RunningStats, frechet_distance
         stats, pairs, i = RunningStats(), [], 0
         for _, im, _ in generate(model, self.seeds, Recipe(**sfd_student_recipe(self.plan)), 500, device):
             stats.update(self.ext(im))

@@ -1,7 +1,7 @@
 """SFD host with K-branch B-DENSE students: one optimizer step per student interval, L1 summed over pixels.
 
 Interval i starts from the student's own (detached) state x at t_i; branch k takes an Euler step from t_i to
-the teacher grid point it targets and is compared with its target there (bdense/distill/targets.py: the teacher's
+the teacher grid point it targets and is compared with its target there (bdense/distill/sfd/targets.py: the teacher's
 state, or that state anchored to the student's own start). K = 1 is plain SFD. With dense_intervals = N only the
 first N trained intervals weigh the intermediate branches; later ones train the endpoint alone.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from ..solvers.afs import afs_step
-from ..solvers.common import euler_step
-from ..train.loop import Task, to_device
+from ...solvers.afs import afs_step
+from ...solvers.common import euler_step
+from ...train.loop import Task, to_device
 from .plan import SFDPlan
 from .targets import DEFAULT_TARGETS, check_mode, interval_targets
 from .trajectories import teacher_steps, teacher_trajectories, trajectory_seeds

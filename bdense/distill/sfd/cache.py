@@ -14,8 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from ..errors import BdenseError
-from ..io import atomic_write_bytes, atomic_write_text
+from ...errors import BdenseError
+from ...io import atomic_write_bytes, atomic_write_text
 from .plan import SFDPlan
 from .trajectories import teacher_trajectories
 
@@ -35,7 +35,7 @@ def write_cache(teacher, teacher_digest: str, plan: SFDPlan, count: int, out: st
         raise BdenseError(f"the teacher has {teacher.branches} branches; trajectories come from a single-branch "
                           f"teacher (bdense export a student first)")
     out = Path(out)
-    from ..io import check_out_dir
+    from ...io import check_out_dir
     check_out_dir("--out", out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"format": FORMAT, "teacher_digest": teacher_digest, "plan": asdict(plan), "count": count,
@@ -46,7 +46,7 @@ def write_cache(teacher, teacher_digest: str, plan: SFDPlan, count: int, out: st
         manifest["first_seed"] = first_seed
     mpath = out / "manifest.json"
     if mpath.exists():
-        from ..io import read_json_file
+        from ...io import read_json_file
         old = read_json_file(mpath, f"delete {out} or choose another --out")
         if {k: v for k, v in old.items() if k != "complete"} != {k: v for k, v in manifest.items() if k != "complete"}:
             raise BdenseError(f"{out} holds a different trajectory cache; choose another --out")
@@ -95,7 +95,7 @@ class TrajectoryCache:
         mpath = path / "manifest.json"
         if not mpath.exists():
             raise BdenseError(f"{path} is not a trajectory cache (no manifest.json); write one with bdense trajectories")
-        from ..io import read_json_file
+        from ...io import read_json_file
         m = read_json_file(mpath, f"delete {path} and write the cache again with bdense trajectories")
         if m.get("format") != FORMAT:
             raise BdenseError(f"{mpath} is not a bdense trajectory manifest")
@@ -122,7 +122,7 @@ class TrajectoryCache:
             except Exception:
                 raise BdenseError(f"trajectory shard {p} is missing or corrupt; delete it and rerun bdense "
                                   f"trajectories to rewrite it") from None
-            from ..models.checkpoint import check_finite
+            from ...models.checkpoint import check_finite
             check_finite(shard, f"trajectory shard {p}", "delete it and rerun bdense trajectories to rewrite it")
             if len(self._loaded) >= self.keep_shards:
                 self._loaded.pop(next(iter(self._loaded)))  # oldest first

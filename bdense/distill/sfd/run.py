@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import BdenseError
-from ..io import file_digest
-from ..models.branches import widen
-from ..models.checkpoint import load_model, save_model
-from ..train.loop import TrainConfig, Trainer
-from ..train.rundir import RunDir
+from ...errors import BdenseError
+from ...io import file_digest
+from ...models.branches import widen
+from ...models.checkpoint import load_model, save_model
+from ...train.loop import TrainConfig, Trainer
+from ...train.rundir import RunDir
 from .plan import SFDPlan
-from .sfd import SFDTask
+from .task import SFDTask
 from .targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS, check_mode, closing_factors
-from .weights import parse_weights
+from ..weights import parse_weights
 
 
 
@@ -39,7 +39,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                 compile_mode: str | None = None, teacher_batch: int = 0, fast_path: str = "auto",
                 nfe_draw: str = "balanced", dense_intervals: int | None = None) -> dict:
     """nfe: one NFE (SFD), or several ('2-5', '2,3,5', a tuple): one SFD-v student for all of them, conditioned
-    on the count; --trajectories (default 25,600 per count) are shared out over the counts (bdense/distill/sfdv.py)."""
+    on the count; --trajectories (default 25,600 per count) are shared out over the counts (bdense/distill/sfd/sfdv.py)."""
     from .counts import nfe_schedule, parse_counts
     from .sfdv import plans_for
     counts = parse_counts(nfe)
@@ -122,9 +122,9 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
     torch.manual_seed(seed)
     student = widen(teacher, branches, dropout=dropout or None)
     if multi:
-        from ..models.nfe_embedding import with_nfe_embedding
+        from ...models.nfe_embedding import with_nfe_embedding
         student = with_nfe_embedding(student, counts)
-    from ..train import speed  # GPU speed options (all off by default: the CPU path stays bit-identical)
+    from ...train import speed  # GPU speed options (all off by default: the CPU path stays bit-identical)
     if compile_teacher:  # the teacher is only ever run forward: compile it once for the whole run
         speed.compile_net(teacher, compile_mode)
     if compile_student:
@@ -169,7 +169,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
 
 def sfdv_text(counts, draw, schedule, batch) -> str:
     """The --dry-run lines of an SFD-v run: the counts, how they are drawn, what each gets."""
-    from ..models.nfe_embedding import counts_text
+    from ...models.nfe_embedding import counts_text
     from .counts import iterations_per_count
     per = iterations_per_count(schedule)
     return (f"SFD-v: one student for NFE {counts_text(counts)}, told the NFE by a zero-initialised step-count "
@@ -203,13 +203,13 @@ def targets_text(plan: SFDPlan, mode: str) -> str:
 
 def _teacher_link(teacher_path, run_dir) -> dict:
     """A student names its teacher by absolute path, by path relative to the student file, and by digest."""
-    from ..io import link
+    from ...io import link
     lk = link(teacher_path, run_dir)
     return {"teacher": lk["path"], "teacher_rel": lk["rel"], "teacher_digest": lk["digest"]}
 
 
 def _write_grid(model, path, n, device):
-    from ..data.images import save_grid
-    from ..sampling.sample import generate, model_recipe
+    from ...data.images import save_grid
+    from ...sampling.sample import generate, model_recipe
     images = torch.cat([im for _, im, _ in generate(model, list(range(n)), model_recipe(model), device=device)])
     save_grid(images, path)

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import BdenseError
-from ..solvers import SOLVERS
-from ..solvers.schedules import nested_polynomial_grids
+from ...errors import BdenseError
+from ...solvers import SOLVERS
+from ...solvers.schedules import nested_polynomial_grids
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class SFDPlan:
                               f"evenly; use a K that divides --teacher-substeps (or set --teacher-substeps {self.branches})")
         if self.teacher_solver not in SOLVERS:
             raise BdenseError(f"unknown --teacher-solver '{self.teacher_solver}'; choose one of {', '.join(SOLVERS)}")
-        from ..solvers.dpmpp import ORDER_RULES
+        from ...solvers.dpmpp import ORDER_RULES
         if self.teacher_order_rule not in ORDER_RULES:
             raise BdenseError(f"unknown --teacher-order-rule '{self.teacher_order_rule}'; use {' or '.join(ORDER_RULES)}")
         if not 0 < self.sigma_min < self.sigma_max:
@@ -54,7 +54,7 @@ class SFDPlan:
         return list(range(1 if self.afs else 0, self.points - 1))
 
     def teacher_nfe(self) -> int:
-        from ..solvers import nfe
+        from ...solvers import nfe
         return nfe(self.teacher_solver, self.grids()[1], afs=False)
 
     def describe(self) -> str:

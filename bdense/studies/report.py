@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_write_text
-from .stats import fmt, paired_verdict, t_interval
+from ..metrics.stats import fmt, paired_verdict, t_interval
 
 METRICS = {"fid": "domain FID", "rmse": "RMSE to teacher reference"}  # results without a host entry (SFD)
 

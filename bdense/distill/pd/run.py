@@ -5,19 +5,20 @@ from dataclasses import replace
 
 import torch
 
-from ..errors import BdenseError
-from ..models.branches import widen
-from ..models.checkpoint import load_model, save_model
-from ..train.loop import TrainConfig, Trainer
-from ..train.rundir import RunDir
-from .pd import PDPlan, PDTask
-from ..io import file_digest
-from .run import _teacher_link, _write_grid
-from .weights import parse_weights
+from ...errors import BdenseError
+from ...models.branches import widen
+from ...models.checkpoint import load_model, save_model
+from ...train.loop import TrainConfig, Trainer
+from ...train.rundir import RunDir
+from .plan import PDPlan
+from .task import PDTask
+from ...io import file_digest
+from ..sfd.run import _teacher_link, _write_grid
+from ..weights import parse_weights
 
 
 def _load_data(spec: str | None, teacher, teacher_path: str):
-    from ..data.datasets import load_dataset, teacher_data
+    from ...data.datasets import load_dataset, teacher_data
     shape = teacher_data(teacher, spec)
     spec = shape["spec"]
     if not spec:

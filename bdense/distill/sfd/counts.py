@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 
-from ..errors import BdenseError
+from ...errors import BdenseError
 
 DRAWS = ("balanced", "iid")
 

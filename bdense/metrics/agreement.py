@@ -51,7 +51,7 @@ def agreement_for_recipe(teacher, recipe_a: Recipe, recipe_b: Recipe, seeds: lis
 
 def sfd_plan(student):
     """The SFDPlan an SFD student was distilled with, rebuilt from its meta; None for other students."""
-    from ..distill.plan import SFDPlan
+    from ..distill.sfd.plan import SFDPlan
     meta = student.config.get("meta", {})
     dist, samp = meta.get("distill") or {}, meta.get("sampling") or {}
     if dist.get("method") != "sfd" or not samp:
@@ -62,7 +62,7 @@ def sfd_plan(student):
 
 
 def _distill_reference(teacher, plan, seeds, batch_size, device) -> Iterator[torch.Tensor]:
-    from ..distill.trajectories import teacher_trajectories
+    from ..distill.sfd.trajectories import teacher_trajectories
     for i in range(0, len(seeds), batch_size):
         traj, _ = teacher_trajectories(teacher, plan, seeds[i:i + batch_size], device)
         yield traj[-1].clamp(-1, 1).cpu()

@@ -3,7 +3,7 @@
 An SFD-v setting trains one student for all its counts; it is reported at each NFE n (sampled with count n)
 against the per-NFE baseline trained with the same number of trajectories at n. With the balanced draw every
 count gets exactly per_nfe trajectories, and count n's trajectories are the baseline's own pool in the baseline's
-order (bdense/distill/sfdv.py), so the per-NFE caches serve both and the pairing by training seed is exact.
+order (bdense/distill/sfd/sfdv.py), so the per-NFE caches serve both and the pairing by training seed is exact.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..distill.counts import parse_counts
+from ..distill.sfd.counts import parse_counts
 from ..errors import BdenseError
 
 SFDV_KEYS = {"targets": str, "draw": str}
@@ -52,8 +52,8 @@ class SFDvSetting:
         s = cls(fields[0], k, parse_counts(counts), ":".join(fields[2:]) or None, **extra)
         if len(s.counts) < 2:
             raise BdenseError(f"SFD-v setting '{spec}' has one NFE; that is a per-NFE setting (NAME:K[:WEIGHTS])")
-        from ..distill.counts import DRAWS
-        from ..distill.targets import check_mode
+        from ..distill.sfd.counts import DRAWS
+        from ..distill.sfd.targets import check_mode
         from ..distill.weights import parse_weights
         parse_weights(s.weights, s.branches)
         if s.targets is not None:
@@ -81,7 +81,7 @@ def train_sfdv(teacher: str, run_dir: str | Path, setting: SFDvSetting, per_nfe:
                cache_dir: str | Path | None = None, **kw) -> Path:
     """Train one SFD-v run (or reuse the finished one if it was made with the same options). cache_dir holds
     nfeN/ per count (a comparison's per-NFE caches); kw: further distill_sfd keywords (batch, lr, device, ...)."""
-    from ..distill.run import distill_sfd
+    from ..distill.sfd.run import distill_sfd
     d = Path(run_dir)
     opts = dict(setting.distill_options(per_nfe), seed=seed, **kw)
     if (d / "model.safetensors").exists():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..distill.targets import check_mode
+from ..distill.sfd.targets import check_mode
 from ..distill.weights import parse_weights
 from ..errors import BdenseError
 from ..hosts import host_class
@@ -34,7 +34,7 @@ class Setting:
     name: str
     branches: int
     weights: str | None = None  # None: the distiller's default
-    targets: str | None = None  # None: the distiller's default (bdense/distill/targets.py)
+    targets: str | None = None  # None: the distiller's default (bdense/distill/sfd/targets.py)
     dropout: float | None = None
     dense: int | None = None  # dense_intervals: intermediate branches in the first N trained intervals only
 
@@ -76,7 +76,7 @@ class Setting:
 
 
 def parse_setting(spec: str):
-    """A --setting string: an SFD-v setting if it names an NFE range (bdense/eval/sfdv.py), else a per-NFE one."""
+    """A --setting string: an SFD-v setting if it names an NFE range (bdense/studies/sfdv.py), else a per-NFE one."""
     from .sfdv import SFDvSetting, is_sfdv_setting
     return SFDvSetting.parse(spec) if is_sfdv_setting(spec) else Setting.parse(spec)
 
@@ -105,7 +105,7 @@ class CompareConfig:
     start_steps: int = 64  # pd: teacher DDIM steps of round 1 (and of the rmse reference)
     end_steps: int = 8  # pd: student steps after the last round
     round_iters: int = 400  # pd: iterations per round (the budget)
-    last_step_target: str = "x-pred"  # pd, see bdense/distill/pd.py
+    last_step_target: str = "x-pred"  # pd, see bdense/distill/pd/task.py
     weight_span: str = "round"  # pd
     eval_clip_denoised: bool = True  # pd: students and teacher references sample with x-hat clipped every step
 
@@ -152,7 +152,7 @@ class Comparison:
         if not self.data:
             raise BdenseError("the teacher does not name its data set; pass --data for the FID reference")
         if cfg.features:
-            from .features import load_extractor
+            from ..metrics.features import load_extractor
             ext = load_extractor("domain", cfg.features)
             a = ext.config["arch"]
             if (a["channels"], a["resolution"]) != (self.teacher.channels, self.teacher.resolution):
@@ -165,8 +165,8 @@ class Comparison:
 
     # -- shared assets ---------------------------------------------------------------
     def extractor_and_ref(self):
-        from .features import load_extractor, train_domain_classifier
-        from .fid import feature_stats, load_stats, save_stats
+        from ..metrics.features import load_extractor, train_domain_classifier
+        from ..metrics.fid import feature_stats, load_stats, save_stats
         feats = Path(self.cfg.features) if self.cfg.features else self.out / "features.safetensors"
         res, pad = self.shape["resolution"], self.shape["pad"]
         if not feats.exists():
@@ -184,8 +184,8 @@ class Comparison:
     def measure_images(self, batches, refs: dict, ext, ref_stats) -> dict:
         """FID of the images and their agreement with every reference set: rmse/psnr for 'rmse', the RMSE alone
         under its own name for any other (e.g. rmse2n)."""
-        from .agreement import image_agreement
-        from .fid import RunningStats, frechet_distance
+        from ..metrics.agreement import image_agreement
+        from ..metrics.fid import RunningStats, frechet_distance
         stats, pairs, start = RunningStats(), {k: [] for k in refs}, 0
         for im in batches:
             stats.update(ext(im))

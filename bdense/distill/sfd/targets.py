@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import BdenseError
+from ...errors import BdenseError
 
 TARGET_MODES = ("teacher", "anchored", "anchored-log", "on-policy")
 # the SFD B-DENSE defaults, chosen together from the measured verdict (docs/targets.md)
