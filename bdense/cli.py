@@ -196,6 +196,8 @@ def distill(
                                     "e.g. all"),
     eval_clip_denoised: bool = typer.Option(True, help="pd: the student samples with x-hat clipped to [-1, 1] at "
                                             "every step (reference)"),
+    student_param: str = typer.Option("auto", help="pd: the student predicts auto (v for an eps teacher, else the "
+                                      "teacher's) | eps | x | v, converted exactly at step 0, e.g. x"),
     batch: int = typer.Option(128, help="global batch"),
     lr: Optional[float] = typer.Option(None, help="learning rate (sfd 5e-5 / 10 at half way; pd annealed to 0 each round)"),
     precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16"),
@@ -232,7 +234,7 @@ def distill(
                          lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume, dry_run=dry_run,
                          device=device, checkpoint_every=checkpoint_every, trust_pickle=trust_pickle,
                          last_step_target=last_step_target, weight_span=weight_span,
-                         eval_clip_denoised=eval_clip_denoised)
+                         eval_clip_denoised=eval_clip_denoised, student_param=student_param)
     else:
         raise BdenseError(f"unknown --method '{method}'; use sfd or pd")
     if dry_run:
@@ -306,6 +308,8 @@ def compare(
     weight_span: str = typer.Option("round", help="pd: round (schedules restart each round) | all, e.g. all"),
     eval_clip_denoised: bool = typer.Option(True, help="pd: sample students and teacher references with x-hat "
                                             "clipped to [-1, 1] at every step"),
+    student_param: str = typer.Option("auto", help="pd: the student predicts auto (v for an eps teacher, else the "
+                                      "teacher's) | eps | x | v, e.g. x"),
     device: Optional[str] = None,
 ):
     """Baseline vs B-DENSE side by side over several seeds, with intervals, plots and a report."""
@@ -320,7 +324,7 @@ def compare(
                         teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule, pool=pool,
                         device=device, method=method, start_steps=start_steps, end_steps=end_steps,
                         round_iters=round_iters, last_step_target=last_step_target, weight_span=weight_span,
-                        eval_clip_denoised=eval_clip_denoised)
+                        eval_clip_denoised=eval_clip_denoised, student_param=student_param)
     run(cfg)
     typer.echo(f"report: {out / 'report.md'}")
 

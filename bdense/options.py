@@ -157,7 +157,7 @@ RULES = {
     "teacher_order_rule": Choice(("sfd", "dpm-solver")), "pool": Choice(("shared", "fresh")),
     "first_trajectory_seed": Int(0, SEED_MAX), "dense_intervals": Int(0, 8), "nfe_draw": Choice(DRAWS),
     "last_step_target": Choice(("x-pred", "ddim")), "weight_span": Choice(("round", "all")),
-    "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000),
+    "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000), "student_param": Choice(("auto", "eps", "x", "v")),
 }
 # the same name with another meaning in one command
 COMMAND_RULES = {
@@ -197,6 +197,9 @@ def _cross_checks(command: str, v: dict) -> None:
                 raise BdenseError(f"--trajectories {v['trajectories']} is smaller than one --batch ({v['batch']})")
         elif v["end_steps"] >= v["start_steps"]:
             raise BdenseError(f"--end-steps {v['end_steps']} must be below --start-steps {v['start_steps']}")
+    if command in ("distill", "compare") and v.get("method") == "sfd" and v.get("student_param", "auto") != "auto":
+        raise BdenseError(f"--student-param {v['student_param']} converts a progressive-distillation student; SFD "
+                          f"students keep the teacher's parameterization: drop it or use --method pd")
     if command == "trajectories" and v["shard_size"] % v["batch"]:
         raise BdenseError(f"--shard-size {v['shard_size']} must be a multiple of --batch {v['batch']}")
     if command == "compare" and v["method"] == "pd" and v["end_steps"] >= v["start_steps"]:

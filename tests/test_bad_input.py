@@ -200,6 +200,10 @@ CASES = [
      "--last-step-target foo", "x-pred"),
     (4, "compare --method pd --weight-span foo", "compare --method pd --teacher {vp8} --out {root}/c "
      "--weight-span foo", "round"),
+    (4, "distill --method pd --student-param y", "distill --method pd --teacher {vp8} --out {root}/o "
+     "--student-param y", "auto, eps, x, v"),
+    (4, "distill --student-param with --method sfd", DIST + " --student-param v", "progressive-distillation"),
+    (4, "compare --student-param with --method sfd", CMP + " --student-param x", "--method pd"),
     (5, "tune --trials 0", TUNE + " --trials 0", "--trials"),
     (5, "tune --report-points 0", TUNE + " --report-points 0", "(0, 1]"),
     (5, "tune --branches 1", TUNE + " --branches 1", "--branches"),

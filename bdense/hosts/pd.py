@@ -33,6 +33,9 @@ class PDHost:
                 raise BdenseError(f"setting '{s.name}': targets=, dropout= and dense= are SFD options; a pd setting is "
                                   f"name:K[:WEIGHTS], e.g. bdense:2 or end:2:end:0.5")
             PDHost.plan_of(cfg, s.branches)
+        from ..distill.pd_run import STUDENT_PARAMS
+        if cfg.student_param not in STUDENT_PARAMS:
+            raise BdenseError(f"unknown --student-param '{cfg.student_param}'; use auto, eps, x or v")
 
     def __init__(self, study):
         self.study, self.cfg, self.teacher = study, study.cfg, study.teacher
@@ -87,9 +90,12 @@ class PDHost:
                   start_steps=cfg.start_steps, end_steps=cfg.end_steps, round_iters=r_it, batch=cfg.batch, lr=cfg.lr,
                   seed=seed, device=self.device, progress=cfg.progress, grid_seeds=16,
                   last_step_target=cfg.last_step_target, weight_span=cfg.weight_span,
-                  eval_clip_denoised=cfg.eval_clip_denoised, snapshot_steps=tuple(sorted(snaps)))
+                  eval_clip_denoised=cfg.eval_clip_denoised, snapshot_steps=tuple(sorted(snaps)),
+                  student_param=cfg.student_param)
         if (d / "model.safetensors").exists():
-            check_reusable(d, distill_pd(cfg.teacher, str(d), dry_run=True, **kw)["options"])
+            # runs made before --student-param existed trained the teacher's own parameterization
+            own = {"student_param": self.teacher.config["vp"]["parameterization"]}
+            check_reusable(d, distill_pd(cfg.teacher, str(d), dry_run=True, **kw)["options"], missing=own)
         else:
             resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
             distill_pd(cfg.teacher, str(d), resume=resume, **kw)

@@ -39,6 +39,9 @@ class SFDHost:
             for nfe in cfg.nfes:
                 SFDPlan(nfe=nfe, branches=s.branches, teacher_solver=cfg.teacher_solver,
                         teacher_order_rule=cfg.teacher_order_rule)
+        if cfg.student_param != "auto":
+            raise BdenseError(f"--student-param {cfg.student_param} converts a progressive-distillation student; "
+                              f"SFD students keep the teacher's parameterization: drop it or use --method pd")
         if not isinstance(cfg.trajectories, int) or cfg.trajectories < 1:
             raise BdenseError(f"--trajectories must be an integer >= 1, got {cfg.trajectories!r}")
         if cfg.trajectories < cfg.batch:
