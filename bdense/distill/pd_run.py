@@ -60,11 +60,12 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                device: str | None = None, checkpoint_every: int = 100, trust_pickle: bool = False,
                progress: bool = True, log_every: int = 10, grid_seeds: int = 64, last_step_target: str = "x-pred",
                weight_span: str = "round", eval_clip_denoised: bool = True, snapshot_steps: tuple = (),
-               student_param: str = "auto") -> dict:
+               student_param: str = "auto", on_snapshot=None) -> dict:
     """Progressive distillation start_steps -> end_steps (halving each round); K = 1 plain PD, K = 2 B-DENSE.
 
     The defaults of last_step_target, weight_span and eval_clip_denoised follow google-research's
     diffusion_distillation (docs/pd.md); snapshot_steps: global iterations whose weights `compare` evaluates;
+    on_snapshot(step, weights): called after each snapshot (bdense tune measures and prunes so);
     student_param: auto | eps | x | v, the student's parameterization (auto: v for an eps teacher, else the teacher's
     own), converted exactly at step 0 (student_parameterization)."""
     if batch < 1:
@@ -110,7 +111,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule="linear", grad_clip=1.0, ema_decay=0.0, precision=precision,
                       seed=seed, checkpoint_every=checkpoint_every, log_every=log_every, progress=progress,
-                      device=device, snapshot_steps=tuple(sorted(set(snapshot_steps))))
+                      device=device, snapshot_steps=tuple(sorted(set(snapshot_steps))), on_snapshot=on_snapshot)
     run = RunDir(out, options, resume=resume)
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
