@@ -110,7 +110,8 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule="linear", grad_clip=1.0, ema_decay=0.0, precision=precision,
-                      seed=seed, checkpoint_every=checkpoint_every, log_every=log_every, progress=progress,
+                      seed=seed, checkpoint_every=checkpoint_every, progress=progress,
+                      log_every=min(log_every, round_iters),  # a metrics row in every round (the report's loss plot)
                       device=device, snapshot_steps=tuple(sorted(set(snapshot_steps))), on_snapshot=on_snapshot)
     run = RunDir(out, options, resume=resume)
     run.log(plan_text.replace("\n", "\n    "))
