@@ -54,7 +54,7 @@ def test_a_pd_trial_is_a_plain_distill_run_scored_at_the_end_steps(eps_digits, t
                lr=1e-3, seed=0, device="cpu", progress=False, grid_seeds=1)
     plain = load_model(tmp_path / "plain" / "model.safetensors")
     ours = load_model(kept)
-    assert ours.config["vp"] == plain.config["vp"] == {"parameterization": "v", "time": "cosine", "converted_from": "eps"}
+    assert ours.config["vp"] == plain.config["vp"] == dict(parameterization="v", time="cosine", converted_from="eps")
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), plain.state_dict().values()))
     # report points 0.5 and 1.0 of 2 rounds x 2 iterations: the end of round 1 (4 steps), the end of round 2 (2 steps)
     assert [s for s, _ in seen] == [2, 4] and not (tmp_path / "t" / "trial" / "model.safetensors").exists()
