@@ -196,6 +196,8 @@ def distill(
                                     "e.g. all"),
     eval_clip_denoised: bool = typer.Option(True, help="pd: the student samples with x-hat clipped to [-1, 1] at "
                                             "every step (reference)"),
+    student_param: str = typer.Option("auto", help="pd: the student predicts auto (v for an eps teacher, else the "
+                                      "teacher's) | eps | x | v, converted exactly at step 0, e.g. x"),
     batch: int = typer.Option(128, help="global batch"),
     lr: Optional[float] = typer.Option(None, help="learning rate (sfd 5e-5 / 10 at half way; pd annealed to 0 each round)"),
     precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16"),
@@ -232,7 +234,7 @@ def distill(
                          lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume, dry_run=dry_run,
                          device=device, checkpoint_every=checkpoint_every, trust_pickle=trust_pickle,
                          last_step_target=last_step_target, weight_span=weight_span,
-                         eval_clip_denoised=eval_clip_denoised)
+                         eval_clip_denoised=eval_clip_denoised, student_param=student_param)
     else:
         raise BdenseError(f"unknown --method '{method}'; use sfd or pd")
     if dry_run:
@@ -306,6 +308,8 @@ def compare(
     weight_span: str = typer.Option("round", help="pd: round (schedules restart each round) | all, e.g. all"),
     eval_clip_denoised: bool = typer.Option(True, help="pd: sample students and teacher references with x-hat "
                                             "clipped to [-1, 1] at every step"),
+    student_param: str = typer.Option("auto", help="pd: the student predicts auto (v for an eps teacher, else the "
+                                      "teacher's) | eps | x | v, e.g. x"),
     device: Optional[str] = None,
 ):
     """Baseline vs B-DENSE side by side over several seeds, with intervals, plots and a report."""
@@ -320,7 +324,7 @@ def compare(
                         teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule, pool=pool,
                         device=device, method=method, start_steps=start_steps, end_steps=end_steps,
                         round_iters=round_iters, last_step_target=last_step_target, weight_span=weight_span,
-                        eval_clip_denoised=eval_clip_denoised)
+                        eval_clip_denoised=eval_clip_denoised, student_param=student_param)
     run(cfg)
     typer.echo(f"report: {out / 'report.md'}")
 
@@ -386,8 +390,8 @@ register(app)
 def tune(
     teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
     out: Path = typer.Option(..., help="study directory (OUT/optuna.db: run again to continue the study)"),
-    nfe: int = typer.Option(2, help="student NFE the weights are tuned for"),
-    branches: int = typer.Option(4, help="K"),
+    nfe: int = typer.Option(2, help="sfd: student NFE the weights are tuned for"),
+    branches: Optional[int] = typer.Option(None, help="K (default 4; pd: 2, the only K it has)"),
     branch_targets: str = typer.Option(DEFAULT_TARGETS, help="target mode of every trial and of the final K > 1 runs"),
     objective: str = typer.Option("rmse", help="rmse | fid | combo:A (A*rmse/rmse_base + (1-A)*fid/fid_base)"),
     trials: int = typer.Option(30, help="total trials wanted in the study (a rerun adds only the missing ones)"),
@@ -408,6 +412,17 @@ def tune(
     data: Optional[str] = typer.Option(None, help="data set for the FID reference (default: the teacher's)"),
     features: Optional[Path] = typer.Option(None, help="domain feature network (default: trained into OUT/final)"),
     teacher_solver: str = "dpmpp_3m",
+    method: str = typer.Option("sfd", help="host: sfd | pd (a trial is a PD run over every round), e.g. pd"),
+    start_steps: int = typer.Option(64, help="pd: teacher DDIM steps of round 1 (and of the RMSE reference)"),
+    end_steps: int = typer.Option(8, help="pd: student steps after the last round (trials are scored there)"),
+    round_iters: int = typer.Option(400, help="pd: iterations per round of the final runs"),
+    trial_round_iters: Optional[int] = typer.Option(None, help="pd: iterations per round of a trial (default: "
+                                                    "--round-iters / 4), e.g. 100"),
+    last_step_target: str = typer.Option("x-pred", help="pd: x-pred (reference) | ddim, e.g. ddim"),
+    weight_span: str = typer.Option("round", help="pd: round (schedules restart each round) | all, e.g. all"),
+    eval_clip_denoised: bool = typer.Option(True, help="pd: sample with x-hat clipped to [-1, 1] at every step"),
+    student_param: str = typer.Option("auto", help="pd: the student predicts auto (v for an eps teacher, else the "
+                                      "teacher's) | eps | x | v, e.g. x"),
     device: Optional[str] = None,
 ):
     """Search branch weights / schedules with Optuna (TPE, median pruning, resumable), then check the winner."""
@@ -419,7 +434,10 @@ def tune(
                      final=final, final_seeds=final_seeds, eval_seeds=eval_seeds, eval_points=v["eval_points"],
                      final_nfes=v["final_nfe"], apply=apply,
                      data=data, features=str(features) if features else None, teacher_solver=teacher_solver,
-                     branch_targets=branch_targets, device=device)
+                     branch_targets=branch_targets, device=device, method=method, start_steps=start_steps,
+                     end_steps=end_steps, round_iters=round_iters, trial_round_iters=trial_round_iters,
+                     last_step_target=last_step_target, weight_span=weight_span,
+                     eval_clip_denoised=eval_clip_denoised, student_param=student_param)
     r = run(cfg)
     for note in (r["search"] or {}).get("notes", []):
         typer.echo(f"note: {note}")

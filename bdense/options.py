@@ -157,7 +157,8 @@ RULES = {
     "teacher_order_rule": Choice(("sfd", "dpm-solver")), "pool": Choice(("shared", "fresh")),
     "first_trajectory_seed": Int(0, SEED_MAX), "dense_intervals": Int(0, 8), "nfe_draw": Choice(DRAWS),
     "last_step_target": Choice(("x-pred", "ddim")), "weight_span": Choice(("round", "all")),
-    "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000),
+    "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000), "student_param": Choice(("auto", "eps", "x", "v")),
+    "trial_round_iters": COUNT,
 }
 # the same name with another meaning in one command
 COMMAND_RULES = {
@@ -197,19 +198,23 @@ def _cross_checks(command: str, v: dict) -> None:
                 raise BdenseError(f"--trajectories {v['trajectories']} is smaller than one --batch ({v['batch']})")
         elif v["end_steps"] >= v["start_steps"]:
             raise BdenseError(f"--end-steps {v['end_steps']} must be below --start-steps {v['start_steps']}")
+    if command in ("distill", "compare", "tune") and v.get("method") == "sfd" and v.get("student_param") != "auto":
+        raise BdenseError(f"--student-param {v['student_param']} converts a progressive-distillation student; SFD "
+                          f"students keep the teacher's parameterization: drop it or use --method pd")
     if command == "trajectories" and v["shard_size"] % v["batch"]:
         raise BdenseError(f"--shard-size {v['shard_size']} must be a multiple of --batch {v['batch']}")
-    if command == "compare" and v["method"] == "pd" and v["end_steps"] >= v["start_steps"]:
+    if command in ("compare", "tune") and v["method"] == "pd" and v["end_steps"] >= v["start_steps"]:
         raise BdenseError(f"--end-steps {v['end_steps']} must be below --start-steps {v['start_steps']}")
-    if (command == "tune" or command == "compare" and v["method"] == "sfd") and v["trajectories"] < v["batch"]:
+    if command in ("tune", "compare") and v["method"] == "sfd" and v["trajectories"] < v["batch"]:
         raise BdenseError(f"--trajectories {v['trajectories']} is smaller than one --batch ({v['batch']})")
-    if command == "tune":
+    if command == "tune" and v["method"] == "sfd":
         if v["trial_trajectories"] > v["trajectories"]:
             raise BdenseError("--trial-trajectories exceeds --trajectories (the shared cache holds --trajectories)")
         if v["trial_trajectories"] < v["batch"]:
             raise BdenseError(f"--trial-trajectories {v['trial_trajectories']} is smaller than one --batch "
                               f"({v['batch']})")
+    if command == "tune":
         from .studies.tune import parse_objective
         parse_objective(v["objective"])
         if v.get("apply"):
-            parse_weights(v["apply"], v["branches"])
+            parse_weights(v["apply"], v["branches"] or (2 if v["method"] == "pd" else 4))

@@ -33,6 +33,9 @@ class BDenseScheduler(SchedulerMixin, ConfigMixin):
     afs: the first interval is SFD's analytical first step (no network call). precond: edm | vp.
     edm: sigma_data, noise_embed_scale (network time = ln(sigma)/4 * scale). vp: parameterization eps | x | v,
     time cosine | discrete (ddpm: the DDPMScheduler arguments that give the training alphas_cumprod).
+    converted_from: the network's output is that parameterization's prediction, mapped exactly (affine in z) to
+    `parameterization`'s (a progressive-distillation student converted from its teacher's; None: no map).
+    clip_denoised: clamp the x0 estimate to [-1, 1] at every step (PD students sample so by default).
     """
 
     config_name = "scheduler_config.json"
@@ -41,7 +44,8 @@ class BDenseScheduler(SchedulerMixin, ConfigMixin):
     @register_to_config
     def __init__(self, sigmas: list | None = None, solver: str = "euler", afs: bool = False, precond: str = "edm",
                  sigma_data: float = 0.5, noise_embed_scale: float = 1000.0, parameterization: str = "eps",
-                 time: str = "cosine", ddpm: dict | None = None):
+                 time: str = "cosine", ddpm: dict | None = None, converted_from: str | None = None,
+                 clip_denoised: bool = False):
         if not sigmas or any(b >= a for a, b in zip(sigmas, sigmas[1:])) or sigmas[-1] < 0:
             raise ValueError(f"sigmas must be a descending grid ending >= 0, got {sigmas}")
         if solver not in ("euler", "heun"):
@@ -94,7 +98,15 @@ class BDenseScheduler(SchedulerMixin, ConfigMixin):
             c_out = s4 * sd / (s4**2 + sd**2).sqrt()
             return c_skip * sample + c_out * f
         alpha = 1.0 / (1 + s4**2).sqrt()
-        p = self.config.parameterization
+        p, src = self.config.parameterization, getattr(self.config, "converted_from", None)
+        if src is not None:  # as bdense.models.denoisers.converted_x0 (this file runs without bdense): in float64
+            s, x = s4.double(), sample.double()
+            a = 1.0 / (1 + s * s).sqrt()
+            sv, z = s * a, x * a
+            c_z, c_f = {("eps", "x"): (1 / a, -sv / a), ("eps", "v"): (-sv / a, 1 / a), ("x", "eps"): (1 / sv, -a / sv),
+                        ("x", "v"): (a / sv, -1 / sv), ("v", "x"): (a, -sv), ("v", "eps"): (sv, a)}[(src, p)]
+            pred = c_z * z + c_f * f.double()
+            return (x - s * pred if p == "eps" else pred if p == "x" else a * z - sv * pred).to(sample.dtype)
         if p == "eps":
             return sample - s4 * f
         if p == "x":
@@ -199,7 +211,8 @@ class BDensePipeline(DiffusionPipeline):
             s = sample.new_full((sample.shape[0],), float(sigma))
             inp, t = self.scheduler.precondition_inputs(sample, s)
             out = self.unet(inp, t, class_labels=labels).sample
-            return self.scheduler.precondition_outputs(sample, out, s)
+            d = self.scheduler.precondition_outputs(sample, out, s)
+            return d.clamp(-1, 1) if getattr(self.scheduler.config, "clip_denoised", False) else d
 
         for i in self.progress_bar(range(len(self.scheduler.sigmas) - 1)):
             x = self.scheduler.advance(denoise, i, x)

@@ -200,7 +200,15 @@ CASES = [
      "--last-step-target foo", "x-pred"),
     (4, "compare --method pd --weight-span foo", "compare --method pd --teacher {vp8} --out {root}/c "
      "--weight-span foo", "round"),
+    (4, "distill --method pd --student-param y", "distill --method pd --teacher {vp8} --out {root}/o "
+     "--student-param y", "auto, eps, x, v"),
+    (4, "distill --student-param with --method sfd", DIST + " --student-param v", "progressive-distillation"),
+    (4, "compare --student-param with --method sfd", CMP + " --student-param x", "--method pd"),
     (5, "tune --trials 0", TUNE + " --trials 0", "--trials"),
+    (5, "tune --method pd with K = 4", "tune --method pd --teacher {vp8} --out {root}/t --branches 4", "K = 2"),
+    (5, "tune --method pd --trial-round-iters above --round-iters", "tune --method pd --teacher {vp8} --out {root}/t "
+     "--round-iters 4 --trial-round-iters 8", "exceeds --round-iters"),
+    (5, "tune --method pd with an EDM teacher", TUNE + " --method pd", "VP teacher"),
     (5, "tune --report-points 0", TUNE + " --report-points 0", "(0, 1]"),
     (5, "tune --branches 1", TUNE + " --branches 1", "--branches"),
     (5, "tune --trial-trajectories above --trajectories", TUNE + " --trial-trajectories 99999", "exceeds"),

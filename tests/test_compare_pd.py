@@ -65,6 +65,17 @@ def test_compare_pd_k1_is_plain_distill_and_rows_per_round(vp_digits, tmp_path):
     assert r["steps"]["2"]["runs"]["baseline"][0]["evals"][4]["rmse"] == pytest.approx(want, rel=1e-5)
     text = (tmp_path / "cmp/report.md").read_text()
     assert "### steps 4" in text and "### steps 2" in text and "RMSE to teacher DDIM 2N" in text
+    # per-branch losses per round (SFD's loss/iI/bK keys, I = the round): one series per branch per round
+    from bdense.studies.report import read_branch_losses
+    assert "![branch_losses_pd.png](branch_losses_pd.png)" in text
+    assert (tmp_path / "cmp/branch_losses_pd.png").stat().st_size > 1000
+    rows = [json.loads(x) for x in (tmp_path / "cmp/runs/bdense/seed0/metrics.jsonl").read_text().splitlines()]
+    losses = read_branch_losses(tmp_path / "cmp/runs/bdense/seed0")
+    assert set(losses) == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert set(read_branch_losses(tmp_path / "cmp/runs/baseline/seed0")) == {(1, 1), (2, 1)}
+    for (r, b), (steps, vals) in losses.items():  # the round's rows, each the loss of that branch at that step
+        assert steps and all(row["loss/b%d" % b] == v for row in rows for st, v in zip(steps, vals)
+                             if row["step"] == st) and {(st - 1) // 4 + 1 for st in steps} == {r}
     model = tmp_path / "cmp/runs/bdense/seed0/model.safetensors"
     stamp = model.stat().st_mtime_ns
     compare(cfg)  # finished runs are reused, not retrained

@@ -14,6 +14,12 @@ measuring, reuse of finished work, verdicts and the report. A host provides:
 - `student(run_dir, point)`: (model with the final weights of that point, the Recipe it samples with there);
 - `tag(point)`: the point's name in file and cache keys; `describe()`: the report's words and metric names.
 
+For `bdense tune` (bdense/studies/tune.py) a host also provides, given the TuneConfig: `tune_setup` (what a continued
+study must match), `tune_prepare` (shared assets and the reference images of the tuning seeds), `tune_iterations`,
+`tune_student(k)` (a model the trial's snapshots load into), `tune_recipe(step)` (how a snapshot samples),
+`tune_run_options` (the distill keywords of one trial, with snapshots at the report points), `tune_cost` and
+`tune_words` (the report's wording).
+
 To add a host (e.g. SFD-v): write one module with a class of that shape and register it in HOSTS.
 """
 from __future__ import annotations

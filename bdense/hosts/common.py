@@ -25,7 +25,7 @@ def cached_images(path: Path, make) -> torch.Tensor:
     return images
 
 
-def check_reusable(d: Path, options: dict) -> None:
+def check_reusable(d: Path, options: dict, missing: dict | None = None) -> None:
     """A finished run is reused only if it was trained with the options this comparison asks for.
 
     Without this, changing --trajectories, --lr or a setting's weights but keeping --out would silently report
@@ -33,7 +33,7 @@ def check_reusable(d: Path, options: dict) -> None:
     """
     # the cache itself is checked against teacher and plan, so its path may differ; with K = 1 every target mode
     # is the same computation (tested bit for bit), so a baseline made under another default mode is still valid
-    old = read_json(d / "options.json")
+    old = dict(missing or {}, **read_json(d / "options.json"))  # missing: values of options older runs lack
     free = {"trajectory_cache"} | ({"branch_targets"} if old.get("branches") == options.get("branches") == 1 else set())
     diff = changed_options(old, options, free=free)
     if diff:

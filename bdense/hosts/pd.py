@@ -33,6 +33,9 @@ class PDHost:
                 raise BdenseError(f"setting '{s.name}': targets=, dropout= and dense= are SFD options; a pd setting is "
                                   f"name:K[:WEIGHTS], e.g. bdense:2 or end:2:end:0.5")
             PDHost.plan_of(cfg, s.branches)
+        from ..distill.pd.run import STUDENT_PARAMS
+        if cfg.student_param not in STUDENT_PARAMS:
+            raise BdenseError(f"unknown --student-param '{cfg.student_param}'; use auto, eps, x or v")
 
     def __init__(self, study):
         self.study, self.cfg, self.teacher = study, study.cfg, study.teacher
@@ -83,18 +86,25 @@ class PDHost:
             return d
         r_it = cfg.round_iters
         snaps = {r * r_it + max(1, round(f * r_it)) for r in range(len(self.plan.rounds)) for f in cfg.eval_points}
-        kw = dict(data=cfg.data, branches=setting.branches, branch_weights=setting.weights,
-                  start_steps=cfg.start_steps, end_steps=cfg.end_steps, round_iters=r_it, batch=cfg.batch, lr=cfg.lr,
-                  seed=seed, device=self.device, progress=cfg.progress, grid_seeds=16,
-                  last_step_target=cfg.last_step_target, weight_span=cfg.weight_span,
-                  eval_clip_denoised=cfg.eval_clip_denoised, snapshot_steps=tuple(sorted(snaps)))
+        kw = dict(self.run_options(setting.branches, setting.weights, r_it, self.device), seed=seed,
+                  progress=cfg.progress, grid_seeds=16, snapshot_steps=tuple(sorted(snaps)))
         if (d / "model.safetensors").exists():
-            check_reusable(d, distill_pd(cfg.teacher, str(d), dry_run=True, **kw)["options"])
+            # runs made before --student-param existed trained the teacher's own parameterization
+            own = {"student_param": self.teacher.config["vp"]["parameterization"]}
+            check_reusable(d, distill_pd(cfg.teacher, str(d), dry_run=True, **kw)["options"], missing=own)
         else:
             resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
             distill_pd(cfg.teacher, str(d), resume=resume, **kw)
         self.done.add((setting.name, seed))
         return d
+
+    def run_options(self, k: int, weights, round_iters: int, device) -> dict:
+        """distill_pd keywords every PD run of this study shares (compare's runs and tune's trials)."""
+        cfg = self.cfg
+        return dict(data=cfg.data, branches=k, branch_weights=weights, start_steps=cfg.start_steps,
+                    end_steps=cfg.end_steps, round_iters=round_iters, batch=cfg.batch, lr=cfg.lr, device=device,
+                    last_step_target=cfg.last_step_target, weight_span=cfg.weight_span,
+                    eval_clip_denoised=cfg.eval_clip_denoised, student_param=cfg.student_param)
 
     def steps_total(self, n: int) -> int:
         return self.cfg.round_iters
@@ -128,3 +138,64 @@ class PDHost:
                 "agreement": (f"RMSE to the teacher's DDIM at {cfg.start_steps} steps (rmse) and at twice the "
                               f"student's steps (rmse2n), same evaluation seeds, {clip}"),
                 "pairing": "same seed = same data batches and noise", "noise_note": ""}
+
+    # -- what `bdense tune` needs (bdense/studies/tune.py): a trial is a PD run over every round, --trial-round-iters
+    # -- iterations each, scored at the last round's --end-steps against the teacher's DDIM at --start-steps
+    def tune_setup(self, tcfg, points) -> dict:
+        from ..distill.pd.run import student_parameterization
+        cfg = self.cfg
+        return {"teacher_digest": self.study.teacher_digest, "method": "pd", "branches": tcfg.branches,
+                "objective": tcfg.objective, "start_steps": cfg.start_steps, "end_steps": cfg.end_steps,
+                "trial_round_iters": tcfg.trial_round_iters, "batch": cfg.batch, "lr": cfg.lr,
+                "tune_seeds": tcfg.tune_seeds, "last_step_target": cfg.last_step_target,
+                "weight_span": cfg.weight_span, "eval_clip_denoised": cfg.eval_clip_denoised,
+                "student_param": student_parameterization(self.teacher, cfg.student_param),
+                "report_points": list(points)}
+
+    def tune_prepare(self, tcfg, seeds: list, folder: Path):
+        """The teacher's DDIM at --start-steps from the tuning seeds (the target of the whole chain)."""
+        import torch
+        from ..sampling.sample import generate
+        n = self.cfg.start_steps
+        name = f"refs-ddim{n}{'-clip' if self.cfg.eval_clip_denoised else ''}-{len(seeds)}.safetensors"
+        return cached_images(folder / name, lambda: torch.cat(
+            [im for _, im, _ in generate(self.teacher, seeds, self.ddim(n), 500, self.device)]))
+
+    def tune_iterations(self, tcfg) -> int:
+        return len(self.plan.rounds) * tcfg.trial_round_iters
+
+    def tune_student(self, tcfg, k: int):
+        """A model of the trial's student (widened, its head converted as distill_pd converts it)."""
+        from ..distill.pd.run import student_parameterization
+        from ..models.branches import reparameterize, widen
+        student, param = widen(self.teacher, k), student_parameterization(self.teacher, self.cfg.student_param)
+        return student if param == student.parameterization else reparameterize(student, param)
+
+    def tune_recipe(self, tcfg, step: int) -> Recipe:
+        """A snapshot at global iteration `step` samples with the step count of its round."""
+        r = min(max(step - 1, 0) // tcfg.trial_round_iters, len(self.plan.rounds) - 1)
+        return self.ddim(self.plan.rounds[r])
+
+    def tune_run_options(self, tcfg, k: int, spec, device: str, fractions: tuple) -> dict:
+        """distill_pd keywords of one trial, seed 0; snapshots at `fractions` of all its iterations."""
+        total = self.tune_iterations(tcfg)
+        snaps = tuple(sorted({max(1, round(f * total)) for f in fractions}))
+        return dict(self.run_options(k, spec, tcfg.trial_round_iters, device), seed=0, progress=False,
+                    checkpoint_every=0, grid_seeds=1, snapshot_steps=snaps)
+
+    def tune_cost(self, tcfg, n_seeds: int, iters: int) -> dict:
+        """Each iteration: 2 teacher DDIM steps and one student pass per image; references: start-steps DDIM."""
+        return {"teacher_passes": 2 * iters * self.cfg.batch + n_seeds * self.cfg.start_steps,
+                "student_train_passes": iters * self.cfg.batch,
+                "full_runs_equivalent": iters / (len(self.plan.rounds) * self.cfg.round_iters)}
+
+    def tune_words(self, tcfg) -> dict:
+        cfg, k = self.cfg, tcfg.branches
+        steps = f"--start-steps {cfg.start_steps} --end-steps {cfg.end_steps}"
+        return {"title": f"PD {cfg.start_steps} -> {cfg.end_steps} steps",
+                "trial": (f"each trial a PD run of {len(self.plan.rounds)} rounds x {tcfg.trial_round_iters} "
+                          f"iterations (seed 0), scored at {cfg.end_steps} steps against the teacher's "
+                          f"{cfg.start_steps}-step DDIM"), "fraction": tcfg.trial_round_iters / cfg.round_iters,
+                "reproduce": f"`bdense compare --method pd --teacher OTHER --out DIR {steps} --setting baseline:1 "
+                             f"--setting uniform:{k}:uniform --setting 'tuned:{k}:SPEC'` or `bdense tune --method pd "
+                             f"{steps} --apply 'SPEC' --teacher OTHER --out DIR`"}

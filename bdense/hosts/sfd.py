@@ -39,6 +39,9 @@ class SFDHost:
             for nfe in cfg.nfes:
                 SFDPlan(nfe=nfe, branches=s.branches, teacher_solver=cfg.teacher_solver,
                         teacher_order_rule=cfg.teacher_order_rule)
+        if cfg.student_param != "auto":
+            raise BdenseError(f"--student-param {cfg.student_param} converts a progressive-distillation student; "
+                              f"SFD students keep the teacher's parameterization: drop it or use --method pd")
         if not isinstance(cfg.trajectories, int) or cfg.trajectories < 1:
             raise BdenseError(f"--trajectories must be an integer >= 1, got {cfg.trajectories!r}")
         if cfg.trajectories < cfg.batch:
@@ -156,3 +159,53 @@ class SFDHost:
                 "noise_note": "" if cfg.pool == "fresh" else (
                     " With a shared pool the intervals show optimisation noise only, not the noise of drawing a new "
                     "pool (--pool fresh).")}
+
+    # -- what `bdense tune` needs (bdense/studies/tune.py): short runs from one shared cache, scored at --nfe -----------
+    def tune_setup(self, tcfg, points) -> dict:
+        """What a study's trials depend on: a continued study must match it."""
+        return {"teacher_digest": self.study.teacher_digest, "nfe": tcfg.nfe, "branches": tcfg.branches,
+                "objective": tcfg.objective, "trial_trajectories": tcfg.trial_trajectories, "batch": tcfg.batch,
+                "lr": tcfg.lr, "tune_seeds": tcfg.tune_seeds, "teacher_solver": tcfg.teacher_solver,
+                "branch_targets": tcfg.branch_targets, "report_points": list(points)}
+
+    def tune_prepare(self, tcfg, seeds: list, folder: Path):
+        """The shared trajectory cache, and the reference images of the tuning seeds (the distillation target)."""
+        import torch
+        from ..distill.sfd.trajectories import teacher_trajectories
+        self.tune_cache = self.cache(tcfg.nfe)
+        plan = self.plan(tcfg.nfe)
+        return cached_images(folder / f"refs-nfe{tcfg.nfe}-{len(seeds)}.safetensors", lambda: torch.cat(
+            [teacher_trajectories(self.teacher, plan, seeds[i:i + 500], self.device)[0][-1].clamp(-1, 1).cpu()
+             for i in range(0, len(seeds), 500)]))
+
+    def tune_iterations(self, tcfg) -> int:
+        return tcfg.trial_trajectories // tcfg.batch
+
+    def tune_student(self, tcfg, k: int):
+        from ..models.branches import widen
+        return widen(self.teacher, k)
+
+    def tune_recipe(self, tcfg, step: int) -> Recipe:
+        return Recipe(**sfd_student_recipe(self.plan(tcfg.nfe)))
+
+    def tune_run_options(self, tcfg, k: int, spec, device: str, fractions: tuple) -> dict:
+        """distill_sfd keywords of one trial: the first --trial-trajectories of the cache, seed 0."""
+        return dict(nfe=tcfg.nfe, branches=k, branch_weights=spec, branch_targets=tcfg.branch_targets,
+                    teacher_solver=tcfg.teacher_solver, trajectories=tcfg.trial_trajectories, batch=tcfg.batch,
+                    lr=tcfg.lr, seed=0, device=device, progress=False, checkpoint_every=0,
+                    trajectory_cache=str(self.tune_cache), grid_seeds=1, snapshot_fractions=fractions)
+
+    def tune_cost(self, tcfg, n_seeds: int, iters: int) -> dict:
+        plan = self.plan(tcfg.nfe)
+        return {"teacher_passes": (tcfg.trajectories + n_seeds) * plan.teacher_nfe(),
+                "cache_trajectories": tcfg.trajectories, "teacher_nfe": plan.teacher_nfe(),
+                "student_train_passes": iters * len(plan.trained_intervals()) * tcfg.batch,
+                "full_runs_equivalent": iters / (tcfg.trajectories // tcfg.batch)}
+
+    def tune_words(self, tcfg) -> dict:
+        k, tg = tcfg.branches, f":targets={tcfg.branch_targets}"
+        return {"title": f"SFD NFE {tcfg.nfe}", "trial": f"each trial {tcfg.trial_trajectories} trajectories of one "
+                "shared cache", "fraction": tcfg.trial_trajectories / tcfg.trajectories,
+                "reproduce": f"`bdense compare --teacher OTHER --out DIR --nfe N --setting baseline:1 --setting "
+                             f"uniform:{k}:uniform{tg} --setting 'tuned:{k}:SPEC{tg}'` or `bdense tune --apply 'SPEC' "
+                             f"--teacher OTHER --out DIR`"}

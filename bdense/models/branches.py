@@ -51,3 +51,21 @@ def export_endpoint(student: Denoiser) -> Denoiser:
         conv.weight.copy_(old.weight[(k - 1) * c:])
         conv.bias.copy_(old.bias[(k - 1) * c:])
     return _with_branches(student, 1, conv)
+
+
+def reparameterize(model: Denoiser, param: str) -> Denoiser:
+    """The same network with its output read as a `param`-prediction, through the exact affine map from the
+    parameterization it was trained in (VPDenoiser.converted_from): at step 0 it predicts exactly what the model
+    predicts (up to float rounding). Converting back to the trained parameterization removes the map."""
+    if model.config.get("kind") != "vp":
+        raise BdenseError("only VP models (eps, x or v prediction) have a parameterization to convert; EDM "
+                          "students keep their preconditioning")
+    config = copy.deepcopy(model.config)
+    vp = config["vp"]
+    source = vp.pop("converted_from", vp["parameterization"])
+    vp["parameterization"] = param
+    if param != source:
+        vp["converted_from"] = source
+    new = denoiser_from_config(config)
+    new.load_state_dict(model.state_dict())
+    return new.to(next(model.parameters()).device).train(model.training)

@@ -56,6 +56,8 @@ def model_card(model: Denoiser, sched: dict, src, quality: list) -> str:
     else:
         param = (f"VP {sched['parameterization']}-prediction, {sched['time']} time "
                  f"(x_vp = x / sqrt(1 + sigma^2))")
+        if sched.get("converted_from"):
+            param += f"; the UNet outputs a {sched['converted_from']}-prediction, mapped exactly by the scheduler"
     params = sum(p.numel() for p in model.net.parameters())
     res, ch, classes = model.resolution, model.channels, model.num_classes
     tag = "class-conditional" if classes else "unconditional"

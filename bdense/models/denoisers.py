@@ -86,15 +86,55 @@ class EDMDenoiser(Denoiser):
         return c_skip.unsqueeze(1) * x.unsqueeze(1) + c_out.unsqueeze(1) * f
 
 
+PARAMS = ("eps", "x", "v")
+# (c_z, c_pred) of the exact map from a src- to a dst-prediction at z = a x + s eps (a^2 + s^2 = 1):
+# dst = c_z z + c_pred src
+_CONVERT = {("eps", "x"): lambda a, s: (1 / a, -s / a), ("eps", "v"): lambda a, s: (-s / a, 1 / a),
+            ("x", "eps"): lambda a, s: (1 / s, -a / s), ("x", "v"): lambda a, s: (a / s, -1 / s),
+            ("v", "x"): lambda a, s: (a, -s), ("v", "eps"): lambda a, s: (s, a)}
+
+
+def convert_prediction(pred, z, a, s, src: str, dst: str):
+    """The dst-prediction (eps | x | v) that has the same x-prediction as the src-prediction `pred` at VP state z:
+    a fixed affine map whose coefficients depend on sigma only (e.g. eps -> v: v = (eps - s z) / a)."""
+    c_z, c_pred = _CONVERT[(src, dst)](a, s)
+    return c_z * z + c_pred * pred
+
+
+def converted_x0(f, x, sigma4, src: str, dst: str):
+    """x0 of a converted head: the network output f read as a src-prediction, mapped to the dst-prediction, and x0
+    from that, all in float64 (in float32 the map's coefficients reach 1/a = 2e4 at sigma = e^10 and their rounding
+    alone would move x0 by 1e-3); x is the sigma-view input, sigma4 its sigma [B, 1, 1, 1(, 1)]."""
+    s = sigma4.double()
+    a = 1.0 / (1 + s * s).sqrt()
+    sv, z = s * a, x.double() * a
+    pred = convert_prediction(f.double(), z, a, sv, src, dst)
+    if dst == "eps":
+        x0 = x.double() - s * pred
+    elif dst == "x":
+        x0 = pred
+    else:
+        x0 = a * z - sv * pred
+    return x0.to(x.dtype)
+
+
 class VPDenoiser(Denoiser):
-    """A variance-preserving model seen in the sigma view: sigma^2 = (1 - abar)/abar, x_vp = x / sqrt(1 + sigma^2)."""
+    """A variance-preserving model seen in the sigma view: sigma^2 = (1 - abar)/abar, x_vp = x / sqrt(1 + sigma^2).
+
+    vp.converted_from (a PD student of another parameterization's teacher, bdense/distill/pd/run.py): the network's
+    output is read as that parameterization's prediction and mapped exactly to vp.parameterization's before use."""
 
     def __init__(self, config: dict):
         super().__init__(config)
         vp = config["vp"]
         self.parameterization = vp["parameterization"]
-        if self.parameterization not in ("eps", "x", "v"):
+        self.converted_from = vp.get("converted_from")
+        if self.parameterization not in PARAMS:
             raise BdenseError(f"unknown parameterization '{self.parameterization}'; use eps, x or v")
+        if self.converted_from is not None and (self.converted_from not in PARAMS
+                                                or self.converted_from == self.parameterization):
+            raise BdenseError(f"cannot convert a {self.converted_from!r} head to {self.parameterization}-prediction; "
+                              f"the checkpoint is inconsistent: use another one")
         self.time = vp["time"]
         if self.time == "discrete":
             abar = discrete_alphas_cumprod(vp["scheduler"])
@@ -120,6 +160,8 @@ class VPDenoiser(Denoiser):
         z = x * alpha
         out = self._split(self._run_net(z, self.timestep(s), label, nfe)).to(x.dtype)
         xb, zb, sb, ab = x.unsqueeze(1), z.unsqueeze(1), s4.unsqueeze(1), alpha.unsqueeze(1)
+        if self.converted_from is not None:
+            return converted_x0(out, xb, sb, self.converted_from, self.parameterization)
         if self.parameterization == "eps":
             return xb - sb * out
         if self.parameterization == "x":

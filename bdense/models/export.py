@@ -65,6 +65,8 @@ def scheduler_config(model: Denoiser) -> dict:
                           f"recipes only (export the bdense format, or sample it with bdense)")
     cfg = model.config
     args = dict(sigmas=[float(s) for s in recipe.sigmas().tolist()], solver=recipe.solver, afs=recipe.afs)
+    if recipe.clip_denoised:  # a PD student's recipe: left out otherwise, so older exports stay byte-identical
+        args["clip_denoised"] = True
     if cfg["kind"] == "edm":
         args.update(precond="edm", sigma_data=float(cfg["edm"]["sigma_data"]),
                     noise_embed_scale=float(cfg["edm"]["noise_embed_scale"]))
@@ -72,6 +74,8 @@ def scheduler_config(model: Denoiser) -> dict:
         vp = cfg["vp"]
         args.update(precond="vp", parameterization=vp["parameterization"], time=vp["time"],
                     ddpm=ddpm_arguments(vp["scheduler"]) if vp["time"] == "discrete" else None)
+        if vp.get("converted_from"):  # a converted PD student: the scheduler applies the same exact map
+            args["converted_from"] = vp["converted_from"]
     return args
 
 

@@ -108,6 +108,7 @@ class CompareConfig:
     last_step_target: str = "x-pred"  # pd, see bdense/distill/pd/task.py
     weight_span: str = "round"  # pd
     eval_clip_denoised: bool = True  # pd: students and teacher references sample with x-hat clipped every step
+    student_param: str = "auto"  # pd: the student's parameterization (bdense/distill/pd/run.py)
 
     def __post_init__(self):
         """The whole grid is checked here, before a cache, baseline or run is made: no late failures."""

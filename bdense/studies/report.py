@@ -154,35 +154,51 @@ def read_branch_losses(run_dir: Path, nfe: int | None = None) -> dict:
     return series
 
 
-def branch_loss_plots(results: dict, out: Path) -> list[str]:
-    """Per-branch training loss per interval (training seed 0): which branch competes with the endpoint."""
+def _loss_figure(losses: dict, dense: list, rows: list, title, ylabel: str, path: Path) -> str:
+    """One panel per (row, setting): every branch's loss against the iteration; title(name, row) names a panel."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(rows), len(dense), figsize=(4 * len(dense), 3 * len(rows)), squeeze=False,
+                             sharey="row")
+    for r, i in enumerate(rows):
+        for c, s in enumerate(dense):
+            ax = axes[r][c]
+            for (ii, b), (steps, vals) in sorted(losses[s["name"]].items()):
+                if ii == i:
+                    ax.plot(steps, vals, marker="o" if len(steps) < 3 else None,
+                            label=f"branch {b}" + (" (endpoint)" if b == s["branches"] else ""))
+            ax.set_title(title(s["name"], i), fontsize=9)
+            ax.set_yscale("log")
+            ax.set_xlabel("iteration")
+            if c == 0:
+                ax.set_ylabel(ylabel)
+            if ax.lines:
+                ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def branch_loss_plots(results: dict, out: Path) -> list[str]:
+    """Per-branch training loss per interval (SFD) or per round (PD; one run serves every round), training seed 0:
+    which branch competes with the endpoint."""
+    dense = [s for s in results["settings"] if s["branches"] > 1 or s is results["settings"][0]]
+    if results.get("host", {}).get("method") == "pd":
+        entry = next(iter(grid(results).values()))
+        losses = {s["name"]: read_branch_losses(entry["runs"][s["name"]][0]["dir"]) for s in dense}
+        steps = dict(enumerate([int(n) for n in grid(results)], 1))  # round r trains the steps[r]-step student
+        rounds = sorted({i for ser in losses.values() for i, _ in ser})
+        if not rounds:
+            return []
+        return [_loss_figure(losses, dense, rounds, lambda name, r: f"{name}, round {r} ({steps.get(r, '?')} steps)",
+                             "PD loss (SNR-truncated MSE)", out / "branch_losses_pd.png")]
     written = []
     for nfe, entry in grid(results).items():
-        dense = [s for s in results["settings"] if s["branches"] > 1 or s is results["settings"][0]]
         losses = {s["name"]: read_branch_losses(entry["runs"][s["name"]][0]["dir"], int(nfe)) for s in dense}
         intervals = sorted({i for ser in losses.values() for i, _ in ser})
         if not intervals:
             continue
-        fig, axes = plt.subplots(len(intervals), len(dense), figsize=(4 * len(dense), 3 * len(intervals)),
-                                 squeeze=False, sharey="row")
-        for r, i in enumerate(intervals):
-            for c, s in enumerate(dense):
-                ax = axes[r][c]
-                for (ii, b), (steps, vals) in sorted(losses[s["name"]].items()):
-                    if ii == i:
-                        ax.plot(steps, vals, label=f"branch {b}" + (" (endpoint)" if b == s["branches"] else ""))
-                ax.set_title(f"{s['name']}, interval {i}", fontsize=9)
-                ax.set_yscale("log")
-                ax.set_xlabel("iteration")
-                if c == 0:
-                    ax.set_ylabel("L1 loss (summed over pixels)")
-                if ax.lines:
-                    ax.legend(fontsize=7)
-        name = f"branch_losses_nfe{nfe}.png"
-        written.append(_save(fig, out / name))
+        written.append(_loss_figure(losses, dense, intervals, lambda name, i: f"{name}, interval {i}",
+                                    "L1 loss (summed over pixels)", out / f"branch_losses_nfe{nfe}.png"))
     return written
 
 
@@ -228,8 +244,10 @@ def write_report(cmp, results: dict) -> Path:
         "", "## Results", "", table(results), "## Against training progress", "",
         *[progress_table(results, m) for m in metrics(results) if m != "fid"], progress_table(results, "fid"),
         "## Plots", "", *[f"![{x}]({x})" for x in pics], "",
-        "## Training loss per branch and interval (training seed 0)", "",
-        "Each panel is one student interval of one setting; the endpoint branch is the one sampled. A branch whose "
+        "## Training loss per branch and " + ("round" if h.get("method") == "pd" else "interval")
+        + " (training seed 0)", "",
+        "Each panel is one student " + ("round (its step count)" if h.get("method") == "pd" else "interval")
+        + " of one setting; the endpoint branch is the one sampled. A branch whose "
         "loss stays high while the endpoint's rises against the baseline's is competing with it.", "",
         *[f"![{x}]({x})" for x in loss_pics], "",
         "## Samples (same evaluation seeds)", "",

@@ -2,12 +2,15 @@
 
 Why it exists: the paper tuned w_k with Optuna (CIFAR-10, NFE 2), never published them, and carried to another
 data set they hurt; so finding weights is a feature here, and its cost is reported next to its gain. Every trial
-is a short SFD run from ONE shared teacher-trajectory cache (same trajectories, same order), scored on TUNING
+is a short SFD run from ONE shared teacher-trajectory cache (same trajectories, same order), or with --method pd a
+PD run over every round with --trial-round-iters iterations each (scored at --end-steps), scored on TUNING
 seeds (disjoint from the training trajectories and from the held-out evaluation seeds), reported at snapshot
 points and pruned by the median rule. Each trial is a weight spec string (bdense/distill/weights.py), so the
 winner goes as-is to `distill --branch-weights` and `compare --setting`. The winner, uniform K, a schedule and
 the baseline are then re-trained with the full budget on several seeds by `compare()` and judged on the
 evaluation seeds only. The study lives in OUT/optuna.db under a fixed name: run again to continue it.
+What differs between hosts (the trial's run, its student and recipe, references, cost) is asked of the host
+(bdense/hosts, the tune_* methods); the search, pruning, final check and report are shared.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from ..distill.sfd.run import distill_sfd, sfd_student_recipe
+from ..distill.pd.run import distill_pd
+from ..distill.sfd.run import distill_sfd
 from ..distill.sfd.targets import DEFAULT_TARGETS, check_mode
 from ..distill.weights import parse_weights
 from ..errors import BdenseError
@@ -39,7 +43,7 @@ class TuneConfig:
     teacher: str
     out: str
     nfe: int = 2
-    branches: int = 4
+    branches: int | None = None  # K: default 4 (sfd), 2 (pd)
     objective: str = "rmse"  # rmse | fid | combo:A
     trials: int = 30  # total wanted in the study
     trial_trajectories: int = 2560
@@ -62,10 +66,25 @@ class TuneConfig:
     branch_targets: str = DEFAULT_TARGETS  # of every trial and of the final K > 1 settings
     device: str | None = None
     progress: bool = True
+    method: str = "sfd"  # the host: sfd | pd; pd's knobs below mean what they mean for `compare --method pd`
+    start_steps: int = 64
+    end_steps: int = 8
+    round_iters: int = 400  # pd: the final runs' iterations per round
+    trial_round_iters: int | None = None  # pd: a trial's iterations per round (default: round_iters // 4)
+    last_step_target: str = "x-pred"
+    weight_span: str = "round"
+    eval_clip_denoised: bool = True
+    student_param: str = "auto"
 
     def __post_init__(self):
         """Everything a study could trip over later is checked here, before any cache or trial is made."""
         from ..options import FracList, Int
+        if self.method not in ("sfd", "pd"):
+            raise BdenseError(f"unknown --method '{self.method}'; use sfd or pd")
+        if self.branches is None:
+            self.branches = 2 if self.method == "pd" else 4
+        if self.method == "pd":
+            self._check_pd()
         Int(1, 8)("--nfe", self.nfe)
         Int(2, 16)("--branches", self.branches)
         Int(1, 10000)("--trials", self.trials)
@@ -76,9 +95,25 @@ class TuneConfig:
         parse_objective(self.objective)
         if self.apply:
             parse_weights(self.apply, self.branches)
-        if self.trial_trajectories < self.batch:
+        if self.method == "sfd" and self.trial_trajectories < self.batch:
             raise BdenseError(f"--trial-trajectories {self.trial_trajectories} is smaller than one --batch "
                               f"({self.batch})")
+
+    def _check_pd(self) -> None:
+        from ..distill.pd.plan import PDPlan
+        if self.trial_round_iters is None:
+            self.trial_round_iters = max(1, self.round_iters // 4)
+        if self.branches != 2:
+            raise BdenseError(f"tune --method pd searches the weights of K = 2 (midpoint and endpoint), got --branches "
+                              f"{self.branches}; drop --branches")
+        if self.final_nfes is not None:
+            raise BdenseError("--final-nfe is for --method sfd; a pd final check reports every round of "
+                              "--start-steps -> --end-steps")
+        if self.trial_round_iters > self.round_iters:
+            raise BdenseError(f"--trial-round-iters {self.trial_round_iters} exceeds --round-iters {self.round_iters} "
+                              f"(the final runs' budget)")
+        PDPlan(self.start_steps, self.end_steps, 2, self.trial_round_iters, last_step_target=self.last_step_target,
+               weight_span=self.weight_span)
 
 
 def _stop():
@@ -138,7 +173,7 @@ class Tuner:
         if cfg.tune_seeds < 2:
             raise BdenseError("--tune-seeds must be at least 2 (FID needs a covariance)")
         check_mode(cfg.branch_targets)
-        if cfg.trial_trajectories > cfg.trajectories:
+        if cfg.method == "sfd" and cfg.trial_trajectories > cfg.trajectories:
             raise BdenseError("--trial-trajectories exceeds --trajectories (the shared cache holds --trajectories)")
         self.cfg, self.out, self.alpha = cfg, Path(cfg.out), parse_objective(cfg.objective)
         self.points = tuple(sorted(set(cfg.report_points) | {1.0}))
@@ -146,40 +181,39 @@ class Tuner:
                              seeds=cfg.final_seeds, trajectories=cfg.trajectories, batch=cfg.batch, lr=cfg.lr,
                              eval_points=cfg.eval_points, eval_seeds=cfg.eval_seeds, data=cfg.data,
                              features=cfg.features, teacher_solver=cfg.teacher_solver, device=cfg.device,
-                             progress=cfg.progress)
+                             progress=cfg.progress, **self._pd_options(cfg))
         self.cmp = Comparison(ccfg)  # owns the shared cache, feature net and reference stats (under OUT/final)
+        self.host = self.cmp.host
         self.seeds = tuning_seeds(cfg.tune_seeds)
         check_disjoint(self.seeds, self.cmp.eval_seeds, cfg.trajectories)
-        self.plan = self.cmp.host.plan(cfg.nfe)
         n_cuda = torch.cuda.device_count() if cfg.device in (None, "cuda") and self.cmp.device == "cuda" else 0
         self.devices = [f"cuda:{i}" for i in range(n_cuda)] if n_cuda > 1 else [self.cmp.device]
         self.jobs = max(1, min(cfg.jobs, len(self.devices)))
         self.notes = [] if self.jobs == cfg.jobs else [
             f"--jobs {cfg.jobs} asked, {self.jobs} used: parallel trials need several CUDA devices (one per trial)"]
 
+    @staticmethod
+    def _pd_options(cfg: TuneConfig) -> dict:
+        """The CompareConfig fields of a pd study (the final check's settings: K = 1 and K = 2)."""
+        if cfg.method != "pd":
+            return {}
+        return dict(method="pd", start_steps=cfg.start_steps, end_steps=cfg.end_steps, round_iters=cfg.round_iters,
+                    last_step_target=cfg.last_step_target, weight_span=cfg.weight_span,
+                    eval_clip_denoised=cfg.eval_clip_denoised, student_param=cfg.student_param,
+                    settings=(Setting("baseline", 1), Setting("bdense", cfg.branches)))
+
     # -- one short run, measured on the tuning seeds --------------------------------------------
     def setup(self) -> None:
         self.t0 = time.time()  # the search's wall time includes making the cache and references
         self.ext, self.ref_stats = self.cmp.extractor_and_ref()  # the cheap, refusable part first
-        self.cache = self.cmp.host.cache(self.cfg.nfe)
-        path = self.out / "search" / f"refs-nfe{self.cfg.nfe}-{len(self.seeds)}.safetensors"
-        if not path.exists():
-            from safetensors.torch import save as st_save
-            from ..distill.sfd.trajectories import teacher_trajectories
-            from ..io import atomic_write_bytes
-            ims = [teacher_trajectories(self.cmp.teacher, self.plan, self.seeds[i:i + 500], self.cmp.device)[0][-1]
-                   .clamp(-1, 1).cpu() for i in range(0, len(self.seeds), 500)]
-            atomic_write_bytes(path, st_save({"images": torch.cat(ims).contiguous()}))
-        from safetensors.torch import load_file
-        self.refs = load_file(str(path))["images"]
+        self.refs = self.host.tune_prepare(self.cfg, self.seeds, self.out / "search")
 
-    def measure(self, model, device) -> dict:
-        from ..sampling.recipe import Recipe
+    def measure(self, model, device, recipe) -> dict:
         from ..sampling.sample import generate
         from ..metrics.agreement import image_agreement
         from ..metrics.fid import RunningStats, frechet_distance
         stats, pairs, i = RunningStats(), [], 0
-        for _, im, _ in generate(model, self.seeds, Recipe(**sfd_student_recipe(self.plan)), 500, device):
+        for _, im, _ in generate(model, self.seeds, recipe, 500, device):
             stats.update(self.ext(im))
             pairs.append((im, self.refs[i:i + len(im)]))
             i += len(im)
@@ -192,32 +226,30 @@ class Tuner:
         return self.alpha * m["rmse"] / base["rmse"] + (1 - self.alpha) * m["fid"] / base["fid"]
 
     def short_run(self, d: Path, k: int, spec: str | None, device: str, on_measure) -> int:
-        """Train on the first --trial-trajectories of the cache; on_measure(step, metrics) at each report point."""
-        from ..models.branches import widen
+        """One trial's run (the host's: SFD on the first --trial-trajectories of the cache, PD over every round);
+        on_measure(step, metrics) at each report point."""
         if device.startswith("cuda"):
             torch.cuda.set_device(device)  # accelerate trains on the thread's current CUDA device
-        student = widen(self.cmp.teacher, k).to(device).eval()
+        student = self.host.tune_student(self.cfg, k).to(device).eval()
 
         def on_snapshot(step, weights):
             student.load_state_dict(weights)
-            on_measure(step, self.measure(student, device))
+            on_measure(step, self.measure(student, device, self.host.tune_recipe(self.cfg, step)))
+        train = distill_sfd if self.host.method == "sfd" else distill_pd  # looked up here: tests replace them
         try:
-            distill_sfd(self.cfg.teacher, str(d), nfe=self.cfg.nfe, branches=k, branch_weights=spec,
-                        branch_targets=self.cfg.branch_targets, teacher_solver=self.cfg.teacher_solver, trajectories=self.cfg.trial_trajectories,
-                        batch=self.cfg.batch, lr=self.cfg.lr, seed=0, device=device, progress=False,
-                        checkpoint_every=0, trajectory_cache=str(self.cache), grid_seeds=1,
-                        snapshot_fractions=self.points, on_snapshot=on_snapshot)["completed"] or _stop()
+            train(self.cfg.teacher, str(d), on_snapshot=on_snapshot,
+                  **self.host.tune_run_options(self.cfg, k, spec, device, self.points))["completed"] or _stop()
         finally:  # keep logs and metrics, drop the weights
             for sub in ("snapshots", "checkpoints"):
                 shutil.rmtree(d / sub, ignore_errors=True)
             (d / "model.safetensors").unlink(missing_ok=True)
-        return self.cfg.trial_trajectories // self.cfg.batch
+        return self.host.tune_iterations(self.cfg)
 
     def objective(self, trial, base: dict) -> float:
         import optuna
         spec = suggest_spec(trial, self.cfg.branches)
         trial.set_user_attr("spec", spec)
-        steps, last = self.cfg.trial_trajectories // self.cfg.batch, {}
+        steps, last = self.host.tune_iterations(self.cfg), {}
 
         def on_measure(step, m):
             last.update(m, value=self.value(m, base))
@@ -243,11 +275,7 @@ class Tuner:
         storage = f"sqlite:///{(self.out / 'optuna.db').resolve()}"
         study = optuna.create_study(storage=storage, study_name=STUDY, direction="minimize", load_if_exists=True,
                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
-        setup = {"teacher_digest": self.cmp.teacher_digest, "nfe": cfg.nfe, "branches": cfg.branches,
-                 "objective": cfg.objective, "trial_trajectories": cfg.trial_trajectories, "batch": cfg.batch,
-                 "lr": cfg.lr, "tune_seeds": cfg.tune_seeds, "teacher_solver": cfg.teacher_solver,
-                 "branch_targets": cfg.branch_targets,
-                 "report_points": list(self.points)}
+        setup = self.host.tune_setup(cfg, self.points)
         if study.user_attrs.get("setup", setup) != setup:
             raise BdenseError(f"{self.out / 'optuna.db'} holds a study of another setup "
                               f"({study.user_attrs['setup']}); use another --out or the same options")
@@ -288,9 +316,10 @@ class Tuner:
             raise BdenseError("no trial completed; see OUT/trials/*/log.txt")
         best = study.best_trial
         uniform = next((t for t in by[TrialState.COMPLETE] if t.params == uniform_params(self.cfg.branches)), None)
-        per_iter = len(self.plan.trained_intervals()) * self.cfg.batch
         iters = sum(t.user_attrs.get("iterations", 0) for t in trials) + base["iterations"]
-        measures = sum(t.user_attrs.get("measurements", 0) for t in trials) + len(self.points)
+        total = self.host.tune_iterations(self.cfg)  # a trial's i-th measurement samples with nfe[i] steps
+        nfe = [self.host.tune_recipe(self.cfg, max(1, round(f * total))).nfe for f in self.points]
+        evals = sum(sum(nfe[:t.user_attrs.get("measurements", 0)]) for t in trials) + sum(nfe)
         row = lambda t: {"trial": t.number, "spec": t.user_attrs["spec"], "value": t.value,  # noqa: E731
                          "rmse": t.user_attrs.get("rmse"), "fid": t.user_attrs.get("fid")}
         return {"objective": self.cfg.objective, "best": row(best), "uniform": row(uniform) if uniform else None,
@@ -298,11 +327,8 @@ class Tuner:
                                                                             key=lambda t: t.value)[:5]],
                 "trials": {"complete": len(by[TrialState.COMPLETE]), "pruned": len(by[TrialState.PRUNED]),
                            "failed": len(by[TrialState.FAIL])},
-                "cost": {"teacher_passes": (self.cfg.trajectories + len(self.seeds)) * self.plan.teacher_nfe(),
-                         "cache_trajectories": self.cfg.trajectories, "teacher_nfe": self.plan.teacher_nfe(),
-                         "student_train_passes": iters * per_iter,
-                         "full_runs_equivalent": iters / (self.cfg.trajectories // self.cfg.batch),
-                         "student_eval_passes": measures * len(self.seeds) * self.cfg.nfe,
+                "cost": {**self.host.tune_cost(self.cfg, len(self.seeds), iters),
+                         "student_eval_passes": evals * len(self.seeds),
                          "trial_seconds": sum((t.datetime_complete - t.datetime_start).total_seconds()
                                               for t in trials if t.datetime_complete and t.datetime_start)
                          + base["seconds"], "search_wall_s": study.user_attrs.get("search_wall_s")},
@@ -311,7 +337,7 @@ class Tuner:
     # -- the honest check ---------------------------------------------------------------------------
     def final(self, spec: str) -> dict:
         k, w = self.cfg.branches, parse_weights(spec, self.cfg.branches)
-        mode = self.cfg.branch_targets
+        mode = self.cfg.branch_targets if self.host.method == "sfd" else None  # pd settings have no target modes
         settings = [Setting("baseline", 1), Setting("uniform", k, "uniform", mode)]
         settings += [] if w.kind == "constant" and set(w.base) == {1.0} else [Setting("tuned", k, spec, mode)]
         settings += [] if spec == SCHEDULED else [Setting("scheduled", k, SCHEDULED, mode)]
@@ -330,10 +356,21 @@ def _gain(results: dict, name: str, metric: str) -> list[str]:
     return out
 
 
+def _cost_lines(c: dict, cfg: TuneConfig) -> list[str]:
+    if "cache_trajectories" in c:  # sfd
+        return [f"- teacher passes: {c['teacher_passes']:,} ((cache {c['cache_trajectories']:,} + tuning references "
+                f"{cfg.tune_seeds}) trajectories x {c['teacher_nfe']} teacher NFE; the cache also serves the final "
+                f"runs)", f"- student training passes: {c['student_train_passes']:,} (iterations x trained intervals "
+                f"x batch; = {c['full_runs_equivalent']:.1f} full-budget runs)"]
+    return [f"- teacher passes: {c['teacher_passes']:,} (2 DDIM steps per training image, and the "
+            f"{cfg.start_steps}-step references of {cfg.tune_seeds} tuning seeds)", f"- student training passes: "
+            f"{c['student_train_passes']:,} (iterations x batch; = {c['full_runs_equivalent']:.1f} full-budget runs)"]
+
+
 def write_tune_report(tuner: Tuner, doc: dict | None, spec: str, results: dict | None) -> Path:
     from .report import table
-    cfg, out = tuner.cfg, Path(tuner.cfg.out)
-    text = ["# bdense tune report", "", f"Teacher `{cfg.teacher}`, SFD NFE {cfg.nfe}, K = {cfg.branches}, "
+    cfg, out, words = tuner.cfg, Path(tuner.cfg.out), tuner.host.tune_words(tuner.cfg)
+    text = ["# bdense tune report", "", f"Teacher `{cfg.teacher}`, {words['title']}, K = {cfg.branches}, "
             f"objective `{cfg.objective}` (lower is better).", ""]
     if doc is None or "best" not in doc:
         text += [f"No search: the spec `{spec}` was given with --apply (found elsewhere); this checks whether it "
@@ -346,19 +383,15 @@ def write_tune_report(tuner: Tuner, doc: dict | None, spec: str, results: dict |
                  + f"; baseline K=1 on the trial budget: rmse {doc['baseline_trial_budget']['rmse']:.4g}, "
                  f"fid {doc['baseline_trial_budget']['fid']:.4g}.",
                  f"Measured on {cfg.tune_seeds} tuning seeds from {TUNE_SEED_BASE} (never used for training or "
-                 f"for the evaluation below), each trial {cfg.trial_trajectories} trajectories of one shared cache.",
-                 *([f"Trials ran on {cfg.trial_trajectories / cfg.trajectories:.0%} of the final budget: a ranking of "
+                 f"for the evaluation below), {words['trial']}.",
+                 *([f"Trials ran on {words['fraction']:.0%} of the final budget: a ranking of "
                     "short runs need not hold at full length (on digits the winner at 1/3 lost to uniform at the "
-                    "full budget), so judge by the final check below."] if cfg.trial_trajectories < cfg.trajectories
-                   else []),
+                    "full budget), so judge by the final check below."] if words["fraction"] < 1 else []),
                  "", "| trial | spec | value | rmse | fid |", "|---|---|---|---|---|",
                  *[f"| {r['trial']} | `{r['spec']}` | {r['value']:.4g} | {r['rmse']:.4g} | {r['fid']:.4g} |"
                    for r in doc["top"]], "", "## Tuning cost", "",
                  f"- trials: {sum(n.values())} ({n['complete']} completed, {n['pruned']} pruned, {n['failed']} failed)",
-                 f"- teacher passes: {c['teacher_passes']:,} ((cache {c['cache_trajectories']:,} + tuning references "
-                 f"{cfg.tune_seeds}) trajectories x {c['teacher_nfe']} teacher NFE; the cache also serves the final runs)",
-                 f"- student training passes: {c['student_train_passes']:,} (iterations x trained intervals x batch; "
-                 f"= {c['full_runs_equivalent']:.1f} full-budget runs)",
+                 *_cost_lines(c, cfg),
                  f"- student evaluation passes: {c['student_eval_passes']:,}",
                  f"- time: {c['trial_seconds']:.0f} s of trials, {c['search_wall_s']:.0f} s wall for the search",
                  *[f"- note: {x}" for x in doc["notes"]], ""]
@@ -367,10 +400,7 @@ def write_tune_report(tuner: Tuner, doc: dict | None, spec: str, results: dict |
                  "Re-trained by `bdense compare` in `final/` (its [report](final/report.md) has progress plots and "
                  "samples).", "", table(results), "Gain of the tuned weights over uniform K (paired by seed):", "",
                  *[f"- {m}: {x}" for m in ("rmse", "fid") for x in _gain(results, "tuned", m)], ""]
-    tg = f":targets={cfg.branch_targets}"
-    text += ["Reproduce or carry over: `bdense compare --teacher OTHER --out DIR --nfe N --setting baseline:1 "
-             f"--setting uniform:{cfg.branches}:uniform{tg} --setting 'tuned:{cfg.branches}:{spec}{tg}'` or "
-             f"`bdense tune --apply '{spec}' --teacher OTHER --out DIR`.", ""]
+    text += [f"Reproduce or carry over: {words['reproduce'].replace('SPEC', spec)}.", ""]
     atomic_write_text(out / "tune_report.md", "\n".join(text))
     summary = {"spec": spec, "search": doc, "final": None if results is None else {
         nfe: {s: {m: t_interval([r["evals"][e["steps_total"]][m] for _, r in sorted(runs.items())])

@@ -6,7 +6,7 @@ from dataclasses import replace
 import torch
 
 from ...errors import BdenseError
-from ...models.branches import widen
+from ...models.branches import reparameterize, widen
 from ...models.checkpoint import load_model, save_model
 from ...train.loop import TrainConfig, Trainer
 from ...train.rundir import RunDir
@@ -35,16 +35,40 @@ def _load_data(spec: str | None, teacher, teacher_path: str):
     return spec, data
 
 
+STUDENT_PARAMS = ("auto", "eps", "x", "v")
+
+
+def student_parameterization(teacher, choice: str = "auto") -> str:
+    """The student's parameterization: auto = v for an eps teacher (the reference's students predict v or x; PD
+    reports that eps fails at few steps), else the teacher's own."""
+    if choice not in STUDENT_PARAMS:
+        raise BdenseError(f"unknown --student-param '{choice}'; use auto, eps, x or v")
+    own = teacher.config["vp"]["parameterization"]
+    return ("v" if own == "eps" else own) if choice == "auto" else choice
+
+
+def _param_text(own: str, param: str) -> str:
+    if param == own:
+        return f"student: {param}-prediction, as the teacher"
+    return (f"student: {param}-prediction, its head converted exactly from the teacher's {own}-prediction at step 0 "
+            f"(a fixed sigma-dependent affine map of the network output; the x-prediction, the loss and every "
+            f"gradient are the same functions of the weights: docs/pd.md)")
+
+
 def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: int = 2, branch_weights=None,
                start_steps: int = 64, end_steps: int = 8, round_iters: int = 400, batch: int = 128,
                lr: float = 5e-5, precision: str = "fp32", seed: int = 0, resume: bool = False, dry_run: bool = False,
                device: str | None = None, checkpoint_every: int = 100, trust_pickle: bool = False,
                progress: bool = True, log_every: int = 10, grid_seeds: int = 64, last_step_target: str = "x-pred",
-               weight_span: str = "round", eval_clip_denoised: bool = True, snapshot_steps: tuple = ()) -> dict:
+               weight_span: str = "round", eval_clip_denoised: bool = True, snapshot_steps: tuple = (),
+               student_param: str = "auto", on_snapshot=None) -> dict:
     """Progressive distillation start_steps -> end_steps (halving each round); K = 1 plain PD, K = 2 B-DENSE.
 
     The defaults of last_step_target, weight_span and eval_clip_denoised follow google-research's
-    diffusion_distillation (docs/pd.md); snapshot_steps: global iterations whose weights `compare` evaluates."""
+    diffusion_distillation (docs/pd.md); snapshot_steps: global iterations whose weights `compare` evaluates;
+    on_snapshot(step, weights): called after each snapshot (bdense tune measures and prunes so);
+    student_param: auto | eps | x | v, the student's parameterization (auto: v for an eps teacher, else the teacher's
+    own), converted exactly at step 0 (student_parameterization)."""
     if batch < 1:
         raise BdenseError(f"--batch must be >= 1, got {batch}")
     plan = PDPlan(start_steps=start_steps, end_steps=end_steps, branches=branches, round_iters=round_iters,
@@ -57,6 +81,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
         raise BdenseError(f"{teacher_path} has {teacher.branches} branches; distil from a single-branch teacher "
                           f"(bdense export it first)")
     plan = replace(plan, sigma_min=teacher.sigma_min, sigma_max=teacher.sigma_max)
+    param = student_parameterization(teacher, student_param)
     weights = parse_weights(branch_weights, branches)
     data_spec, images = _load_data(data, teacher, teacher_path)
     vp = teacher.config["vp"]
@@ -65,7 +90,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                    data=data_spec, branches=branches, branch_weights=weights.describe(), start_steps=start_steps,
                    end_steps=end_steps, round_iters=round_iters, batch=batch, lr=lr, lr_schedule="linear per round",
                    precision=precision, seed=seed, steps=steps, last_step_target=last_step_target,
-                   weight_span=weight_span, eval_clip_denoised=eval_clip_denoised, out=str(out))
+                   weight_span=weight_span, eval_clip_denoised=eval_clip_denoised, student_param=param, out=str(out))
     rc = plan.recipe(clip=eval_clip_denoised)
     w0, w1 = weights.at(*plan.weight_position(0)), weights.at(*plan.weight_position(round_iters - 1))
     plan_text = (f"progressive distillation, K={branches} branch{'es' if branches > 1 else ''}, weights "
@@ -81,16 +106,20 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                  f"(sigma {rc['sigma_max']:.4g} .. {rc['sigma_min']:.4g}), last step to sigma 0: NFE {end_steps}"
                  f"{', x-prediction clipped to [-1, 1] at every step' if eval_clip_denoised else ''}\n"
                  f"last-step target (t = 1/N): "
-                 f"{'the teacher x-prediction at the midpoint' if last_step_target == 'x-pred' else 'the DDIM x~ formula'}")
+                 f"{'the teacher x-prediction at the midpoint' if last_step_target == 'x-pred' else 'the DDIM x~ formula'}"
+                 f"\n{_param_text(vp['parameterization'], param)}")
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule="linear", grad_clip=1.0, ema_decay=0.0, precision=precision,
-                      seed=seed, checkpoint_every=checkpoint_every, log_every=log_every, progress=progress,
-                      device=device, snapshot_steps=tuple(sorted(set(snapshot_steps))))
+                      seed=seed, checkpoint_every=checkpoint_every, progress=progress,
+                      log_every=min(log_every, round_iters),  # a metrics row in every round (the report's loss plot)
+                      device=device, snapshot_steps=tuple(sorted(set(snapshot_steps))), on_snapshot=on_snapshot)
     run = RunDir(out, options, resume=resume)
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
     student = widen(teacher, branches)
+    if param != vp["parameterization"]:
+        student = reparameterize(student, param)
     task = PDTask(teacher, student, plan, images, weights, batch)
     trainer = Trainer(task, run, cfg)
     result = trainer.run(resume=resume)
@@ -102,6 +131,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                              "rounds": plan.rounds, "start_steps": start_steps, "end_steps": end_steps,
                              "round_iters": round_iters, "batch": batch, "seed": seed,
                              "last_step_target": last_step_target, "weight_span": weight_span,
+                             "student_param": param,
                              "targets": ["t - 0.5/N", "t - 1/N"] if branches == 2 else ["t - 1/N"]})
         student.config["meta"] = meta
         save_model(run.path / "model.safetensors", student.eval())

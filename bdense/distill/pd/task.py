@@ -139,10 +139,11 @@ class PDTask(Task):
         tr.backward(loss)
         tr.step()
         metrics = {f"loss/b{k}": v for k, v in enumerate(per_branch.tolist(), 1)}
+        for k, v in list(metrics.items()):  # SFD's per-interval keys loss/iI/bK with I = the round: the report's plot
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            metrics[f"loss/i{r + 1}/{k[5:]}"] = v
         metrics.update(loss=metrics[f"loss/b{plan.branches}"], round=float(r + 1), steps=float(n))
-        for k, v in metrics.items():
-            if k.startswith("loss"):
-                self.sums[k] = self.sums.get(k, 0.0) + v
+        self.sums["loss"] = self.sums.get("loss", 0.0) + metrics["loss"]
         if (step + 1) % plan.round_iters == 0:
             m = plan.round_iters
             self._log(tr, f"round {r + 1} done ({n} student steps): mean " +
