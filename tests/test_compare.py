@@ -93,3 +93,25 @@ def test_compare_reports_an_sfdv_setting_at_each_nfe_against_the_per_nfe_baselin
             tiny_compare(digits_assets, tmp_path / "x", settings=bad)
     with pytest.raises(BdenseError, match="not \\[4\\]"):
         tiny_compare(digits_assets, tmp_path / "y", nfes=(2, 4), settings=(Setting("baseline", 1), v))
+
+
+def test_runs_made_before_branch_heads_stay_reusable(tmp_path, tiny_teacher_file):
+    """An options.json written before --branch-heads existed (no key) is a shared-heads run: compare reuses it
+    for the default setting and refuses it for heads=block."""
+    from bdense.distill.run import distill_sfd
+    from bdense.hosts.common import check_reusable
+    kw = dict(nfe=2, trajectories=64, batch=32, seed=0)
+    s = Setting.parse("h:4:ramp:heads=block")
+    assert s.heads == "block" and s.distill_options()["branch_heads"] == "block"
+    assert "branch_heads" not in Setting.parse("b:4:ramp").distill_options()
+    with pytest.raises(BdenseError, match="heads must be shared or block"):
+        Setting.parse("h:4:heads=wide")
+    old = distill_sfd(str(tiny_teacher_file), str(tmp_path), dry_run=True, branches=4, **kw)["options"]
+    assert old.pop("branch_heads") == "shared"
+    (tmp_path / "options.json").write_text(json.dumps(old))
+    for opts in ({"branches": 4}, {"branches": 4, "branch_heads": "shared"}, Setting.parse("b:4").distill_options()):
+        check_reusable(tmp_path, distill_sfd(str(tiny_teacher_file), str(tmp_path), dry_run=True,
+                                             **dict(kw, **opts))["options"])
+    with pytest.raises(BdenseError, match=r"other options \(branch_heads\)"):
+        check_reusable(tmp_path, distill_sfd(str(tiny_teacher_file), str(tmp_path), dry_run=True, branches=4,
+                                             branch_heads="block", **kw)["options"])
