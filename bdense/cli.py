@@ -172,6 +172,9 @@ def distill(
     dense_intervals: Optional[int] = typer.Option(None, help="sfd: train the intermediate branches in the first N "
                                                   "trained intervals only, later ones the endpoint alone (default: "
                                                   "all), e.g. 1"),
+    branch_heads: str = typer.Option("shared", help="sfd, K > 1: shared (branches differ in the output conv only) | "
+                                     "block (branches 1..K-1 each get their own copy of the last stage, dropped at "
+                                     "export), e.g. block (README: Branch heads)"),
     nfe: str = typer.Option("2", help="sfd: student NFE (1..8), or several for one SFD-v student told the NFE, "
                             "e.g. 2, 2-5 or 2,3,5 (README: SFD-v)"),
     nfe_draw: str = typer.Option("balanced", help="sfd with several --nfe: balanced (each count once per "
@@ -225,7 +228,7 @@ def distill(
                           trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every,
                           compile_teacher=compile_teacher, branch_targets=branch_targets, dropout=dropout,
                           teacher_order_rule=teacher_order_rule, first_trajectory_seed=first_trajectory_seed,
-                          dense_intervals=dense_intervals)
+                          dense_intervals=dense_intervals, branch_heads=branch_heads)
     elif method == "pd":
         from .distill.pd.run import distill_pd
         res = distill_pd(str(teacher), str(out), data=data, branches=2 if branches is None else branches,
@@ -285,7 +288,7 @@ def compare(
     teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
     out: Path = typer.Option(..., help="report directory (runs, caches and evaluations are reused from it)"),
     nfe: str = typer.Option("2,3", help="student NFEs, comma-separated"),
-    setting: Optional[list[str]] = typer.Option(None, help="NAME:K[:SPEC][:targets=MODE][:dropout=P][:dense=N], SPEC "
+    setting: Optional[list[str]] = typer.Option(None, help="NAME:K[:SPEC][:targets=MODE][:dropout=P][:dense=N][:heads=block], SPEC "
                                                 "--branch-weights, repeatable, e.g. bdense:4 or "
                                                 "ramp:4:ramp:targets=anchored; the first must be K=1 (default: "
                                                 "baseline:1 and bdense:4; pd: bdense:2)"),

@@ -156,6 +156,7 @@ RULES = {
     "branch_targets": Choice(TARGET_MODES), "dropout": Float(0, 1, lo_open=False, hi_open=True),
     "teacher_order_rule": Choice(("sfd", "dpm-solver")), "pool": Choice(("shared", "fresh")),
     "first_trajectory_seed": Int(0, SEED_MAX), "dense_intervals": Int(0, 8), "nfe_draw": Choice(DRAWS),
+    "branch_heads": Choice(("shared", "block")),  # bdense.models.denoisers.HEAD_MODES (that module needs torch)
     "last_step_target": Choice(("x-pred", "ddim")), "weight_span": Choice(("round", "all")),
     "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000), "student_param": Choice(("auto", "eps", "x", "v")),
     "trial_round_iters": COUNT,

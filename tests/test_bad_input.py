@@ -151,6 +151,7 @@ CASES = [
     (4, "distill --method pd --end-steps above --start-steps", "distill --method pd --teacher {vp8} --out {root}/o "
      "--start-steps 8 --end-steps 16", "--end-steps"),
     (4, "distill --method foo", DIST + " --method foo", "sfd"),
+    (4, "distill --branch-heads wide", DIST + " --branches 2 --branch-heads wide", "shared"),
     (4, "trajectories --shard-size 0", "trajectories --teacher {teacher} --out {root}/o --shard-size 0",
      "--shard-size"),
     (4, "trajectories --shard-size not a multiple of --batch", "trajectories --teacher {teacher} --out {root}/o "
@@ -180,6 +181,8 @@ CASES = [
     (5, "compare setting with a K that does not divide the sub-steps", CMP + " --setting baseline:1 --setting b:3",
      "divides"),
     (5, "compare first setting not the baseline", CMP + " --setting bdense:4", "baseline"),
+    (5, "compare setting with heads=wide", CMP + " --setting baseline:1 --setting b:2:heads=wide",
+     "heads must be shared or block"),
     (5, "compare setting with the wrong weight count", CMP + " --setting baseline:1 --setting b:2:1,1,1",
      "give exactly 2"),
     (5, "compare duplicate setting names", CMP + " --setting baseline:1 --setting baseline:2", "unique"),

@@ -53,18 +53,19 @@ def test_paired_verdicts_and_intervals():
     assert ci["mean"] == 2.0 and ci["half"] == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)
 
 
-def test_compare_fresh_pools_target_modes_and_branch_loss_plots(digits_assets, tmp_path):
+def test_compare_fresh_pools_target_modes_heads_and_branch_loss_plots(digits_assets, tmp_path):
     cfg = tiny_compare(digits_assets, tmp_path, pool="fresh", seeds=2,
-                       settings=(Setting("baseline", 1), Setting.parse("anch:2:ramp:targets=anchored")))
+                       settings=(Setting("baseline", 1), Setting.parse("anch:2:ramp:targets=anchored:heads=block")))
     r = compare(cfg)
     for seed, first in ((0, 0), (1, 64)):  # seed s trains on noise seeds s*64 .. s*64+63
         opts = json.loads((tmp_path / f"runs/nfe2/anch/seed{seed}/options.json").read_text())
         assert opts["first_trajectory_seed"] == first and opts["branch_targets"] == "anchored"
+        assert opts["branch_heads"] == "block"
     assert (tmp_path / "cache/nfe2/manifest.json").exists() and (tmp_path / "cache/nfe2-from64/manifest.json").exists()
     assert r["config"]["pool"] == "fresh"
     text = (tmp_path / "report.md").read_text()
     assert "branch_losses_nfe2.png" in text and (tmp_path / "branch_losses_nfe2.png").stat().st_size > 1000
-    assert "targets anchored" in text and "its own pool" in text
+    assert "targets anchored, branch heads block" in text and "its own pool" in text
 
 
 def test_compare_reports_an_sfdv_setting_at_each_nfe_against_the_per_nfe_baselines(digits_assets, tmp_path):
@@ -93,3 +94,25 @@ def test_compare_reports_an_sfdv_setting_at_each_nfe_against_the_per_nfe_baselin
             tiny_compare(digits_assets, tmp_path / "x", settings=bad)
     with pytest.raises(BdenseError, match="not \\[4\\]"):
         tiny_compare(digits_assets, tmp_path / "y", nfes=(2, 4), settings=(Setting("baseline", 1), v))
+
+
+def test_runs_made_before_branch_heads_stay_reusable(tmp_path, tiny_teacher_file):
+    """An options.json written before --branch-heads existed (no key) is a shared-heads run: compare reuses it
+    for the default setting and refuses it for heads=block."""
+    from bdense.distill.sfd.run import distill_sfd
+    from bdense.hosts.common import check_reusable
+    kw = dict(nfe=2, trajectories=64, batch=32, seed=0)
+    s = Setting.parse("h:4:ramp:heads=block")
+    assert s.heads == "block" and s.distill_options()["branch_heads"] == "block"
+    assert "branch_heads" not in Setting.parse("b:4:ramp").distill_options()
+    with pytest.raises(BdenseError, match="heads must be shared or block"):
+        Setting.parse("h:4:heads=wide")
+    old = distill_sfd(str(tiny_teacher_file), str(tmp_path), dry_run=True, branches=4, **kw)["options"]
+    assert old.pop("branch_heads") == "shared"
+    (tmp_path / "options.json").write_text(json.dumps(old))
+    for opts in ({"branches": 4}, {"branches": 4, "branch_heads": "shared"}, Setting.parse("b:4").distill_options()):
+        check_reusable(tmp_path, distill_sfd(str(tiny_teacher_file), str(tmp_path), dry_run=True,
+                                             **dict(kw, **opts))["options"])
+    with pytest.raises(BdenseError, match=r"other options \(branch_heads\)"):
+        check_reusable(tmp_path, distill_sfd(str(tiny_teacher_file), str(tmp_path), dry_run=True, branches=4,
+                                             branch_heads="block", **kw)["options"])

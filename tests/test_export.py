@@ -56,6 +56,20 @@ def _edm_student(tmp_path) -> Path:
     return save_model(tmp_path / "student.safetensors", student)
 
 
+def _edm_block_student(tmp_path) -> Path:
+    """A K=4 student with --branch-heads block whose heads and network differ: the export is the network alone."""
+    from bdense.models.branches import widen
+    from bdense.models.factory import new_model
+    meta = load_model(_edm_student(tmp_path)).config["meta"]
+    torch.manual_seed(3)
+    student = widen(new_model("edm", 1, 8, preset="tiny").eval(), 4, heads="block")
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    student.config["meta"] = dict(meta, distill=dict(meta["distill"], branch_heads="block"))
+    return save_model(tmp_path / "student.safetensors", student)
+
+
 def _vp_student(tmp_path) -> Path:
     """A K=4 SFD student really distilled (tiny budget) from a diffusers v-prediction DDPM teacher directory."""
     from diffusers import DDPMScheduler, UNet2DModel
@@ -71,7 +85,8 @@ def _vp_student(tmp_path) -> Path:
     return tmp_path / "run" / "model.safetensors"
 
 
-@pytest.mark.parametrize("make", [_edm_student, _vp_student], ids=["edm-k4", "diffusers-v-teacher"])
+@pytest.mark.parametrize("make", [_edm_student, _edm_block_student, _vp_student],
+                         ids=["edm-k4", "edm-k4-block-heads", "diffusers-v-teacher"])
 def test_readme_diffusers_lines_reproduce_bdense_sample(tmp_path, make, cli):
     src = make(tmp_path)
     want, _, _ = sample_uint8(load_model(src), SEEDS, model_recipe(load_model(src)))

@@ -134,3 +134,74 @@ def test_ddpm_cifar10_preset_has_the_ddpm_layout():
     assert sum(p.numel() for p in net.parameters()) == 35_746_307
     heads = [(m.heads, m.inner_dim) for m in net.modules() if type(m).__name__ == "Attention"]
     assert heads and all(h == (1, 256) for h in heads)
+
+
+# -- --branch-heads block: branches 1..K-1 with their own copy of the last stage ----------------------------------
+
+def _perturbed(student, scale=0.05):
+    """The student with every weight nudged (seeded), so that branches and heads differ."""
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return student
+
+
+@pytest.mark.parametrize("param", ["edm", "eps", "v"])
+def test_block_heads_start_equal_to_the_teacher(param):
+    torch.manual_seed(0)
+    teacher = new_model(param, 1, 8, preset="tiny").eval()
+    student = widen(teacher, 4, heads="block").eval()
+    assert len(student.heads) == 3 and student.net.config.out_channels == 1  # the network is the endpoint branch
+    x, s = torch.randn(3, 1, 8, 8) * 2, torch.tensor([0.1, 1.0, 7.0])
+    with torch.no_grad():
+        t_out, s_out = teacher(x, s), student(x, s)
+    assert s_out.shape == (3, 4, 1, 8, 8)
+    for k in range(4):
+        assert torch.equal(s_out[:, k], t_out[:, 0]), k
+    assert student._trunk is None  # nothing of the forward call is kept
+
+
+def test_branch_heads_shared_and_k1_are_the_old_widening(tiny_teacher):
+    """shared is the default, bit for bit; K = 1 has no intermediate branch, so block is plain K = 1 too."""
+    for k, heads in ((4, "shared"), (1, "block"), (1, "shared")):
+        a, b = widen(tiny_teacher, k), widen(tiny_teacher, k, heads=heads)
+        assert a.config == b.config and "branch_heads" not in b.config and b.heads is None
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[n], sb[n]) for n in sa)
+    with pytest.raises(BdenseError, match="use shared or block"):
+        widen(tiny_teacher, 2, heads="wide")
+
+
+def test_block_heads_keep_an_intermediate_branch_off_the_endpoints_last_stage(tiny_teacher):
+    student = _perturbed(widen(tiny_teacher, 3, heads="block")).train()
+    x, s = torch.randn(2, 1, 8, 8), torch.tensor([0.5, 3.0])
+    student(x, s)[:, 0].abs().sum().backward()  # branch 1's loss alone
+    own = {n for n, _ in student.named_parameters()
+           if n.startswith(("net.up_blocks.1.resnets.1.", "net.conv_norm_out.", "net.conv_out."))}
+    assert own and len(own) == sum(1 for _ in student.heads[0].parameters())
+    for n, p in student.named_parameters():
+        if n in own or n.startswith("heads.1."):  # the endpoint's last stage, branch 2's head
+            assert p.grad is None or not p.grad.any(), n
+    assert all(p.grad is not None and p.grad.any() for p in student.heads[0].parameters())
+    assert student.net.conv_in.weight.grad.any()  # the shared trunk learns from every branch
+
+
+def test_block_heads_export_to_the_endpoint_path_and_round_trip(tmp_path, tiny_teacher):
+    student = _perturbed(widen(tiny_teacher, 4, heads="block"))
+    path = save_model(tmp_path / "m.safetensors", student)
+    loaded = load_model(path)
+    assert loaded.config["branch_heads"] == "block" and len(loaded.heads) == 3
+    sa, sb = student.state_dict(), loaded.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[n], sb[n]) for n in sa)
+    single = export_endpoint(loaded)
+    x, s = torch.randn(2, 1, 8, 8), torch.tensor([0.5, 3.0])
+    with torch.no_grad():
+        out = student(x, s)
+        assert torch.equal(single(x, s)[:, 0], out[:, -1])
+        assert not torch.equal(out[:, 0], out[:, -1])
+    assert single.branches == 1 and single.heads is None and "branch_heads" not in single.config
+    assert single.state_dict().keys() == tiny_teacher.state_dict().keys()  # a plain model of the baseline's size
+    plain = load_model(save_model(tmp_path / "e.safetensors", single))
+    with torch.no_grad():
+        assert torch.equal(plain(x, s)[:, 0], out[:, -1])

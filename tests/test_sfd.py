@@ -121,3 +121,60 @@ def test_every_branch_loss_goes_to_zero_on_representable_targets(tmp_path, tiny_
         last = task.train_step(tr, it)
     assert last["loss/i0/b2"] < 0.05 * first["loss/i0/b2"]
     assert last["loss/i0/b1"] < 0.05 * first["loss/i0/b2"]
+
+
+def _train(tmp_path, teacher, name, k, heads, dense=None, steps=2):
+    plan = SFDPlan(nfe=3, branches=k, teacher_solver="dpmpp_3m")
+    torch.manual_seed(0)
+    student = widen(teacher, k, heads=heads).train()
+    task = SFDTask(teacher, student, plan, parse_weights("ramp" if k > 1 else None, k), batch=4, seed=0,
+                   dense_intervals=dense)
+    tr = Trainer(task, RunDir(tmp_path / name, {}), TrainConfig(steps=steps, lr=1e-3, progress=False, device="cpu"))
+    [task.train_step(tr, it) for it in range(steps)]
+    return student.eval()
+
+
+def test_block_heads_with_the_endpoint_alone_train_the_k1_student_bit_for_bit(tmp_path, tiny_teacher):
+    """With block heads the network is the endpoint branch unchanged, so weighing the intermediate branches 0
+    (dense intervals 0) leaves exactly plain SFD; with them weighed the endpoint moves differently."""
+    k1 = _train(tmp_path, tiny_teacher, "k1", 1, "shared")
+    d0 = _train(tmp_path, tiny_teacher, "d0", 4, "block", dense=0)
+    full = _train(tmp_path, tiny_teacher, "full", 4, "block")
+    net = {n: p for n, p in k1.state_dict().items()}
+    assert all(torch.equal(d0.state_dict()[n], p) for n, p in net.items())
+    assert any(not torch.equal(full.state_dict()[n], p) for n, p in net.items())
+    assert all(torch.equal(a, b) for a, b in zip(d0.heads.state_dict().values(),
+                                                  widen(tiny_teacher, 4, heads="block").heads.state_dict().values()))
+
+
+def test_distill_with_block_heads_records_resumes_and_exports(tmp_path, tiny_teacher_file):
+    import json
+    import shutil
+
+    from bdense.distill.sfd.run import distill_sfd
+    from bdense.models.checkpoint import load_model
+    from bdense.models.export import export_model
+    kw = dict(nfe=2, branches=2, trajectories=32, batch=8, lr=1e-3, checkpoint_every=2, progress=False,
+              device="cpu", grid_seeds=2, teacher_solver="euler", teacher_substeps=2, seed=1, branch_heads="block")
+    dry = distill_sfd(str(tiny_teacher_file), "unused", dry_run=True, **kw)
+    assert "branch heads: block" in dry["plan"] and dry["options"]["branch_heads"] == "block"
+    k1 = distill_sfd(str(tiny_teacher_file), "unused", dry_run=True, **dict(kw, branches=1))
+    assert k1["options"]["branch_heads"] == "shared" and "branch heads" not in k1["plan"]
+    with pytest.raises(BdenseError, match="use shared or block"):
+        distill_sfd(str(tiny_teacher_file), "unused", dry_run=True, **dict(kw, branch_heads="wide"))
+    distill_sfd(str(tiny_teacher_file), str(tmp_path / "straight"), **kw)
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")  # killed after its first checkpoint
+    for p in sorted((tmp_path / "resumed/checkpoints").glob("state-*.safetensors"))[1:]:
+        p.unlink()
+    (tmp_path / "resumed/model.safetensors").unlink()
+    distill_sfd(str(tiny_teacher_file), str(tmp_path / "resumed"), resume=True, **kw)
+    a, b = (load_model(tmp_path / d / "model.safetensors") for d in ("straight", "resumed"))
+    assert a.config["branch_heads"] == "block" and a.config["meta"]["distill"]["branch_heads"] == "block"
+    assert json.loads((tmp_path / "straight/options.json").read_text())["branch_heads"] == "block"
+    sa, sb = a.state_dict(), b.state_dict()
+    assert any(n.startswith("heads.0.") for n in sa) and all(torch.equal(sa[n], sb[n]) for n in sa)
+    single = load_model(export_model(tmp_path / "straight/model.safetensors", tmp_path / "e.safetensors"))
+    x, s = torch.randn(2, 1, 8, 8), torch.tensor([0.3, 2.0])
+    with torch.no_grad():
+        assert torch.equal(single(x, s)[:, 0], a(x, s)[:, -1])
+    assert single.heads is None and single.net.config.out_channels == 1

@@ -29,9 +29,9 @@ class PDHost:
     @staticmethod
     def check_config(cfg) -> None:
         for s in cfg.settings:
-            if s.targets is not None or s.dropout is not None or s.dense is not None:
-                raise BdenseError(f"setting '{s.name}': targets=, dropout= and dense= are SFD options; a pd setting is "
-                                  f"name:K[:WEIGHTS], e.g. bdense:2 or end:2:end:0.5")
+            if s.targets is not None or s.dropout is not None or s.dense is not None or s.heads is not None:
+                raise BdenseError(f"setting '{s.name}': targets=, dropout=, dense= and heads= are SFD options; a pd "
+                                  f"setting is name:K[:WEIGHTS], e.g. bdense:2 or end:2:end:0.5")
             PDHost.plan_of(cfg, s.branches)
         from ..distill.pd.run import STUDENT_PARAMS
         if cfg.student_param not in STUDENT_PARAMS:

@@ -6,6 +6,8 @@ the network's output has K*C channels and branch k is channel group k.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -21,6 +23,46 @@ def _sigma_vec(sigma, x: torch.Tensor) -> torch.Tensor:
     return sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma.reshape(x.shape[0])
 
 
+HEAD_MODES = ("shared", "block")  # --branch-heads: what the branches share of the network
+
+
+def check_heads(mode: str) -> str:
+    if mode not in HEAD_MODES:
+        raise BdenseError(f"unknown --branch-heads '{mode}'; use shared or block")
+    return mode
+
+
+class BranchHead(nn.Module):
+    """An intermediate branch's own copy of the UNet's last stage: the last up-block's final resnet, the output
+    norm and the output conv (--branch-heads block). It reads the input the network's own final resnet gets."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.resnet = copy.deepcopy(last_resnet(net))
+        self.norm = copy.deepcopy(net.conv_norm_out)
+        self.act = copy.deepcopy(net.conv_act)
+        self.conv_out = copy.deepcopy(net.conv_out)
+
+    def copy_from(self, net) -> None:
+        """Every weight from the network's own last stage (the endpoint's): the head then computes what it does."""
+        for mine, theirs in ((self.resnet, last_resnet(net)), (self.norm, net.conv_norm_out),
+                             (self.conv_out, net.conv_out)):
+            mine.load_state_dict(theirs.state_dict())
+
+    def forward(self, h, temb):
+        return self.conv_out(self.act(self.norm(self.resnet(h, temb))))
+
+
+def last_resnet(net) -> nn.Module:
+    """The UNet's final resnet, after which only conv_norm_out, conv_act and conv_out run; refused otherwise."""
+    block = net.up_blocks[-1]
+    if (type(block).__name__ != "UpBlock2D" or block.upsamplers is not None or net.config.time_embedding_type
+            == "fourier" or any(hasattr(b, "skip_conv") for b in net.up_blocks)):
+        raise BdenseError(f"--branch-heads block needs a UNet whose last up-block is a plain UpBlock2D (this one ends "
+                          f"with {type(block).__name__}); use --branch-heads shared")
+    return block.resnets[-1]
+
+
 class Denoiser(nn.Module):
     """Base: holds the network and the config that rebuilds it; subclasses map sigma to the network's view."""
 
@@ -32,6 +74,14 @@ class Denoiser(nn.Module):
         self.resolution = int(config["resolution"])
         self.num_classes = int(config.get("num_classes", 0))
         self.branches = int(config.get("branches", 1))
+        # --branch-heads block: branches 1..K-1 each run their own copy of the last stage (self.heads) on the
+        # input of the network's final resnet; the network itself is the endpoint branch, a plain model
+        self.branch_heads = check_heads(config.get("branch_heads", "shared"))
+        block = self.branch_heads == "block" and self.branches > 1
+        self.heads = nn.ModuleList(BranchHead(self.net) for _ in range(self.branches - 1)) if block else None
+        self._trunk = None  # the final resnet's inputs during one forward call (block heads only)
+        if block:
+            last_resnet(self.net).register_forward_hook(self._capture_trunk, with_kwargs=True)
         self.sigma_min = float(config["sigma_min"])
         self.sigma_max = float(config["sigma_max"])
         from . import nfe_embedding
@@ -40,15 +90,30 @@ class Denoiser(nn.Module):
         self._nfe_emb = None  # the count's embedding during one forward call only
         if self.nfe_counts:
             self.net.time_embedding.register_forward_hook(self._add_nfe_embedding)
-        if self.net.config.out_channels != self.branches * self.channels:
+        groups = 1 if block else self.branches  # block heads: the network's output is the endpoint branch alone
+        if self.net.config.out_channels != groups * self.channels:
             raise BdenseError(f"network has {self.net.config.out_channels} output channels but the config asks "
-                              f"for {self.branches} branches x {self.channels} channels; the checkpoint is inconsistent")
+                              f"for {groups} branches x {self.channels} channels; the checkpoint is inconsistent")
+
+    def _capture_trunk(self, module, args, kwargs, out):
+        self._trunk = (args[0], args[1] if len(args) > 1 else kwargs["temb"])
 
     def _add_nfe_embedding(self, module, args, out):
         return out if self._nfe_emb is None else out + self._nfe_emb.to(out.dtype)
 
     def _run_net(self, inp, t, label, nfe):
-        """The UNet's output; an SFD-v student adds the embedding of step count `nfe` to its noise embedding
+        """The UNet's output, K*C channels (block heads: theirs in branch order, then the network's, the endpoint)."""
+        if self.heads is None:
+            return self._net_out(inp, t, label, nfe)
+        try:
+            out = self._net_out(inp, t, label, nfe)
+            h, temb = self._trunk
+        finally:
+            self._trunk = None
+        return torch.cat([head(h, temb) for head in self.heads] + [out], dim=1)
+
+    def _net_out(self, inp, t, label, nfe):
+        """The network's output; an SFD-v student adds the embedding of step count `nfe` to its noise embedding
         (plain models take no count and ignore it)."""
         if self.nfe_embed is None:
             return self.net(inp, t, class_labels=label).sample

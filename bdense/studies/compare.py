@@ -26,7 +26,7 @@ from ..sampling.sample import generate
 EVAL_SEED_BASE = 1_000_000_000_000  # evaluation noise seeds live far from every training pool
 
 
-SETTING_KEYS = {"targets": str, "dropout": float, "dense": int}  # name:K[:WEIGHTS][:key=value...]
+SETTING_KEYS = {"targets": str, "dropout": float, "dense": int, "heads": str}  # name:K[:WEIGHTS][:key=value...]
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,11 @@ class Setting:
     targets: str | None = None  # None: the distiller's default (bdense/distill/sfd/targets.py)
     dropout: float | None = None
     dense: int | None = None  # dense_intervals: intermediate branches in the first N trained intervals only
+    heads: str | None = None  # branch_heads: shared | block (bdense/models/denoisers.py)
 
     @classmethod
     def parse(cls, spec: str) -> "Setting":
-        """'name:K[:WEIGHTS][:targets=MODE][:dropout=P][:dense=N]' with any branch-weight spec (bdense/distill/weights.py).
+        """'name:K[:WEIGHTS][:targets=MODE][:dropout=P][:dense=N][:heads=block]' with any branch-weight spec (bdense/distill/weights.py).
 
         Weight specs never hold '=', so trailing key=value fields are options and the rest is the weight spec."""
         fields = spec.split(":")
@@ -63,6 +64,8 @@ class Setting:
             check_mode(setting.targets)
         if setting.dense is not None and setting.dense < 0:
             raise BdenseError(f"setting '{spec}': dense must be >= 0 (trained intervals with dense branches)")
+        if setting.heads is not None and setting.heads not in ("shared", "block"):
+            raise BdenseError(f"setting '{spec}': heads must be shared or block")
         if setting.dropout is not None and not 0 <= setting.dropout < 1:
             raise BdenseError(f"setting '{spec}': dropout must be in [0, 1)")
         return setting
@@ -71,7 +74,8 @@ class Setting:
         """The distill_sfd keywords this setting fixes (unset ones keep the distiller's defaults)."""
         kw = {"branches": self.branches, "branch_weights": self.weights}
         kw.update({k: v for k, v in (("branch_targets", self.targets), ("dropout", self.dropout),
-                                     ("dense_intervals", self.dense)) if v is not None})
+                                     ("dense_intervals", self.dense), ("branch_heads", self.heads))
+                   if v is not None})
         return kw
 
 

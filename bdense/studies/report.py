@@ -228,7 +228,9 @@ def write_report(cmp, results: dict) -> Path:
     p = results["protocol"]
     names = ", ".join(f"{s['name']} (K={s['branches']}, weights {s.get('weights') or 'default'}"
                       + (f", targets {s['targets']}" if s.get("targets") else "")
-                      + (f", dropout {s['dropout']}" if s.get("dropout") is not None else "") + ")"
+                      + (f", dropout {s['dropout']}" if s.get("dropout") is not None else "")
+                      + (f", dense intervals {s['dense']}" if s.get("dense") is not None else "")
+                      + (f", branch heads {s['heads']}" if s.get("heads") else "") + ")"
                       for s in results["settings"])
     h = results["host"]
     text = [

@@ -27,8 +27,15 @@ def _check_finite(tensors: dict, path: Path) -> None:
 RESUME_FREE = {"resume", "progress", "log_every", "checkpoint_every", "keep", "device", "out", "steps"}
 
 
+# options added after runs were made: a run whose options.json lacks one was made with this value
+ADDED_OPTIONS = {"branch_heads": "shared"}
+
+
 def changed_options(old: dict, new: dict, free: set = frozenset()) -> list[str]:
-    """Options that change what a run computes and differ between two option sets (sorted)."""
+    """Options that change what a run computes and differ between two option sets (sorted); a key of
+    ADDED_OPTIONS missing on one side means its default there."""
+    if old.get("command") == new.get("command") == "distill" and old.get("method") == new.get("method") == "sfd":
+        old, new = {**ADDED_OPTIONS, **old}, {**ADDED_OPTIONS, **new}
     return sorted(k for k in set(old) | set(new) if k not in RESUME_FREE | free and old.get(k) != new.get(k))
 
 

@@ -8,6 +8,7 @@ from ...errors import BdenseError
 from ...io import file_digest
 from ...models.branches import widen
 from ...models.checkpoint import load_model, save_model
+from ...models.denoisers import check_heads
 from ...train.loop import TrainConfig, Trainer
 from ...train.rundir import RunDir
 from .plan import SFDPlan
@@ -37,7 +38,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                 compile_teacher: bool = False, branch_targets: str = DEFAULT_TARGETS, dropout: float = 0.0,
                 teacher_order_rule: str = "sfd", first_trajectory_seed: int = 0, compile_student: bool = False,
                 compile_mode: str | None = None, teacher_batch: int = 0, fast_path: str = "auto",
-                nfe_draw: str = "balanced", dense_intervals: int | None = None) -> dict:
+                nfe_draw: str = "balanced", dense_intervals: int | None = None, branch_heads: str = "shared") -> dict:
     """nfe: one NFE (SFD), or several ('2-5', '2,3,5', a tuple): one SFD-v student for all of them, conditioned
     on the count; --trajectories (default 25,600 per count) are shared out over the counts (bdense/distill/sfd/sfdv.py)."""
     from .counts import nfe_schedule, parse_counts
@@ -56,8 +57,13 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
         raise BdenseError(f"--dropout must be in [0, 1), got {dropout}")
     if dense_intervals is not None and dense_intervals < 0:
         raise BdenseError(f"--dense-intervals must be >= 0, got {dense_intervals}")
+    check_heads(branch_heads)
     if branches == 1:
         dense_intervals = None  # K = 1 has no intermediate branch: plain SFD, recorded as such
+        branch_heads = "shared"
+    if branch_heads == "block" and compile_student:
+        raise BdenseError("--compile-student compiles the network alone, not the heads of --branch-heads block; "
+                          "drop --compile-student")
     if first_trajectory_seed < 0:
         raise BdenseError(f"--first-trajectory-seed must be >= 0, got {first_trajectory_seed}")
     steps = trajectories // batch
@@ -74,7 +80,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
         raise BdenseError("--nfe with several counts trains without --teacher-batch and --compile-student; drop them")
     options = dict(command="distill", method="sfd", teacher=str(teacher_path), teacher_digest=file_digest(teacher_path),
                    nfe=list(counts) if multi else nfe, branches=branches, branch_weights=weights.describe(),
-                   branch_targets=branch_targets,
+                   branch_targets=branch_targets, branch_heads=branch_heads,
                    teacher_substeps=teacher_substeps, teacher_solver=teacher_solver,
                    teacher_order_rule=teacher_order_rule, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
                    trajectories=trajectories, batch=batch, lr=lr, lr_schedule=lr_schedule, precision=precision,
@@ -95,7 +101,11 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                  + (f"; student dropout {dropout}" if dropout else "")
                  + (f"; intermediate branches trained in the first {dense_intervals} trained interval(s) only"
                     if dense_intervals is not None else "")
-                 + (f"; trajectories from noise seed {first_trajectory_seed}" if first_trajectory_seed else ""))
+                 + (f"; trajectories from noise seed {first_trajectory_seed}" if first_trajectory_seed else "")
+                 + ("\nbranch heads: block (branches 1.." + str(branches - 1) + " each run their own copy of the "
+                    "network's last stage, the final up-block resnet + output norm + conv, initialised from the "
+                    "teacher; the endpoint keeps the network's own; export drops the copies)"
+                    if branch_heads == "block" else ""))
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
@@ -120,7 +130,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
     run = RunDir(out, options, resume=resume)
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
-    student = widen(teacher, branches, dropout=dropout or None)
+    student = widen(teacher, branches, dropout=dropout or None, heads=branch_heads)
     if multi:
         from ...models.nfe_embedding import with_nfe_embedding
         student = with_nfe_embedding(student, counts)
@@ -152,7 +162,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
         meta = dict(teacher.config.get("meta", {}), role="student", sampling=sfd_student_recipe(plan),
                     **_teacher_link(teacher_path, run.path),
                     distill={"method": "sfd", "branches": branches, "weights": weights.describe(),
-                             "branch_targets": branch_targets, "dropout": dropout,
+                             "branch_targets": branch_targets, "branch_heads": branch_heads, "dropout": dropout,
                              **({} if dense_intervals is None else {"dense_intervals": dense_intervals}),
                              "teacher_substeps": teacher_substeps, "teacher_solver": teacher_solver,
                              "teacher_order_rule": teacher_order_rule,
