@@ -14,6 +14,7 @@ from bdense.models.branches import widen
 from bdense.solvers import solve
 from bdense.train.loop import TrainConfig, Trainer
 from bdense.train.rundir import RunDir
+from sfd_steps import train_sfd_steps
 
 
 def test_plan_grids_and_targets():
@@ -123,23 +124,12 @@ def test_every_branch_loss_goes_to_zero_on_representable_targets(tmp_path, tiny_
     assert last["loss/i0/b1"] < 0.05 * first["loss/i0/b2"]
 
 
-def _train(tmp_path, teacher, name, k, heads, dense=None, steps=2):
-    plan = SFDPlan(nfe=3, branches=k, teacher_solver="dpmpp_3m")
-    torch.manual_seed(0)
-    student = widen(teacher, k, heads=heads).train()
-    task = SFDTask(teacher, student, plan, parse_weights("ramp" if k > 1 else None, k), batch=4, seed=0,
-                   dense_intervals=dense)
-    tr = Trainer(task, RunDir(tmp_path / name, {}), TrainConfig(steps=steps, lr=1e-3, progress=False, device="cpu"))
-    [task.train_step(tr, it) for it in range(steps)]
-    return student.eval()
-
-
 def test_block_heads_with_the_endpoint_alone_train_the_k1_student_bit_for_bit(tmp_path, tiny_teacher):
     """With block heads the network is the endpoint branch unchanged, so weighing the intermediate branches 0
     (dense intervals 0) leaves exactly plain SFD; with them weighed the endpoint moves differently."""
-    k1 = _train(tmp_path, tiny_teacher, "k1", 1, "shared")
-    d0 = _train(tmp_path, tiny_teacher, "d0", 4, "block", dense=0)
-    full = _train(tmp_path, tiny_teacher, "full", 4, "block")
+    k1 = train_sfd_steps(tmp_path, tiny_teacher, "k1", 1, "shared")
+    d0 = train_sfd_steps(tmp_path, tiny_teacher, "d0", 4, "block", dense=0)
+    full = train_sfd_steps(tmp_path, tiny_teacher, "full", 4, "block")
     net = {n: p for n, p in k1.state_dict().items()}
     assert all(torch.equal(d0.state_dict()[n], p) for n, p in net.items())
     assert any(not torch.equal(full.state_dict()[n], p) for n, p in net.items())

@@ -21,6 +21,7 @@ from bdense.train.loop import TrainConfig, Trainer
 from bdense.train.rundir import RunDir
 
 from gaussian import GaussianDenoiser
+from sfd_steps import train_sfd_steps
 
 
 def _interval(plan, traj, i):
@@ -158,24 +159,13 @@ def test_dry_run_names_the_targets_and_their_factors(tiny_teacher_file):
     assert default["branch_weights"]["spec"] == DEFAULT_WEIGHTS and default["branch_targets"] == DEFAULT_TARGETS
 
 
-def _train_sfd(tmp_path, teacher, name, k, dense, steps=2):
-    plan = SFDPlan(nfe=3, branches=k, teacher_solver="dpmpp_3m")
-    torch.manual_seed(0)
-    student = widen(teacher, k).train()
-    task = SFDTask(teacher, student, plan, parse_weights("ramp" if k > 1 else None, k), batch=4, seed=0,
-                   dense_intervals=dense)
-    tr = Trainer(task, RunDir(tmp_path / name, {}), TrainConfig(steps=steps, lr=1e-3, progress=False, device="cpu"))
-    [task.train_step(tr, it) for it in range(steps)]
-    return student.eval()
-
-
 def test_dense_intervals_limit_the_intermediate_branches_to_the_first_intervals(tmp_path, tiny_teacher):
     """dense_intervals = 0 trains only the endpoint: the same student as K = 1 (up to float summation order);
     N at least the number of trained intervals is the default run bit for bit; N = 1 at NFE 3 is neither."""
     x, s = torch.randn(3, 1, 8, 8), torch.full((3,), 2.0)
     out = {}
     for name, k, dense in (("k1", 1, None), ("d0", 4, 0), ("d1", 4, 1), ("d3", 4, 3), ("dall", 4, None)):
-        student = _train_sfd(tmp_path, tiny_teacher, name, k, dense)
+        student = train_sfd_steps(tmp_path, tiny_teacher, name, k, dense=dense)
         with torch.no_grad():
             out[name] = student(x, s)[:, -1]
     k1, d0, d1, d3, dall = (out[n] for n in ("k1", "d0", "d1", "d3", "dall"))
