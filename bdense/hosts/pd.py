@@ -33,9 +33,8 @@ class PDHost:
                 raise BdenseError(f"setting '{s.name}': targets=, dropout=, dense= and heads= are SFD options; a pd "
                                   f"setting is name:K[:WEIGHTS], e.g. bdense:2 or end:2:end:0.5")
             PDHost.plan_of(cfg, s.branches)
-        from ..distill.pd.run import STUDENT_PARAMS
-        if cfg.student_param not in STUDENT_PARAMS:
-            raise BdenseError(f"unknown --student-param '{cfg.student_param}'; use auto, eps, x or v")
+        from ..distill.pd.run import check_student_param
+        check_student_param(cfg.student_param)
 
     def __init__(self, study):
         self.study, self.cfg, self.teacher = study, study.cfg, study.teacher
@@ -55,12 +54,16 @@ class PDHost:
     def ddim(self, n: int) -> Recipe:
         return Recipe(**self.plan.recipe(n, clip=self.cfg.eval_clip_denoised))
 
-    def teacher_ddim(self, n: int):
-        from ..sampling.sample import generate
+    def ddim_images(self, n: int, seeds: list):
+        """The teacher's n-step DDIM from these noise seeds (sampled as the students are: clipped or not)."""
         import torch
+        from ..sampling.sample import generate
+        return torch.cat([im for _, im, _ in generate(self.teacher, seeds, self.ddim(n), 500, self.device)])
+
+    def teacher_ddim(self, n: int):
         name = f"ddim{n}" + ("-clip" if self.cfg.eval_clip_denoised else "")
-        return cached_images(self.out / "refs" / f"{name}.safetensors", lambda: torch.cat(
-            [im for _, im, _ in generate(self.teacher, self.study.eval_seeds, self.ddim(n), 500, self.device)]))
+        return cached_images(self.out / "refs" / f"{name}.safetensors",
+                             lambda: self.ddim_images(n, self.study.eval_seeds))
 
     def references(self, n: int) -> dict:
         return {"rmse": self.teacher_ddim(self.cfg.start_steps), "rmse2n": self.teacher_ddim(2 * n)}
@@ -154,22 +157,17 @@ class PDHost:
 
     def tune_prepare(self, tcfg, seeds: list, folder: Path):
         """The teacher's DDIM at --start-steps from the tuning seeds (the target of the whole chain)."""
-        import torch
-        from ..sampling.sample import generate
         n = self.cfg.start_steps
         name = f"refs-ddim{n}{'-clip' if self.cfg.eval_clip_denoised else ''}-{len(seeds)}.safetensors"
-        return cached_images(folder / name, lambda: torch.cat(
-            [im for _, im, _ in generate(self.teacher, seeds, self.ddim(n), 500, self.device)]))
+        return cached_images(folder / name, lambda: self.ddim_images(n, seeds))
 
     def tune_iterations(self, tcfg) -> int:
         return len(self.plan.rounds) * tcfg.trial_round_iters
 
     def tune_student(self, tcfg, k: int):
         """A model of the trial's student (widened, its head converted as distill_pd converts it)."""
-        from ..distill.pd.run import student_parameterization
-        from ..models.branches import reparameterize, widen
-        student, param = widen(self.teacher, k), student_parameterization(self.teacher, self.cfg.student_param)
-        return student if param == student.parameterization else reparameterize(student, param)
+        from ..distill.pd.run import pd_student, student_parameterization
+        return pd_student(self.teacher, k, student_parameterization(self.teacher, self.cfg.student_param))
 
     def tune_recipe(self, tcfg, step: int) -> Recipe:
         """A snapshot at global iteration `step` samples with the step count of its round."""

@@ -78,15 +78,17 @@ class SFDHost:
                         progress=self.cfg.progress, first_seed=first)
         return path
 
+    def teacher_reference(self, nfe: int, seeds: list):
+        """The distillation target from these noise seeds: the teacher solver on the refined grid, in [-1, 1]."""
+        import torch
+        from ..distill.sfd.trajectories import teacher_trajectories
+        return torch.cat([teacher_trajectories(self.teacher, self.plan(nfe), seeds[i:i + 500], self.device)[0][-1]
+                          .clamp(-1, 1).cpu() for i in range(0, len(seeds), 500)])
+
     def references(self, nfe: int) -> dict:
-        """The distillation target on the evaluation seeds: the teacher solver on the refined grid."""
-        def make():
-            import torch
-            from ..distill.sfd.trajectories import teacher_trajectories
-            seeds = self.study.eval_seeds
-            return torch.cat([teacher_trajectories(self.teacher, self.plan(nfe), seeds[i:i + 500], self.device)[0][-1]
-                              .clamp(-1, 1).cpu() for i in range(0, len(seeds), 500)])
-        return {"rmse": cached_images(self.out / "refs" / f"nfe{nfe}.safetensors", make)}
+        """The distillation target on the evaluation seeds."""
+        return {"rmse": cached_images(self.out / "refs" / f"nfe{nfe}.safetensors",
+                                      lambda: self.teacher_reference(nfe, self.study.eval_seeds))}
 
     def teacher_rows(self, nfe: int) -> dict:
         plan = self.plan(nfe)
@@ -170,13 +172,9 @@ class SFDHost:
 
     def tune_prepare(self, tcfg, seeds: list, folder: Path):
         """The shared trajectory cache, and the reference images of the tuning seeds (the distillation target)."""
-        import torch
-        from ..distill.sfd.trajectories import teacher_trajectories
         self.tune_cache = self.cache(tcfg.nfe)
-        plan = self.plan(tcfg.nfe)
-        return cached_images(folder / f"refs-nfe{tcfg.nfe}-{len(seeds)}.safetensors", lambda: torch.cat(
-            [teacher_trajectories(self.teacher, plan, seeds[i:i + 500], self.device)[0][-1].clamp(-1, 1).cpu()
-             for i in range(0, len(seeds), 500)]))
+        return cached_images(folder / f"refs-nfe{tcfg.nfe}-{len(seeds)}.safetensors",
+                             lambda: self.teacher_reference(tcfg.nfe, seeds))
 
     def tune_iterations(self, tcfg) -> int:
         return tcfg.trial_trajectories // tcfg.batch

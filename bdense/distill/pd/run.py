@@ -38,13 +38,23 @@ def _load_data(spec: str | None, teacher, teacher_path: str):
 STUDENT_PARAMS = ("auto", "eps", "x", "v")
 
 
+def check_student_param(choice: str) -> str:
+    if choice not in STUDENT_PARAMS:
+        raise BdenseError(f"unknown --student-param '{choice}'; use auto, eps, x or v")
+    return choice
+
+
 def student_parameterization(teacher, choice: str = "auto") -> str:
     """The student's parameterization: auto = v for an eps teacher (the reference's students predict v or x; PD
     reports that eps fails at few steps), else the teacher's own."""
-    if choice not in STUDENT_PARAMS:
-        raise BdenseError(f"unknown --student-param '{choice}'; use auto, eps, x or v")
     own = teacher.config["vp"]["parameterization"]
-    return ("v" if own == "eps" else own) if choice == "auto" else choice
+    return ("v" if own == "eps" else own) if check_student_param(choice) == "auto" else choice
+
+
+def pd_student(teacher, k: int, param: str):
+    """The K-branch student of `teacher`, its head converted exactly to `param` if the teacher predicts another."""
+    student = widen(teacher, k)
+    return student if param == teacher.config["vp"]["parameterization"] else reparameterize(student, param)
 
 
 def _param_text(own: str, param: str) -> str:
@@ -117,9 +127,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
     run = RunDir(out, options, resume=resume)
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
-    student = widen(teacher, branches)
-    if param != vp["parameterization"]:
-        student = reparameterize(student, param)
+    student = pd_student(teacher, branches, param)
     task = PDTask(teacher, student, plan, images, weights, batch)
     trainer = Trainer(task, run, cfg)
     result = trainer.run(resume=resume)
