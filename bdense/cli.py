@@ -396,6 +396,8 @@ def tune(
     nfe: int = typer.Option(2, help="sfd: student NFE the weights are tuned for"),
     branches: Optional[int] = typer.Option(None, help="K (default 4; pd: 2, the only K it has)"),
     branch_targets: str = typer.Option(DEFAULT_TARGETS, help="target mode of every trial and of the final K > 1 runs"),
+    branch_heads: str = typer.Option("shared", help="sfd: shared | block, for every trial and the final K > 1 runs, "
+                                     "e.g. block (README: Branch heads)"),
     objective: str = typer.Option("rmse", help="rmse | fid | combo:A (A*rmse/rmse_base + (1-A)*fid/fid_base)"),
     trials: int = typer.Option(30, help="total trials wanted in the study (a rerun adds only the missing ones)"),
     trial_trajectories: int = typer.Option(2560, help="training budget of one trial"),
@@ -437,7 +439,8 @@ def tune(
                      final=final, final_seeds=final_seeds, eval_seeds=eval_seeds, eval_points=v["eval_points"],
                      final_nfes=v["final_nfe"], apply=apply,
                      data=data, features=str(features) if features else None, teacher_solver=teacher_solver,
-                     branch_targets=branch_targets, device=device, method=method, start_steps=start_steps,
+                     branch_targets=branch_targets, branch_heads=branch_heads, device=device, method=method,
+                     start_steps=start_steps,
                      end_steps=end_steps, round_iters=round_iters, trial_round_iters=trial_round_iters,
                      last_step_target=last_step_target, weight_span=weight_span,
                      eval_clip_denoised=eval_clip_denoised, student_param=student_param)

@@ -73,14 +73,18 @@ def test_compare_reports_an_sfdv_setting_at_each_nfe_against_the_per_nfe_baselin
     count from the same per-NFE caches; its progress is in per-NFE units, so it lines up with the baseline's."""
     from bdense.studies.compare import parse_setting
     from bdense.studies.sfdv import SFDvSetting
-    v = parse_setting("v:2:2-3")
-    assert isinstance(v, SFDvSetting) and v.counts == (2, 3) and isinstance(parse_setting("b:2:end:0.5"), Setting)
+    v = parse_setting("v:2:2-3:heads=block")  # each intermediate branch with its own last stage, too
+    assert isinstance(v, SFDvSetting) and v.counts == (2, 3) and v.heads == "block"
+    assert isinstance(parse_setting("b:2:end:0.5"), Setting)
+    with pytest.raises(BdenseError, match="heads must be shared or block"):
+        parse_setting("v:2:2-3:heads=wide")
     cfg = dict(nfes=(2, 3), settings=(Setting("baseline", 1), v), seeds=1)
     r = compare(tiny_compare(digits_assets, tmp_path, **cfg))
     d2, d3 = (r["nfe"][n]["runs"]["v"][0] for n in ("2", "3"))
     assert d2["dir"] == d3["dir"] and d2["dir"].endswith("runs/sfdv/v/seed0")
     opts = json.loads((tmp_path / "runs/sfdv/v/seed0/options.json").read_text())
     assert opts["nfe"] == [2, 3] and opts["trajectories"] == 2 * 64 and opts["branches"] == 2
+    assert opts["branch_heads"] == "block"
     base = r["nfe"]["2"]["runs"]["baseline"][0]["evals"]
     assert set(d2["evals"]) == set(d3["evals"]) == set(base) == {1, 2}
     assert d2["evals"][2]["rmse"] != d3["evals"][2]["rmse"]  # sampled at its count 2 and at its count 3

@@ -136,3 +136,43 @@ def test_cli_tune_apply(assets, tmp_path):
     text = (tmp_path / "tune_report.md").read_text()
     assert "No search" in text and "tuned (K=4)" in text
     assert not (tmp_path / "optuna.db").exists()  # --apply runs no search
+
+
+def test_a_block_heads_trial_is_a_plain_distill_run_and_the_final_check_keeps_the_heads(assets, tmp_path, monkeypatch):
+    """--branch-heads block reaches every trial (its student must hold the heads the run's snapshots carry, or
+    loading them fails) and every K > 1 setting of the final check; a continued study must use the same heads."""
+    import shutil
+    from bdense.models.checkpoint import load_model
+    teacher, _ = assets
+    tuner = Tuner(tiny_cfg(assets, tmp_path / "t", branch_heads="block"))
+    tuner.setup()
+    kept, real = tmp_path / "trial.safetensors", tune_mod.distill_sfd
+
+    def keep_model(t, d, **kw):  # the trial deletes its weights when done: keep a copy
+        out = real(t, d, **kw)
+        shutil.copy(f"{d}/model.safetensors", kept)
+        return out
+    monkeypatch.setattr(tune_mod, "distill_sfd", keep_model)
+    seen = []
+    tuner.short_run(tmp_path / "t" / "trial", 4, "1,1,1,2", "cpu", lambda s, m: seen.append((s, m)))
+    real(teacher, str(tmp_path / "plain"), nfe=2, branches=4, branch_weights="1,1,1,2", branch_heads="block",
+         trajectories=64, batch=32, lr=2e-4, seed=0, device="cpu", progress=False, grid_seeds=1,
+         trajectory_cache=str(tuner.host.tune_cache))
+    plain, ours = load_model(tmp_path / "plain" / "model.safetensors"), load_model(kept)
+    assert ours.branch_heads == plain.branch_heads == "block"
+    assert ours.state_dict().keys() == plain.state_dict().keys()
+    assert any("head" in k for k in plain.state_dict())  # the copies are in the run's model (export drops them)
+    assert all(torch.equal(ours.state_dict()[k], v) for k, v in plain.state_dict().items())
+    plain_m = tuner.measure(plain.eval(), "cpu", tuner.host.tune_recipe(tuner.cfg, 2))
+    assert seen[-1][1] == plain_m  # the trial's student scored the run's own weights
+    asked = []
+    monkeypatch.setattr(tune_mod, "compare", lambda cfg: asked.append(cfg.settings) or {})
+    tuner.final("1,1,1,2")
+    assert [(s.name, s.heads) for s in asked[0]] == [("baseline", None), ("uniform", "block"), ("tuned", "block"),
+                                                      ("scheduled", "block")]
+    assert tuner.host.tune_setup(tuner.cfg, tuner.points)["branch_heads"] == "block"
+    assert "branch_heads" not in tuner.host.tune_setup(tiny_cfg(assets, tmp_path / "s"), tuner.points)  # old studies
+    with pytest.raises(BdenseError, match="--branch-heads is for --method sfd"):
+        TuneConfig(teacher, str(tmp_path / "pd"), method="pd", branch_heads="block")
+    with pytest.raises(BdenseError, match="shared or block"):
+        tiny_cfg(assets, tmp_path / "bad", branch_heads="wide")

@@ -168,7 +168,8 @@ class SFDHost:
         return {"teacher_digest": self.study.teacher_digest, "nfe": tcfg.nfe, "branches": tcfg.branches,
                 "objective": tcfg.objective, "trial_trajectories": tcfg.trial_trajectories, "batch": tcfg.batch,
                 "lr": tcfg.lr, "tune_seeds": tcfg.tune_seeds, "teacher_solver": tcfg.teacher_solver,
-                "branch_targets": tcfg.branch_targets, "report_points": list(points)}
+                "branch_targets": tcfg.branch_targets, "report_points": list(points),
+                **({} if tcfg.branch_heads == "shared" else {"branch_heads": tcfg.branch_heads})}
 
     def tune_prepare(self, tcfg, seeds: list, folder: Path):
         """The shared trajectory cache, and the reference images of the tuning seeds (the distillation target)."""
@@ -181,7 +182,7 @@ class SFDHost:
 
     def tune_student(self, tcfg, k: int):
         from ..models.branches import widen
-        return widen(self.teacher, k)
+        return widen(self.teacher, k, heads=tcfg.branch_heads)
 
     def tune_recipe(self, tcfg, step: int) -> Recipe:
         return Recipe(**sfd_student_recipe(self.plan(tcfg.nfe)))
@@ -189,6 +190,7 @@ class SFDHost:
     def tune_run_options(self, tcfg, k: int, spec, device: str, fractions: tuple) -> dict:
         """distill_sfd keywords of one trial: the first --trial-trajectories of the cache, seed 0."""
         return dict(nfe=tcfg.nfe, branches=k, branch_weights=spec, branch_targets=tcfg.branch_targets,
+                    branch_heads=tcfg.branch_heads,
                     teacher_solver=tcfg.teacher_solver, trajectories=tcfg.trial_trajectories, batch=tcfg.batch,
                     lr=tcfg.lr, seed=0, device=device, progress=False, checkpoint_every=0,
                     trajectory_cache=str(self.tune_cache), grid_seeds=1, snapshot_fractions=fractions)
@@ -202,6 +204,7 @@ class SFDHost:
 
     def tune_words(self, tcfg) -> dict:
         k, tg = tcfg.branches, f":targets={tcfg.branch_targets}"
+        tg += "" if tcfg.branch_heads == "shared" else f":heads={tcfg.branch_heads}"
         return {"title": f"SFD NFE {tcfg.nfe}", "trial": f"each trial {tcfg.trial_trajectories} trajectories of one "
                 "shared cache", "fraction": tcfg.trial_trajectories / tcfg.trajectories,
                 "reproduce": f"`bdense compare --teacher OTHER --out DIR --nfe N --setting baseline:1 --setting "

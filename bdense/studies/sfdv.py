@@ -14,7 +14,7 @@ from pathlib import Path
 from ..distill.sfd.counts import parse_counts
 from ..errors import BdenseError
 
-SFDV_KEYS = {"targets": str, "draw": str}
+SFDV_KEYS = {"targets": str, "draw": str, "heads": str}
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,12 @@ class SFDvSetting:
     weights: str | None = None  # None: the distiller's default
     targets: str | None = None
     draw: str = "balanced"
+    heads: str | None = None  # branch_heads: shared | block (bdense/models/denoisers.py)
 
     @classmethod
     def parse(cls, spec: str) -> "SFDvSetting":
-        """'NAME:K[:WEIGHTS]:A-B[:targets=MODE][:draw=iid]', or the counts as nfe=2,3,5 (a list needs the key)."""
+        """'NAME:K[:WEIGHTS]:A-B[:targets=MODE][:draw=iid][:heads=block]', or the counts as nfe=2,3,5 (a list needs
+        the key)."""
         fields, extra = spec.split(":"), {}
         counts = None
         while len(fields) > 2 and "=" in fields[-1]:
@@ -38,7 +40,7 @@ class SFDvSetting:
             elif key in SFDV_KEYS:
                 extra[key] = value
             else:
-                raise BdenseError(f"SFD-v setting '{spec}': unknown option '{key}'; use nfe, targets or draw")
+                raise BdenseError(f"SFD-v setting '{spec}': unknown option '{key}'; use nfe, targets, draw or heads")
         if counts is None and len(fields) > 2 and re.fullmatch(r"\d+-\d+", fields[-1]):
             counts = fields.pop()
         if counts is None:
@@ -58,6 +60,8 @@ class SFDvSetting:
         parse_weights(s.weights, s.branches)
         if s.targets is not None:
             check_mode(s.targets)
+        if s.heads is not None and s.heads not in ("shared", "block"):
+            raise BdenseError(f"SFD-v setting '{spec}': heads must be shared or block")
         if s.draw not in DRAWS:
             raise BdenseError(f"SFD-v setting '{spec}': draw must be {' or '.join(DRAWS)}")
         return s
@@ -68,6 +72,8 @@ class SFDvSetting:
               "trajectories": per_nfe * len(self.counts)}
         if self.targets is not None:
             kw["branch_targets"] = self.targets
+        if self.heads is not None:
+            kw["branch_heads"] = self.heads
         return kw
 
 

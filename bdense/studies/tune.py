@@ -64,6 +64,7 @@ class TuneConfig:
     features: str | None = None
     teacher_solver: str = "dpmpp_3m"
     branch_targets: str = DEFAULT_TARGETS  # of every trial and of the final K > 1 settings
+    branch_heads: str = "shared"  # sfd: of every trial and of the final K > 1 settings (bdense/models/denoisers.py)
     device: str | None = None
     progress: bool = True
     method: str = "sfd"  # the host: sfd | pd; pd's knobs below mean what they mean for `compare --method pd`
@@ -85,6 +86,8 @@ class TuneConfig:
             self.branches = 2 if self.method == "pd" else 4
         if self.method == "pd":
             self._check_pd()
+        if self.branch_heads not in ("shared", "block"):
+            raise BdenseError(f"--branch-heads must be shared or block, got '{self.branch_heads}'")
         Int(1, 8)("--nfe", self.nfe)
         Int(2, 16)("--branches", self.branches)
         Int(1, 10000)("--trials", self.trials)
@@ -103,6 +106,8 @@ class TuneConfig:
         from ..distill.pd.plan import PDPlan
         if self.trial_round_iters is None:
             self.trial_round_iters = max(1, self.round_iters // 4)
+        if self.branch_heads != "shared":
+            raise BdenseError("--branch-heads is for --method sfd; a PD student has one shared head, drop it")
         if self.branches != 2:
             raise BdenseError(f"tune --method pd searches the weights of K = 2 (midpoint and endpoint), got --branches "
                               f"{self.branches}; drop --branches")
@@ -338,9 +343,11 @@ class Tuner:
     def final(self, spec: str) -> dict:
         k, w = self.cfg.branches, parse_weights(spec, self.cfg.branches)
         mode = self.cfg.branch_targets if self.host.method == "sfd" else None  # pd settings have no target modes
-        settings = [Setting("baseline", 1), Setting("uniform", k, "uniform", mode)]
-        settings += [] if w.kind == "constant" and set(w.base) == {1.0} else [Setting("tuned", k, spec, mode)]
-        settings += [] if spec == SCHEDULED else [Setting("scheduled", k, SCHEDULED, mode)]
+        heads = None if self.cfg.branch_heads == "shared" else self.cfg.branch_heads
+        settings = [Setting("baseline", 1), Setting("uniform", k, "uniform", mode, heads=heads)]
+        settings += [] if w.kind == "constant" and set(w.base) == {1.0} else [Setting("tuned", k, spec, mode,
+                                                                                       heads=heads)]
+        settings += [] if spec == SCHEDULED else [Setting("scheduled", k, SCHEDULED, mode, heads=heads)]
         return compare(replace(self.cmp.cfg, settings=tuple(settings)))
 
 
