@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .distill.sfd.targets import DEFAULT_TARGETS
+from .distill.sfd.targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS
 from .errors import BdenseError
 from .options import check
 
@@ -163,9 +163,10 @@ def distill(
     out: Path = typer.Option(..., help="run directory"),
     method: str = typer.Option("sfd", help="sfd (data-free) | pd (progressive distillation)"),
     branches: Optional[int] = typer.Option(None, help="K: 1 = the host baseline, >1 = B-DENSE (default: 1 for sfd, 2 for pd)"),
-    branch_weights: Optional[str] = typer.Option(None, help="uniform | ramp | W1,..,WK | sum1:W1,..,WK | end:A[:linear] | "
-                                                 "decay:linear|cosine:F[:S-E], e.g. ramp, 1,1,1,2, end:0.5 or "
-                                                 "decay:cosine:0 (README: Branch weights)"),
+    branch_weights: Optional[str] = typer.Option(None, help="uniform | ramp | W1,..,WK | sum1:W1,..,WK | "
+                                                 "end:A[:uniform|linear] | decay:linear|cosine:F[:S-E], e.g. ramp, "
+                                                 "1,1,1,2, end:0.5 or decay:cosine:0 (default: sfd "
+                                                 f"{DEFAULT_WEIGHTS}, pd uniform; README: Branch weights)"),
     branch_targets: str = typer.Option(DEFAULT_TARGETS, help="sfd: teacher | anchored | anchored-log | on-policy, "
                                        "e.g. anchored (README: Branch targets)"),
     dropout: float = typer.Option(0.0, help="sfd: student UNet dropout while training, e.g. 0.13 as SFD on CIFAR-10"),
