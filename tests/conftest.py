@@ -33,3 +33,22 @@ def digits_assets(tmp_path_factory):
     teacher = save_model(d / "teacher.safetensors", new_model("edm", 1, 8, preset="tiny", data="digits").eval())
     train_domain_classifier("digits", d / "features.safetensors", steps=30, log=None)
     return str(teacher), str(d / "features.safetensors")
+
+
+@pytest.fixture
+def keep_trial_weights(monkeypatch, tmp_path):
+    """A tune trial deletes its weights when done: keep_trial_weights('distill_sfd') wraps that trainer of
+    bdense.studies.tune so a copy of each trial's model stays; returns (the copy's path, the unwrapped trainer)."""
+    import shutil
+    from bdense.studies import tune as tune_mod
+
+    def wrap(name: str):
+        real, kept = getattr(tune_mod, name), tmp_path / "trial.safetensors"
+
+        def keep(t, d, **kw):
+            out = real(t, d, **kw)
+            shutil.copy(f"{d}/model.safetensors", kept)
+            return out
+        monkeypatch.setattr(tune_mod, name, keep)
+        return kept, real
+    return wrap

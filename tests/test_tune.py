@@ -138,21 +138,15 @@ def test_cli_tune_apply(assets, tmp_path):
     assert not (tmp_path / "optuna.db").exists()  # --apply runs no search
 
 
-def test_a_block_heads_trial_is_a_plain_distill_run_and_the_final_check_keeps_the_heads(assets, tmp_path, monkeypatch):
+def test_a_block_heads_trial_is_a_plain_distill_run_and_the_final_check_keeps_the_heads(assets, tmp_path, monkeypatch,
+                                                                                      keep_trial_weights):
     """--branch-heads block reaches every trial (its student must hold the heads the run's snapshots carry, or
     loading them fails) and every K > 1 setting of the final check; a continued study must use the same heads."""
-    import shutil
     from bdense.models.checkpoint import load_model
     teacher, _ = assets
     tuner = Tuner(tiny_cfg(assets, tmp_path / "t", branch_heads="block"))
     tuner.setup()
-    kept, real = tmp_path / "trial.safetensors", tune_mod.distill_sfd
-
-    def keep_model(t, d, **kw):  # the trial deletes its weights when done: keep a copy
-        out = real(t, d, **kw)
-        shutil.copy(f"{d}/model.safetensors", kept)
-        return out
-    monkeypatch.setattr(tune_mod, "distill_sfd", keep_model)
+    kept, real = keep_trial_weights("distill_sfd")
     seen = []
     tuner.short_run(tmp_path / "t" / "trial", 4, "1,1,1,2", "cpu", lambda s, m: seen.append((s, m)))
     real(teacher, str(tmp_path / "plain"), nfe=2, branches=4, branch_weights="1,1,1,2", branch_heads="block",

@@ -1,14 +1,12 @@
 """bdense tune --method pd: a trial is a plain `distill --method pd` run (bit for bit), scored at --end-steps against
 the teacher's DDIM at --start-steps on the tuning seeds; the study, the final `compare --method pd` and the report."""
 import json
-import shutil
 
 import optuna
 import pytest
 import torch
 
 from bdense.errors import BdenseError
-from bdense.studies import tune as tune_mod
 from bdense.studies.tune import TuneConfig, Tuner
 from bdense.models.factory import new_model
 
@@ -33,7 +31,7 @@ def _cfg(teacher, features, out, **kw):
     return TuneConfig(teacher, str(out), **dict(base, **kw))
 
 
-def test_a_pd_trial_is_a_plain_distill_run_scored_at_the_end_steps(eps_digits, tmp_path, monkeypatch):
+def test_a_pd_trial_is_a_plain_distill_run_scored_at_the_end_steps(eps_digits, tmp_path, keep_trial_weights):
     from bdense.distill.pd.run import distill_pd
     from bdense.metrics.agreement import image_agreement
     from bdense.models.checkpoint import load_model
@@ -41,13 +39,7 @@ def test_a_pd_trial_is_a_plain_distill_run_scored_at_the_end_steps(eps_digits, t
     teacher, features = eps_digits
     tuner = Tuner(_cfg(teacher, features, tmp_path / "t"))
     tuner.setup()
-    kept = tmp_path / "trial.safetensors"
-
-    def keep_model(t, d, **kw):  # the trial deletes its weights when done: keep a copy
-        out = distill_pd(t, d, **kw)
-        shutil.copy(f"{d}/model.safetensors", kept)
-        return out
-    monkeypatch.setattr(tune_mod, "distill_pd", keep_model)
+    kept, _ = keep_trial_weights("distill_pd")
     seen = []
     assert tuner.short_run(tmp_path / "t" / "trial", 2, "1,1", "cpu", lambda s, m: seen.append((s, m))) == 4
     distill_pd(teacher, str(tmp_path / "plain"), branches=2, start_steps=8, end_steps=2, round_iters=2, batch=8,
