@@ -27,6 +27,7 @@ def test_compare_grid_report_and_reuse(digits_assets, tmp_path):
     assert opts["branches"] == 2 and opts["branch_weights"]["spec"] == "end:0.5" and opts["seed"] == 1
     text = (tmp_path / "report.md").read_text()
     assert "bdense (K=2)" in text and "verdict vs baseline" in text and "teacher reference" in text
+    assert "baseline (K=1, weights none (endpoint only))" in text and "bdense (K=2, weights end:0.5)" in text
     model = tmp_path / "runs/nfe2/baseline/seed0/model.safetensors"
     stamp = model.stat().st_mtime_ns
     again = compare(tiny_compare(digits_assets, tmp_path))  # finished runs are reused, not retrained
@@ -88,7 +89,10 @@ def test_compare_reports_an_sfdv_setting_at_each_nfe_against_the_per_nfe_baselin
     base = r["nfe"]["2"]["runs"]["baseline"][0]["evals"]
     assert set(d2["evals"]) == set(d3["evals"]) == set(base) == {1, 2}
     assert d2["evals"][2]["rmse"] != d3["evals"][2]["rmse"]  # sampled at its count 2 and at its count 3
-    assert "v (K=2)" in (tmp_path / "report.md").read_text()
+    from bdense.distill.sfd.targets import DEFAULT_WEIGHTS
+    text = (tmp_path / "report.md").read_text()
+    assert "v (K=2)" in text  # the default is spelled out: it may change between versions
+    assert f"v (K=2, weights default ({DEFAULT_WEIGHTS}), branch heads block)" in text
     model = tmp_path / "runs/sfdv/v/seed0/model.safetensors"
     stamp = model.stat().st_mtime_ns
     compare(tiny_compare(digits_assets, tmp_path, **cfg))  # reused, not retrained

@@ -220,13 +220,23 @@ def grids(cmp, results: dict, out: Path, n: int = 16) -> list[str]:
     return written
 
 
+def _weights_name(setting: dict, config: dict) -> str:
+    """A setting's weight spec as trained: 'default' is spelled out, since the default may change between versions."""
+    if setting.get("weights"):
+        return setting["weights"]
+    if setting["branches"] == 1:
+        return "none (endpoint only)"
+    from ..distill.sfd.targets import DEFAULT_WEIGHTS
+    return f"default ({'uniform' if config.get('method') == 'pd' else DEFAULT_WEIGHTS})"
+
+
 def write_report(cmp, results: dict) -> Path:
     out = Path(cmp.out)
     pics = plots(results, out)
     loss_pics = branch_loss_plots(results, out)
     grid_files = grids(cmp, results, out)
     p = results["protocol"]
-    names = ", ".join(f"{s['name']} (K={s['branches']}, weights {s.get('weights') or 'default'}"
+    names = ", ".join(f"{s['name']} (K={s['branches']}, weights {_weights_name(s, results['config'])}"
                       + (f", targets {s['targets']}" if s.get("targets") else "")
                       + (f", dropout {s['dropout']}" if s.get("dropout") is not None else "")
                       + (f", dense intervals {s['dense']}" if s.get("dense") is not None else "")
