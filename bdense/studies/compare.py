@@ -20,6 +20,7 @@ from ..hosts import host_class
 from ..hosts.common import check_reusable, read_json  # noqa: F401 (check_reusable: part of this module's API)
 from ..io import atomic_write_text, file_digest
 from ..models.checkpoint import load_model
+from ..models.denoisers import HEAD_MODES
 from ..sampling.recipe import Recipe
 from ..sampling.sample import generate
 
@@ -64,8 +65,8 @@ class Setting:
             check_mode(setting.targets)
         if setting.dense is not None and setting.dense < 0:
             raise BdenseError(f"setting '{spec}': dense must be >= 0 (trained intervals with dense branches)")
-        if setting.heads is not None and setting.heads not in ("shared", "block"):
-            raise BdenseError(f"setting '{spec}': heads must be shared or block")
+        if setting.heads is not None and setting.heads not in HEAD_MODES:
+            raise BdenseError(f"setting '{spec}': heads must be {' or '.join(HEAD_MODES)}")
         if setting.dropout is not None and not 0 <= setting.dropout < 1:
             raise BdenseError(f"setting '{spec}': dropout must be in [0, 1)")
         return setting

@@ -60,8 +60,9 @@ class SFDvSetting:
         parse_weights(s.weights, s.branches)
         if s.targets is not None:
             check_mode(s.targets)
-        if s.heads is not None and s.heads not in ("shared", "block"):
-            raise BdenseError(f"SFD-v setting '{spec}': heads must be shared or block")
+        from ..models.denoisers import HEAD_MODES
+        if s.heads is not None and s.heads not in HEAD_MODES:
+            raise BdenseError(f"SFD-v setting '{spec}': heads must be {' or '.join(HEAD_MODES)}")
         if s.draw not in DRAWS:
             raise BdenseError(f"SFD-v setting '{spec}': draw must be {' or '.join(DRAWS)}")
         return s

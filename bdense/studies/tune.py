@@ -86,8 +86,8 @@ class TuneConfig:
             self.branches = 2 if self.method == "pd" else 4
         if self.method == "pd":
             self._check_pd()
-        if self.branch_heads not in ("shared", "block"):
-            raise BdenseError(f"--branch-heads must be shared or block, got '{self.branch_heads}'")
+        from ..models.denoisers import check_heads
+        check_heads(self.branch_heads)
         Int(1, 8)("--nfe", self.nfe)
         Int(2, 16)("--branches", self.branches)
         Int(1, 10000)("--trials", self.trials)
@@ -344,10 +344,12 @@ class Tuner:
         k, w = self.cfg.branches, parse_weights(spec, self.cfg.branches)
         mode = self.cfg.branch_targets if self.host.method == "sfd" else None  # pd settings have no target modes
         heads = None if self.cfg.branch_heads == "shared" else self.cfg.branch_heads
-        settings = [Setting("baseline", 1), Setting("uniform", k, "uniform", mode, heads=heads)]
-        settings += [] if w.kind == "constant" and set(w.base) == {1.0} else [Setting("tuned", k, spec, mode,
-                                                                                       heads=heads)]
-        settings += [] if spec == SCHEDULED else [Setting("scheduled", k, SCHEDULED, mode, heads=heads)]
+
+        def dense(name: str, weights: str) -> Setting:  # every K > 1 setting shares the study's targets and heads
+            return Setting(name, k, weights, mode, heads=heads)
+        settings = [Setting("baseline", 1), dense("uniform", "uniform")]
+        settings += [] if w.kind == "constant" and set(w.base) == {1.0} else [dense("tuned", spec)]
+        settings += [] if spec == SCHEDULED else [dense("scheduled", SCHEDULED)]
         return compare(replace(self.cmp.cfg, settings=tuple(settings)))
 
 
