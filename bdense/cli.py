@@ -103,6 +103,12 @@ def sample(
     nfe: Optional[int] = typer.Option(None, help="network evaluations, e.g. 4 (default: the model's recipe)"),
     schedule: Optional[str] = typer.Option(None, help="polynomial | logsnr | time-uniform, e.g. logsnr"),
     afs: Optional[bool] = typer.Option(None, help="analytical first step (default: the model's recipe)"),
+    order_rule: Optional[str] = typer.Option(None, help="dpmpp: sfd | tail | dpm-solver, how the order falls on the "
+                                             "last steps (default: the recipe's, dpm-solver), e.g. sfd"),
+    threshold: Optional[str] = typer.Option(None, help="dpmpp: dynamic (SFD's thresholding of every x0 estimate) | "
+                                            "none (default: the recipe's, none), e.g. dynamic"),
+    afs_history: Optional[bool] = typer.Option(None, help="dpmpp with AFS: the AFS estimate enters the multistep "
+                                               "history as in SFD's sampler (default: the recipe's, off)"),
     classes: Optional[str] = typer.Option(None, "--class", help="class-conditional models: one class or a list "
                                           "repeated over the seeds, e.g. 3 or 0-9 (default: drawn per seed)"),
     grid: Optional[Path] = typer.Option(None, help="write a PNG grid of the first 256, e.g. samples.png"),
@@ -133,7 +139,9 @@ def sample(
         check_out_dir("--outdir", outdir, [model])
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     den = load_model(model, device=dev, trust_pickle=trust_pickle)
-    recipe = model_recipe(den).with_overrides(solver=solver, nfe=nfe, schedule=schedule, afs=afs)
+    recipe = model_recipe(den).with_overrides(solver=solver, nfe=nfe, schedule=schedule, afs=afs,
+                                              order_rule=order_rule, threshold=threshold, afs_history=afs_history)
+    recipe.check("fix --solver, --order-rule, --threshold or --afs-history")
     class_list = cycle_classes(parse_seeds(classes, flag="--class") if classes is not None else None, len(seed_list),
                                den.num_classes)
     arr, labels, is_main = sample_uint8(den, seed_list, recipe, batch_size=batch, device=dev, progress=True,
@@ -153,7 +161,8 @@ def sample(
     if grid is not None:
         save_grid(arr[:256], grid)
         typer.echo(f"wrote grid {grid}")
-    typer.echo(f"recipe: {recipe.solver} NFE {recipe.nfe} {recipe.schedule} afs={recipe.afs}")
+    typer.echo(f"recipe: {recipe.solver} NFE {recipe.nfe} {recipe.schedule} afs={recipe.afs}"
+               + "".join(f" {k}={v}" for k, v in recipe.multistep_options().items() if recipe.solver.startswith("dpmpp")))
 
 
 @app.command("distill")
@@ -181,8 +190,14 @@ def distill(
     nfe_draw: str = typer.Option("balanced", help="sfd with several --nfe: balanced (each count once per "
                                  "len(counts) iterations) | iid (sfd-main), e.g. iid"),
     teacher_solver: str = typer.Option("dpmpp_3m", help="sfd: dpmpp_3m | heun | euler | dpmpp_2m"),
-    teacher_order_rule: str = typer.Option("sfd", help="sfd with a dpmpp teacher: sfd (lower the order on every "
-                                           "grid's last steps) | dpm-solver (only below 10 steps), e.g. sfd"),
+    teacher_order_rule: str = typer.Option("sfd", help="sfd with a dpmpp teacher: sfd (SFD's code: orders 1, 2, then "
+                                           "min(3, steps left), on every grid) | tail (bdense 0.1: min(3, i+1, steps "
+                                           "left)) | dpm-solver (lowered only below 10 steps), e.g. tail"),
+    teacher_threshold: str = typer.Option("auto", help="sfd with a dpmpp teacher: dynamic (SFD's: each x0 estimate "
+                                          "clamped at its 99.5% |x0| quantile and rescaled) | none; auto = dynamic "
+                                          "for dpmpp, none otherwise, e.g. none"),
+    teacher_history: str = typer.Option("auto", help="sfd with a dpmpp teacher: afs (SFD's: the AFS estimate enters "
+                                        "the multistep history) | restart; auto = afs for dpmpp, e.g. restart"),
     first_trajectory_seed: int = typer.Option(0, help="sfd: noise seed of the first training trajectory, e.g. 0"),
     teacher_substeps: int = typer.Option(4, help="sfd: teacher steps per student interval (K must divide it)"),
     afs: bool = typer.Option(True, help="sfd: analytical first step"),
@@ -202,6 +217,8 @@ def distill(
                                             "every step (reference)"),
     student_param: str = typer.Option("auto", help="pd: the student predicts auto (v for an eps teacher, else the "
                                       "teacher's) | eps | x | v, converted exactly at step 0, e.g. x"),
+    random_flip: bool = typer.Option(False, help="pd: flip training images left-right with probability 1/2, as PD's "
+                                     "reference does on CIFAR-10 (for data where a mirror image is in the domain)"),
     batch: int = typer.Option(128, help="global batch"),
     lr: Optional[float] = typer.Option(None, help="learning rate (sfd 5e-5 / 10 at half way; pd annealed to 0 each round)"),
     precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16"),
@@ -228,7 +245,8 @@ def distill(
                           dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
                           trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every,
                           compile_teacher=compile_teacher, branch_targets=branch_targets, dropout=dropout,
-                          teacher_order_rule=teacher_order_rule, first_trajectory_seed=first_trajectory_seed,
+                          teacher_order_rule=teacher_order_rule, teacher_threshold=teacher_threshold,
+                          teacher_history=teacher_history, first_trajectory_seed=first_trajectory_seed,
                           dense_intervals=dense_intervals, branch_heads=branch_heads)
     elif method == "pd":
         from .distill.pd.run import distill_pd
@@ -238,7 +256,7 @@ def distill(
                          lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume, dry_run=dry_run,
                          device=device, checkpoint_every=checkpoint_every, trust_pickle=trust_pickle,
                          last_step_target=last_step_target, weight_span=weight_span,
-                         eval_clip_denoised=eval_clip_denoised, student_param=student_param)
+                         eval_clip_denoised=eval_clip_denoised, student_param=student_param, random_flip=random_flip)
     else:
         raise BdenseError(f"unknown --method '{method}'; use sfd or pd")
     if dry_run:
@@ -253,7 +271,11 @@ def trajectories(
                             "for each (SFD-v), e.g. 2-5"),
     count: int = typer.Option(64000, help="trajectories (noise seeds 0..count-1), per NFE"),
     teacher_solver: str = "dpmpp_3m",
-    teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | dpm-solver (see distill --help)"),
+    teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | tail | dpm-solver (see distill --help)"),
+    teacher_threshold: str = typer.Option("auto", help="dpmpp: dynamic | none; auto = dynamic (see distill --help), "
+                                          "e.g. none"),
+    teacher_history: str = typer.Option("auto", help="dpmpp: afs | restart; auto = afs (see distill --help), "
+                                        "e.g. restart"),
     teacher_substeps: int = 4,
     afs: bool = True,
     first_seed: int = typer.Option(0, help="noise seed of the first trajectory (distill --first-trajectory-seed)"),
@@ -276,7 +298,8 @@ def trajectories(
     model = load_model(teacher, device=dev, trust_pickle=trust_pickle)
     counts = v["nfe"]
     plans = [SFDPlan(nfe=n, substeps=teacher_substeps, afs=afs, teacher_solver=teacher_solver,
-                     teacher_order_rule=teacher_order_rule, sigma_max=min(80.0, model.sigma_max)) for n in counts]
+                     teacher_order_rule=teacher_order_rule, teacher_threshold=teacher_threshold,
+                     teacher_history=teacher_history, sigma_max=min(80.0, model.sigma_max)) for n in counts]
     for plan in plans:  # one cache per NFE: the grids of different NFE do not nest (README: SFD-v)
         where = out if len(counts) == 1 else out / f"nfe{plan.nfe}"
         path = write_cache(model, file_digest(teacher), plan, count, where, batch=batch, shard_size=shard_size,
@@ -303,7 +326,11 @@ def compare(
     data: Optional[str] = typer.Option(None, help="data set for the FID reference (default: the teacher's)"),
     features: Optional[Path] = typer.Option(None, help="domain feature network (default: trained into OUT)"),
     teacher_solver: str = "dpmpp_3m",
-    teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | dpm-solver (see distill --help)"),
+    teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | tail | dpm-solver (see distill --help)"),
+    teacher_threshold: str = typer.Option("auto", help="dpmpp: dynamic | none; auto = dynamic (see distill --help), "
+                                          "e.g. none"),
+    teacher_history: str = typer.Option("auto", help="dpmpp: afs | restart; auto = afs (see distill --help), "
+                                        "e.g. restart"),
     method: str = typer.Option("sfd", help="host: sfd | pd (progressive distillation, a row per round), e.g. pd"),
     start_steps: int = typer.Option(64, help="pd: teacher DDIM steps of round 1 (and of the RMSE reference)"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
@@ -325,7 +352,8 @@ def compare(
                         seeds=seeds, trajectories=trajectories,
                         batch=batch, lr=lr, eval_points=v["eval_points"],
                         eval_seeds=eval_seeds, data=data, features=str(features) if features else None,
-                        teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule, pool=pool,
+                        teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule,
+                        teacher_threshold=teacher_threshold, teacher_history=teacher_history, pool=pool,
                         device=device, method=method, start_steps=start_steps, end_steps=end_steps,
                         round_iters=round_iters, last_step_target=last_step_target, weight_span=weight_span,
                         eval_clip_denoised=eval_clip_denoised, student_param=student_param)

@@ -154,7 +154,9 @@ RULES = {
     "trial_trajectories": COUNT, "tune_seeds": Int(2, MAX_SEEDS), "report_points": FracList(), "jobs": Int(1, 64),
     "final_seeds": Int(1, 100), "final_nfe": IntList(1, 8), "pad": Choice(("none", "pad")),
     "branch_targets": Choice(TARGET_MODES), "dropout": Float(0, 1, lo_open=False, hi_open=True),
-    "teacher_order_rule": Choice(("sfd", "dpm-solver")), "pool": Choice(("shared", "fresh")),
+    "teacher_order_rule": Choice(("sfd", "tail", "dpm-solver")),
+    "order_rule": Choice(("sfd", "tail", "dpm-solver")), "threshold": Choice(("dynamic", "none")),
+    "teacher_threshold": Choice(("auto", "dynamic", "none")), "teacher_history": Choice(("auto", "afs", "restart")), "pool": Choice(("shared", "fresh")),
     "first_trajectory_seed": Int(0, SEED_MAX), "dense_intervals": Int(0, 8), "nfe_draw": Choice(DRAWS),
     "branch_heads": Choice(("shared", "block")),  # bdense.models.denoisers.HEAD_MODES (that module needs torch)
     "last_step_target": Choice(("x-pred", "ddim")), "weight_span": Choice(("round", "all")),

@@ -41,7 +41,7 @@ def test_cache_refuses_other_grid_teacher_or_incomplete(tmp_path, tiny_teacher_f
     teacher = load_model(tiny_teacher_file)
     write_cache(teacher, file_digest(tiny_teacher_file), SFDPlan(nfe=1, substeps=2, teacher_solver="euler"), 8,
                 tmp_path / "c", batch=8, shard_size=8, progress=False)
-    with pytest.raises(BdenseError, match="another grid or solver"):
+    with pytest.raises(BdenseError, match="another grid or teacher solver"):
         _sfd(tiny_teacher_file, tmp_path / "r1", trajectories=8, nfe=2, trajectory_cache=str(tmp_path / "c"))
     with pytest.raises(BdenseError, match="holds 8 trajectories"):
         _sfd(tiny_teacher_file, tmp_path / "r2", trajectories=16, trajectory_cache=str(tmp_path / "c"))
@@ -54,3 +54,26 @@ def test_cache_refuses_other_grid_teacher_or_incomplete(tmp_path, tiny_teacher_f
     (tmp_path / "c" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BdenseError, match="incomplete"):
         _sfd(tiny_teacher_file, tmp_path / "r4", trajectories=8, trajectory_cache=str(tmp_path / "c"))
+
+
+def test_cache_made_with_another_teacher_rule_is_refused(tmp_path, tiny_teacher_file):
+    """Thresholding and the order rule change the trajectories: a cache made one way is refused for a run that wants
+    the other, and a manifest from before SFD's exact teacher means what it meant then (rule 'tail', no threshold)."""
+    from bdense.distill.sfd.cache import write_cache
+    from bdense.distill.sfd.plan import SFDPlan
+    teacher = load_model(tiny_teacher_file)
+    dpm = dict(teacher_solver="dpmpp_3m", teacher_substeps=2, trajectories=8)
+    write_cache(teacher, file_digest(tiny_teacher_file), SFDPlan(nfe=1, substeps=2), 8, tmp_path / "c", batch=8,
+                shard_size=8, progress=False)
+    assert json.loads((tmp_path / "c/manifest.json").read_text())["plan"]["teacher_threshold"] == "dynamic"
+    with pytest.raises(BdenseError, match=r"teacher_threshold=dynamic \(this run: none\)"):
+        _sfd(tiny_teacher_file, tmp_path / "r1", teacher_threshold="none", trajectory_cache=str(tmp_path / "c"), **dpm)
+    assert _sfd(tiny_teacher_file, tmp_path / "r2", trajectory_cache=str(tmp_path / "c"), **dpm)["completed"]
+    m = json.loads((tmp_path / "c/manifest.json").read_text())
+    for k in ("teacher_threshold", "teacher_history"):
+        del m["plan"][k]  # as written before the fields existed
+    (tmp_path / "c/manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BdenseError, match=r"teacher_order_rule=tail \(this run: sfd\), teacher_threshold=none"):
+        _sfd(tiny_teacher_file, tmp_path / "r3", trajectory_cache=str(tmp_path / "c"), **dpm)
+    assert _sfd(tiny_teacher_file, tmp_path / "r4", trajectory_cache=str(tmp_path / "c"), teacher_order_rule="tail",
+                teacher_threshold="none", **dpm)["completed"]

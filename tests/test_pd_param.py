@@ -121,9 +121,10 @@ RUN = dict(start_steps=8, end_steps=2, round_iters=3, batch=8, lr=1e-3, device="
 def test_pd_runs_with_a_converted_student(tmp_path, eps_teacher_file, k):
     """eps and v students from the same seed: one function of the weights, so the same run in exact arithmetic.
     In float32 the eps head's x = z/a - sigma eps (sigma up to e^10) rounds differently from the map, and Adam's
-    normalised steps turn that rounding into visible differences, as large as those from perturbing the teacher's
-    weights by 1e-7 (measured, K = 2: docs/pd.md); bounded by Adam's 2 lr per iteration, and the students' x-hat
-    differ by a few percent of how far training moved them."""
+    normalised steps turn that rounding into visible weight differences, as large as those from perturbing the
+    teacher's weights by 1e-7 (measured, K = 2: docs/pd.md). Weight differences are therefore no evidence either way
+    (Adam bounds them by lr per step whatever happens); what this checks is the run's records and that the two
+    students' x-hat differ by under 10% of how far training moved them (a wrong map moves them by the whole way)."""
     import json
     from bdense.distill.pd.run import distill_pd
     dry = distill_pd(eps_teacher_file, str(tmp_path / "dry"), branches=k, dry_run=True, **RUN)
@@ -140,7 +141,7 @@ def test_pd_runs_with_a_converted_student(tmp_path, eps_teacher_file, k):
     assert "converted_from" not in models["eps"].config["vp"]
     a, b = models["eps"].state_dict(), v.state_dict()
     diff = torch.cat([(a[n] - b[n]).abs().flatten() for n in a])
-    assert 0 < diff.max() <= 2 * RUN["lr"] * 6 and (diff > RUN["lr"] / 10).float().mean() < 0.1, diff.max()
+    assert diff.max() > 0  # two different parameterisations really trained
     x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(9)) * 0.5
     with torch.no_grad():
         xe, xv, xt = models["eps"](x, 0.5)[:, -1], v(x, 0.5)[:, -1], load_model(eps_teacher_file)(x, 0.5)[:, 0]

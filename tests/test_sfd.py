@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bdense.distill.sfd.plan import SFDPlan
+from bdense.distill.sfd.plan import SFDPlan, teacher_solver_options
 from bdense.distill.sfd.task import SFDTask
 from bdense.distill.sfd.trajectories import teacher_trajectories, trajectory_seeds
 from bdense.distill.weights import ConstantWeights, parse_weights
@@ -14,6 +14,7 @@ from bdense.models.branches import widen
 from bdense.solvers import solve
 from bdense.train.loop import TrainConfig, Trainer
 from bdense.train.rundir import RunDir
+from sfd_port import network, sfd_dpmpp
 from sfd_steps import train_sfd_steps
 
 
@@ -57,13 +58,14 @@ def test_weight_schedules_give_documented_values(spec, step, expect):
     assert parse_weights(spec, 3).at(step, 100) == pytest.approx(expect)
 
 
-def plain_sfd_iteration(teacher, student, opt, seeds, plan):
-    """SFD as its paper states it, written independently of bdense.distill.sfd.task (K = 1)."""
+def plain_sfd_iteration(teacher, student, opt, seeds, plan, teacher_path):
+    """SFD as its paper states it, written independently of bdense.distill.sfd.task (K = 1); teacher_path(x, grid)
+    gives the teacher's trajectory."""
     s, t = plan.grids()
     with torch.no_grad():
         gen = [torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(sd)) for sd in seeds]
         x = torch.stack(gen) * float(s[0])
-        traj = solve(plan.teacher_solver, teacher, x, t, return_trajectory=True, order_rule="sfd")
+        traj = teacher_path(x, t)
     losses = []
     for i in range(len(s) - 1):
         ti, tn = float(s[i]), float(s[i + 1])
@@ -81,20 +83,37 @@ def plain_sfd_iteration(teacher, student, opt, seeds, plan):
     return losses
 
 
+def reference_sfd_run(teacher, plan, teacher_path):
+    student = copy.deepcopy(teacher).train().requires_grad_(True)  # SFDTask froze the teacher it was given
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    losses = [plain_sfd_iteration(teacher, student, opt, trajectory_seeds(0, it, 4, 8), plan, teacher_path)
+              for it in range(2)]
+    return student, losses
+
+
 def test_k1_reproduces_plain_sfd_exactly(tmp_path, tiny_teacher):
+    """The student half bit for bit (the reference fed bdense's SFD teacher), and the whole run, teacher included,
+    against the independent port of SFD's sampler (tests/sfd_port.py) to float rounding."""
     plan = SFDPlan(nfe=2, branches=1, teacher_solver="dpmpp_3m")
-    ref_student = copy.deepcopy(tiny_teacher).train()
-    ref_opt = torch.optim.Adam(ref_student.parameters(), lr=1e-3)
-    ref_losses = [plain_sfd_iteration(tiny_teacher, ref_student, ref_opt, trajectory_seeds(0, it, 4, 8), plan)
-                  for it in range(2)]
     student = widen(tiny_teacher, 1).train()
     task = SFDTask(tiny_teacher, student, plan, ConstantWeights((1.0,)), batch=4, seed=0)
     tr = Trainer(task, RunDir(tmp_path / "run", {}), TrainConfig(steps=2, lr=1e-3, progress=False, device="cpu"))
     ours = [task.train_step(tr, it) for it in range(2)]
-    for it in range(2):
-        assert [ours[it]["loss/i1/b1"], ours[it]["loss/i2/b1"]] == ref_losses[it]
-    for (k, a), (_, b) in zip(student.state_dict().items(), ref_student.state_dict().items()):
+    ours = [[o["loss/i1/b1"], o["loss/i2/b1"]] for o in ours]
+    bdense_teacher = lambda x, t: solve(plan.teacher_solver, tiny_teacher, x, t, return_trajectory=True,  # noqa: E731
+                                        **teacher_solver_options(plan))
+    same, same_losses = reference_sfd_run(tiny_teacher, plan, bdense_teacher)
+    assert ours == same_losses
+    for (k, a), (_, b) in zip(student.state_dict().items(), same.state_dict().items()):
         assert torch.equal(a, b), k
+    port, port_losses = reference_sfd_run(tiny_teacher, plan, lambda x, t: sfd_dpmpp(network(tiny_teacher), x, t))
+    flat = lambda rows: [v for row in rows for v in row]  # noqa: E731
+    assert flat(ours) == pytest.approx(flat(port_losses), rel=1e-5)
+    for (k, a), (_, b) in zip(student.state_dict().items(), port.state_dict().items()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), k
+    raw, raw_losses = reference_sfd_run(tiny_teacher, plan, lambda x, t: sfd_dpmpp(network(tiny_teacher), x, t,
+                                                                                   dynamic=False))
+    assert flat(ours) != pytest.approx(flat(raw_losses), rel=1e-3)  # thresholding reaches the targets of this teacher
 
 
 class FixedTrajectories:

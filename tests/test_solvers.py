@@ -104,17 +104,30 @@ def test_steps_for_nfe_roundtrip(name, afs, zero):
 
 
 def test_afs_step_and_history():
+    """AFS is one step with d = x / sqrt(1 + s0^2). afs_history=True (SFD's sampler, the SFD host's default) puts its
+    estimate x - s0 d into the multistep history, exactly as a denoiser that returned it at s0 would;
+    afs_history=False (bdense 0.1, `--teacher-history restart`) restarts the history after it."""
     den = GaussianDenoiser()
     x = den.sample_prior(2, SMAX)
     s0, s1 = 80.0, 30.0
     assert torch.allclose(afs_step(x, s0, s1), x + (s1 - s0) * x / math.sqrt(1 + s0 ** 2), rtol=1e-14, atol=1e-12)
     assert torch.equal(solve_euler(den, x, torch.tensor([s0, s1]), afs=True), afs_step(x, s0, s1)) and den.calls == 0
+
+    def afs_at_start(z, sigma, label=None):  # the AFS estimate at the first grid point, the network elsewhere
+        if float(sigma[0]) == SMAX:
+            return (z - SMAX * (z / math.sqrt(1 + SMAX ** 2))).unsqueeze(1)
+        return den(z, sigma, label)
+
     for steps in (6, 14):  # both below and above dpm-solver's lower_order_final threshold for the sub-grid too
         sig = get_sigmas("polynomial", steps + 1, SMIN, SMAX)
         for name in ("dpmpp_2m", "dpmpp_3m"):
-            a = solve(name, den, x, sig, afs=True)
-            b = solve(name, den, afs_step(x, sig[0], sig[1]), sig[1:])
-            assert (a - b).abs().max() < 1e-12  # the AFS step leaves no history
+            cut = solve(name, den, afs_step(x, sig[0], sig[1]), sig[1:], order_rule="tail")
+            assert (solve(name, den, x, sig, afs=True, order_rule="tail") - cut).abs().max() < 1e-12
+            for rule in ("sfd", "dpm-solver"):
+                restart = solve(name, den, x, sig, afs=True, order_rule=rule)
+                kept = solve(name, den, x, sig, afs=True, afs_history=True, order_rule=rule)
+                assert torch.equal(kept, solve(name, afs_at_start, x, sig, order_rule=rule))
+                assert (kept - restart).abs().max() > 1e-6  # the history changes the second step's order
 
 
 def test_last_branch_only():

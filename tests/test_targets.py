@@ -105,12 +105,13 @@ def test_sfd_order_rule_sequence():
     assert torch.equal(old[:10], traj[:10]) and not torch.allclose(old[-1], traj[-1], atol=1e-6)
 
 
-def test_plan_uses_sfd_order_rule_by_default(tiny_teacher):
+def test_plan_uses_sfds_teacher_by_default(tiny_teacher):
     plan = SFDPlan(nfe=2)
-    assert plan.teacher_order_rule == "sfd"
+    assert (plan.teacher_order_rule, plan.teacher_threshold, plan.teacher_history) == ("sfd", "dynamic", "afs")
     a, _ = teacher_trajectories(tiny_teacher, plan, [5], "cpu")
-    b = solve("dpmpp_3m", tiny_teacher, a[0], plan.grids()[1], return_trajectory=True, order_rule="sfd")
-    assert torch.equal(a, b)
+    b = solve("dpmpp_3m", tiny_teacher, a[0], plan.grids()[1], return_trajectory=True, order_rule="sfd",
+              threshold="dynamic")
+    assert torch.equal(a, b)  # tests/test_sfd_teacher.py checks this against an independent port of SFD's sampler
 
 
 def test_fresh_pool_cache_serves_its_own_noise_seeds(tmp_path, tiny_teacher, tiny_teacher_file):

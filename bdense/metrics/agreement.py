@@ -51,14 +51,14 @@ def agreement_for_recipe(teacher, recipe_a: Recipe, recipe_b: Recipe, seeds: lis
 
 def sfd_plan(student):
     """The SFDPlan an SFD student was distilled with, rebuilt from its meta; None for other students."""
-    from ..distill.sfd.plan import SFDPlan
+    from ..distill.sfd.plan import SFDPlan, recorded_teacher
     meta = student.config.get("meta", {})
     dist, samp = meta.get("distill") or {}, meta.get("sampling") or {}
     if dist.get("method") != "sfd" or not samp:
         return None
     return SFDPlan(nfe=samp["nfe"], branches=dist.get("branches", 1), substeps=dist["teacher_substeps"],
                    afs=samp["afs"], sigma_min=samp["sigma_min"], sigma_max=samp["sigma_max"], rho=samp["rho"],
-                   teacher_solver=dist["teacher_solver"])
+                   **recorded_teacher(dist))
 
 
 def _distill_reference(teacher, plan, seeds, batch_size, device) -> Iterator[torch.Tensor]:

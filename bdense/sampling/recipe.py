@@ -7,7 +7,9 @@ import torch
 
 from ..errors import BdenseError
 from ..solvers import SOLVERS
+from ..solvers.dpmpp import ORDER_RULES
 from ..solvers.schedules import get_sigmas
+from ..solvers.threshold import THRESHOLDS
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,10 @@ class Recipe:
     afs: bool = False
     final_zero: bool = True
     clip_denoised: bool = False  # clamp the x-prediction to [-1, 1] at every step (PD's reference sampler does)
+    # DPM-Solver++ only (bdense/solvers/dpmpp.py); SFD's sampler is order_rule sfd, threshold dynamic, afs_history
+    order_rule: str = "dpm-solver"
+    threshold: str = "none"
+    afs_history: bool = False
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Recipe":
@@ -41,18 +47,27 @@ class Recipe:
         ok = (isinstance(self.nfe, int) and not isinstance(self.nfe, bool) and 1 <= self.nfe <= 1000
               and num(self.sigma_min) and num(self.sigma_max) and num(self.rho) and 0 < self.sigma_min < self.sigma_max
               and self.rho > 0 and isinstance(self.afs, bool) and isinstance(self.final_zero, bool)
-              and isinstance(self.clip_denoised, bool)
+              and isinstance(self.clip_denoised, bool) and isinstance(self.afs_history, bool)
+              and self.order_rule in ORDER_RULES and self.threshold in THRESHOLDS
               and isinstance(self.solver, str) and isinstance(self.schedule, str))
         if not ok:
             raise BdenseError(f"the sampling recipe {self.to_dict()} is corrupt or impossible; "
                               f"{fix or 'fix its solver, nfe, sigma range or rho'}")
+        extra = [k for k, v in self.multistep_options().items() if v != RECIPE_DEFAULTS[k]]
+        if extra and not self.solver.startswith("dpmpp"):
+            raise BdenseError(f"{', '.join(extra)} apply to the dpmpp solvers, not {self.solver}; "
+                              f"{fix or 'drop them or choose --solver dpmpp_2m|dpmpp_3m'}")
+
+    def multistep_options(self) -> dict:
+        return {"order_rule": self.order_rule, "threshold": self.threshold, "afs_history": self.afs_history}
+
+    def solver_options(self) -> dict:
+        """Keywords of solve() beyond the grid: afs, plus the DPM-Solver++ options for a dpmpp solver."""
+        return dict(afs=self.afs, **(self.multistep_options() if self.solver.startswith("dpmpp") else {}))
 
     def to_dict(self) -> dict:
-        """Without clip_denoised when off, so files stay readable by versions that predate the field."""
-        d = asdict(self)
-        if not d["clip_denoised"]:
-            del d["clip_denoised"]
-        return d
+        """Without the later fields at their defaults, so files stay readable by versions that predate them."""
+        return {k: v for k, v in asdict(self).items() if k not in RECIPE_DEFAULTS or v != RECIPE_DEFAULTS[k]}
 
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -66,6 +81,9 @@ class Recipe:
             raise BdenseError(f"NFE must be >= 1, got {self.nfe}")
         n = steps_for_nfe(self.solver, self.nfe, self.afs, self.final_zero)
         return get_sigmas(self.schedule, n, self.sigma_min, self.sigma_max, self.rho, append_zero=self.final_zero)
+
+
+RECIPE_DEFAULTS = {"clip_denoised": False, "order_rule": "dpm-solver", "threshold": "none", "afs_history": False}
 
 
 def default_recipe(kind: str, sigma_min: float, sigma_max: float) -> Recipe:

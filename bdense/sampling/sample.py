@@ -64,7 +64,7 @@ def generate(denoiser, seeds: list[int], recipe: Recipe, batch_size: int = 256, 
             labels = seed_labels(chunk, denoiser.num_classes, device)
         else:
             labels = torch.tensor(classes[start:start + batch_size], dtype=torch.long, device=device)
-        out = solve(recipe.solver, net, x, sigmas, label=labels, afs=recipe.afs)
+        out = solve(recipe.solver, net, x, sigmas, label=labels, **recipe.solver_options())
         yield chunk, out.float().clamp(-1, 1).cpu(), labels
 
 

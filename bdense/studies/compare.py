@@ -102,6 +102,8 @@ class CompareConfig:
     features: str | None = None
     teacher_solver: str = "dpmpp_3m"
     teacher_order_rule: str = "sfd"
+    teacher_threshold: str = "auto"  # sfd: dynamic for a dpmpp teacher (SFD's), bdense/distill/sfd/plan.py
+    teacher_history: str = "auto"  # sfd: afs for a dpmpp teacher (SFD's)
     pool: str = "shared"  # shared: seeds reorder one trajectory pool; fresh: seed s trains on its own pool
     device: str | None = None
     progress: bool = True

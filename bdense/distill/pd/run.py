@@ -71,7 +71,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                device: str | None = None, checkpoint_every: int = 100, trust_pickle: bool = False,
                progress: bool = True, log_every: int = 10, grid_seeds: int = 64, last_step_target: str = "x-pred",
                weight_span: str = "round", eval_clip_denoised: bool = True, snapshot_steps: tuple = (),
-               student_param: str = "auto", on_snapshot=None) -> dict:
+               student_param: str = "auto", on_snapshot=None, random_flip: bool = False) -> dict:
     """Progressive distillation start_steps -> end_steps (halving each round); K = 1 plain PD, K = 2 B-DENSE.
 
     The defaults of last_step_target, weight_span and eval_clip_denoised follow google-research's
@@ -100,7 +100,8 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                    data=data_spec, branches=branches, branch_weights=weights.describe(), start_steps=start_steps,
                    end_steps=end_steps, round_iters=round_iters, batch=batch, lr=lr, lr_schedule="linear per round",
                    precision=precision, seed=seed, steps=steps, last_step_target=last_step_target,
-                   weight_span=weight_span, eval_clip_denoised=eval_clip_denoised, student_param=param, out=str(out))
+                   weight_span=weight_span, eval_clip_denoised=eval_clip_denoised, student_param=param, out=str(out),
+                   **({"random_flip": True} if random_flip else {}))  # absent when off: older runs stay reusable
     rc = plan.recipe(clip=eval_clip_denoised)
     w0, w1 = weights.at(*plan.weight_position(0)), weights.at(*plan.weight_position(round_iters - 1))
     plan_text = (f"progressive distillation, K={branches} branch{'es' if branches > 1 else ''}, weights "
@@ -109,7 +110,8 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                  f"teacher: VP {vp['parameterization']}-prediction, {vp['time']} time, "
                  f"sigma in [{teacher.sigma_min:.4g}, {teacher.sigma_max:.4g}]\n"
                  f"data {data_spec} ({len(images)} images), batch {batch}, Adam lr {lr} annealed linearly to 0 and "
-                 f"reset each round, grad clip 1, no EMA\n{plan.describe()}\n"
+                 f"reset each round, grad clip 1, no EMA"
+                 f"{', random horizontal flips of the data' if random_flip else ''}\n{plan.describe()}\n"
                  f"iterations: {len(plan.rounds)} rounds x {round_iters} = {steps}; per iteration 2 teacher NFE + "
                  f"1 student forward/backward per image\n"
                  f"student samples with DDIM (euler) on t = i/{end_steps}, i = {end_steps}..1 "
@@ -128,7 +130,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
     run.log(plan_text.replace("\n", "\n    "))
     torch.manual_seed(seed)
     student = pd_student(teacher, branches, param)
-    task = PDTask(teacher, student, plan, images, weights, batch)
+    task = PDTask(teacher, student, plan, images, weights, batch, random_flip=random_flip)
     trainer = Trainer(task, run, cfg)
     result = trainer.run(resume=resume)
     if result["completed"] and trainer.acc.is_main_process:

@@ -78,11 +78,11 @@ class PDTask(Task):
 
     name = "pd"
 
-    def __init__(self, teacher, student, plan: PDPlan, data, weights, batch: int):
+    def __init__(self, teacher, student, plan: PDPlan, data, weights, batch: int, random_flip: bool = False):
         if student.branches != plan.branches:
             raise BdenseError(f"student has {student.branches} branches but the plan asks for {plan.branches}")
         self.teacher, self.model, self.plan, self.data, self.weights = teacher, student, plan, data, weights
-        self.batch = batch
+        self.batch, self.random_flip = batch, random_flip  # flips drawn after the other draws: off is unchanged
         self.conditional = student.num_classes > 0
         self.round = 0
         self.sums = {}  # running sums of this round's metrics (for the round's log line)
@@ -125,7 +125,10 @@ class PDTask(Task):
         idx = torch.randint(len(self.data), (self.batch,), generator=tr.gen)
         eps = torch.randn((self.batch,) + tuple(self.data.images.shape[1:]), generator=tr.gen)
         i = torch.randint(1, n + 1, (self.batch,), generator=tr.gen)
-        x, eps = tr.shard(self.data.images[idx]), tr.shard(eps)
+        x = self.data.images[idx]
+        if self.random_flip:  # PD's reference flips CIFAR-10 images left-right with probability 1/2
+            x = torch.where((torch.rand(self.batch, generator=tr.gen) < 0.5).view(-1, 1, 1, 1), x.flip(-1), x)
+        x, eps = tr.shard(x), tr.shard(eps)
         t = tr.shard(i.double() / n)
         label = tr.shard(self.data.labels[idx]) if self.conditional else None
         a, s = vp_coeffs(plan.sigma(t))

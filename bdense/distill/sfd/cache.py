@@ -16,7 +16,7 @@ from safetensors.torch import save as st_save
 
 from ...errors import BdenseError
 from ...io import atomic_write_bytes, atomic_write_text
-from .plan import SFDPlan
+from .plan import SFDPlan, recorded_teacher
 from .trajectories import teacher_trajectories
 
 FORMAT = "bdense-trajectories"
@@ -104,13 +104,14 @@ class TrajectoryCache:
         if teacher_digest is not None and m["teacher_digest"] != teacher_digest:
             raise BdenseError(f"trajectory cache {path} was made with another teacher; make a cache for this teacher")
         if plan is not None:
-            mine, theirs = asdict(plan), m["plan"]
-            old = {"teacher_order_rule": "dpm-solver"}  # caches written before the rule was recorded
+            # the history rule is not compared: teacher trajectories never take an AFS step (SFD: afs=False)
+            mine, theirs = asdict(plan), dict(m["plan"], **recorded_teacher(m["plan"]))
             diff = [k for k in ("nfe", "substeps", "afs", "sigma_min", "sigma_max", "rho", "teacher_solver",
-                                "teacher_order_rule") if mine[k] != theirs.get(k, old.get(k))]
+                                "teacher_order_rule", "teacher_threshold") if mine[k] != theirs.get(k)]
             if diff:
-                raise BdenseError(f"trajectory cache {path} was made with another grid or solver "
-                                  f"({', '.join(f'{k}={theirs.get(k, old.get(k))}' for k in diff)}); make a cache for these options")
+                raise BdenseError(f"trajectory cache {path} was made with another grid or teacher solver "
+                                  f"({', '.join(f'{k}={theirs.get(k)} (this run: {mine[k]})' for k in diff)}); "
+                                  f"make a cache for these options")
         return cls(path, m)
 
     def _shard(self, i: int) -> dict:

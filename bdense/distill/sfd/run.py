@@ -11,7 +11,7 @@ from ...models.checkpoint import load_model, save_model
 from ...models.denoisers import check_heads
 from ...train.loop import TrainConfig, Trainer
 from ...train.rundir import RunDir
-from .plan import SFDPlan
+from .plan import SFDPlan, teacher_fields
 from .task import SFDTask
 from .targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS, check_mode, closing_factors
 from ..weights import parse_weights
@@ -36,7 +36,8 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                 checkpoint_every: int = 100, log_every: int = 10, trajectory_cache: str | None = None,
                 trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = (), on_snapshot=None,
                 compile_teacher: bool = False, branch_targets: str = DEFAULT_TARGETS, dropout: float = 0.0,
-                teacher_order_rule: str = "sfd", first_trajectory_seed: int = 0, compile_student: bool = False,
+                teacher_order_rule: str = "sfd", teacher_threshold: str = "auto", teacher_history: str = "auto",
+                first_trajectory_seed: int = 0, compile_student: bool = False,
                 compile_mode: str | None = None, teacher_batch: int = 0, fast_path: str = "auto",
                 nfe_draw: str = "balanced", dense_intervals: int | None = None, branch_heads: str = "shared") -> dict:
     """nfe: one NFE (SFD), or several ('2-5', '2,3,5', a tuple): one SFD-v student for all of them, conditioned
@@ -73,7 +74,8 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                           f"(bdense export it first)")
     sigma_max = min(sigma_max, teacher.sigma_max)
     plans = plans_for(counts, branches=branches, substeps=teacher_substeps, afs=afs, sigma_min=sigma_min,
-                      sigma_max=sigma_max, teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule)
+                      sigma_max=sigma_max, teacher_solver=teacher_solver, teacher_order_rule=teacher_order_rule,
+                      teacher_threshold=teacher_threshold, teacher_history=teacher_history)
     plan = plans[nfe]
     schedule = nfe_schedule(counts, seed, steps, nfe_draw) if multi else None
     if multi and (teacher_batch or compile_student):
@@ -82,7 +84,8 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                    nfe=list(counts) if multi else nfe, branches=branches, branch_weights=weights.describe(),
                    branch_targets=branch_targets, branch_heads=branch_heads,
                    teacher_substeps=teacher_substeps, teacher_solver=teacher_solver,
-                   teacher_order_rule=teacher_order_rule, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
+                   teacher_order_rule=teacher_order_rule, teacher_threshold=plan.teacher_threshold,
+                   teacher_history=plan.teacher_history, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
                    trajectories=trajectories, batch=batch, lr=lr, lr_schedule=lr_schedule, precision=precision,
                    dropout=dropout, seed=seed, steps=steps, first_trajectory_seed=first_trajectory_seed,
                    trajectory_cache=trajectory_cache, out=str(out),
@@ -164,8 +167,8 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                     distill={"method": "sfd", "branches": branches, "weights": weights.describe(),
                              "branch_targets": branch_targets, "branch_heads": branch_heads, "dropout": dropout,
                              **({} if dense_intervals is None else {"dense_intervals": dense_intervals}),
-                             "teacher_substeps": teacher_substeps, "teacher_solver": teacher_solver,
-                             "teacher_order_rule": teacher_order_rule,
+                             "teacher_substeps": teacher_substeps,
+                             **teacher_fields(plan),
                              "targets": [[plan.target_index(i, k) for k in range(1, branches + 1)]
                                          for i in range(plan.points - 1)],
                              "trajectories": steps * batch, "seed": seed,

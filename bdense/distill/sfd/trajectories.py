@@ -8,7 +8,7 @@ import torch
 from ...errors import BdenseError
 from ...seeds import seed_labels, seed_noise
 from ...solvers import solve
-from .plan import SFDPlan
+from .plan import SFDPlan, teacher_solver_options
 
 
 def trajectory_seeds(run_seed: int, step: int, batch: int, pool: int) -> list[int]:
@@ -23,18 +23,13 @@ def trajectory_seeds(run_seed: int, step: int, batch: int, pool: int) -> list[in
     return torch.randperm(pool, generator=torch.Generator().manual_seed(run_seed))[lo:hi].tolist()
 
 
-def solver_options(plan: SFDPlan) -> dict:
-    """Keyword options of the plan's teacher solver (the DPM-Solver++ order rule)."""
-    return {"order_rule": plan.teacher_order_rule} if plan.teacher_solver.startswith("dpmpp") else {}
-
-
 @torch.no_grad()
 def teacher_steps(teacher, plan: SFDPlan, x, sigmas, labels=None, autocast=None, keep_start=False):
     """The teacher solver from x over sigmas: its states after each step [len(sigmas) - 1, B, C, H, W]
     (with x itself first when keep_start)."""
     with autocast or contextlib.nullcontext():
         traj = solve(plan.teacher_solver, teacher, x, sigmas, label=labels, return_trajectory=True,
-                     **solver_options(plan))
+                     **teacher_solver_options(plan))
     return (traj if keep_start else traj[1:]).float()
 
 
