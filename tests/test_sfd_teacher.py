@@ -111,7 +111,7 @@ def test_bdense_sample_gets_sfds_options_only_when_asked(shipped_teacher):
     assert r.to_dict() == Recipe.from_dict(r.to_dict()).to_dict() and "threshold" not in r.to_dict()
     sfd = r.with_overrides(order_rule="sfd", threshold="dynamic", afs_history=True)
     assert Recipe.from_dict(sfd.to_dict()) == sfd
-    with pytest.raises(BdenseError, match="apply to the dpmpp solvers"):
+    with pytest.raises(BdenseError, match="threshold=dynamic, afs_history=True: only the dpmpp solvers"):
         Recipe.from_dict(dict(sfd.to_dict(), solver="heun"))
     x = seed_noise(SEEDS, (1, 28, 28), "cpu") * 80.0
     ours = solve("dpmpp_3m", shipped_teacher, x, sfd.sigmas(), **sfd.solver_options())

@@ -65,6 +65,10 @@ class PDHost:
         return cached_images(self.out / "refs" / f"{name}.safetensors",
                              lambda: self.ddim_images(n, self.study.eval_seeds))
 
+    def refs_key(self, n: int) -> str:
+        """Names the teacher rows of n in OUT/refs/teacher-evals.json."""
+        return self.tag(n)
+
     def references(self, n: int) -> dict:
         return {"rmse": self.teacher_ddim(self.cfg.start_steps), "rmse2n": self.teacher_ddim(2 * n)}
 

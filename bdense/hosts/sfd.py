@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..distill.sfd.plan import SFDPlan
+from ..distill.sfd.plan import SFDPlan, teacher_fields
 from ..distill.sfd.run import distill_sfd, sfd_student_recipe
 from ..errors import BdenseError
 from ..sampling.recipe import Recipe
@@ -97,9 +97,15 @@ class SFDHost:
         return torch.cat([teacher_trajectories(self.teacher, self.plan(nfe), seeds[i:i + 500], self.device)[0][-1]
                           .clamp(-1, 1).cpu() for i in range(0, len(seeds), 500)])
 
+    def refs_key(self, nfe: int) -> str:
+        """Names the references of nfe and the teacher rows measured against them: one name per teacher solver, so
+        a folder continued with another teacher (e.g. one made before SFD's exact teacher) never reuses them."""
+        p = self.plan(nfe)
+        return f"nfe{nfe}-" + "-".join(teacher_fields(p).values())
+
     def references(self, nfe: int) -> dict:
         """The distillation target on the evaluation seeds."""
-        return {"rmse": cached_images(self.out / "refs" / f"nfe{nfe}.safetensors",
+        return {"rmse": cached_images(self.out / "refs" / f"{self.refs_key(nfe)}.safetensors",
                                       lambda: self.teacher_reference(nfe, self.study.eval_seeds))}
 
     def teacher_rows(self, nfe: int) -> dict:
@@ -177,7 +183,7 @@ class SFDHost:
         """What a study's trials depend on: a continued study must match it."""
         return {"teacher_digest": self.study.teacher_digest, "nfe": tcfg.nfe, "branches": tcfg.branches,
                 "objective": tcfg.objective, "trial_trajectories": tcfg.trial_trajectories, "batch": tcfg.batch,
-                "lr": tcfg.lr, "tune_seeds": tcfg.tune_seeds, "teacher_solver": tcfg.teacher_solver,
+                "lr": tcfg.lr, "tune_seeds": tcfg.tune_seeds, **teacher_fields(self.plan(tcfg.nfe)),
                 "branch_targets": tcfg.branch_targets, "report_points": list(points),
                 **({} if tcfg.branch_heads == "shared" else {"branch_heads": tcfg.branch_heads})}
 

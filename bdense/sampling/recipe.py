@@ -53,9 +53,9 @@ class Recipe:
         if not ok:
             raise BdenseError(f"the sampling recipe {self.to_dict()} is corrupt or impossible; "
                               f"{fix or 'fix its solver, nfe, sigma range or rho'}")
-        extra = [k for k, v in self.multistep_options().items() if v != RECIPE_DEFAULTS[k]]
+        extra = [f"{k}={v}" for k, v in self.multistep_options().items() if v != RECIPE_DEFAULTS[k]]
         if extra and not self.solver.startswith("dpmpp"):
-            raise BdenseError(f"{', '.join(extra)} apply to the dpmpp solvers, not {self.solver}; "
+            raise BdenseError(f"{', '.join(extra)}: only the dpmpp solvers take this, not {self.solver}; "
                               f"{fix or 'drop them or choose --solver dpmpp_2m|dpmpp_3m'}")
 
     def multistep_options(self) -> dict:

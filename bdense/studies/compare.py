@@ -216,7 +216,7 @@ class Comparison:
         done = read_json(path)
         out = {}
         for name, what in self.host.teacher_rows(point).items():
-            key = f"{self.host.tag(point)}/{name}"
+            key = f"{self.host.refs_key(point)}/{name}"
             if key not in done:
                 if isinstance(what, str):  # the reference images themselves
                     done[key] = self.measure_images(refs[what].split(500), refs, ext, ref_stats)
