@@ -170,6 +170,67 @@ COMMAND_RULES = {
 }
 
 
+@dataclass(frozen=True)
+class Uses:
+    """Where an option is used: `says` names it in the refusal, `when(values)` is True for the checked values of a
+    command that uses it, `elsewhere` is an argument that makes it unused (tests/test_hostile_classes.py gives
+    every option of USED_BY with it and expects the refusal)."""
+    says: str
+    when: object
+    elsewhere: str
+
+
+def _k(v: dict) -> int:
+    return v.get("branches") or (2 if v.get("method") == "pd" else 1)
+
+
+SFD = Uses("--method sfd", lambda v: v.get("method", "sfd") == "sfd", "--method pd")
+PD = Uses("--method pd", lambda v: v.get("method") == "pd", "--method sfd")
+SFD_K = Uses("--method sfd and --branches > 1", lambda v: v.get("method", "sfd") == "sfd" and _k(v) > 1,
+             "--branches 1")
+K = Uses("--branches > 1", lambda v: _k(v) > 1, "--branches 1")
+SFD_V = Uses("several --nfe (an SFD-v student)", lambda v: v.get("method", "sfd") == "sfd" and len(v["nfe"]) > 1,
+             "--nfe 2")
+
+# Options that only one method (or K, or setting) uses, in every command that has them: given where unused, they
+# are refused in one line instead of being ignored or recorded as if used. To add an SFD-only option: one line,
+# e.g. "teacher_threshold": SFD. COMMAND_USED_BY holds the exceptions (the same name used by both methods there).
+USED_BY = {
+    "nfe": SFD, "nfe_draw": SFD_V, "teacher_solver": SFD, "teacher_order_rule": SFD, "teacher_substeps": SFD,
+    "first_trajectory_seed": SFD, "afs": SFD, "trajectories": SFD, "trajectory_cache": SFD, "compile_teacher": SFD,
+    "dropout": SFD, "branch_targets": SFD, "branch_heads": SFD_K, "dense_intervals": SFD_K, "pool": SFD,
+    "trial_trajectories": SFD, "final_nfe": SFD, "branch_weights": K,
+    "start_steps": PD, "end_steps": PD, "round_iters": PD, "trial_round_iters": PD, "last_step_target": PD,
+    "weight_span": PD, "eval_clip_denoised": PD, "student_param": PD,
+}
+COMMAND_USED_BY = {("distill", "data"): PD, ("trajectories", "nfe"): None, ("trajectories", "teacher_solver"): None,
+                   ("trajectories", "teacher_order_rule"): None, ("trajectories", "teacher_substeps"): None,
+                   ("trajectories", "afs"): None, ("sample", "nfe"): None, ("sample", "afs"): None,
+                   ("export", "nfe"): None, ("agreement", "nfe"): None, ("tune", "branch_heads"): SFD}
+
+
+def uses_for(command: str, name: str) -> Uses | None:
+    return COMMAND_USED_BY[(command, name)] if (command, name) in COMMAND_USED_BY else USED_BY.get(name)
+
+
+def unused_options(command: str, values: dict) -> list[str]:
+    """The options of `values` that the command, with these values, does not use (e.g. to leave them out of a
+    record of what a run used)."""
+    return [n for n in values if (u := uses_for(command, n)) is not None and not u.when(values)]
+
+
+def _given() -> set[str]:
+    """Names of the options typed on the command line of the running click command (empty outside one: a library
+    call passes what it means)."""
+    from typer._click.core import ParameterSource
+    from typer._click.globals import get_current_context
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return set()
+    default = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    return {n for n in ctx.params if ctx.get_parameter_source(n) not in (None, *default)}
+
+
 def rule_for(command: str, name: str):
     return COMMAND_RULES.get((command, name), RULES.get(name))
 
@@ -182,6 +243,9 @@ def check(command: str, values: dict) -> dict:
         if rule is not None and v is not None:
             out[name] = rule(_flag(name), v)
     _cross_checks(command, out)
+    for name in sorted(_given() & set(unused_options(command, out))):
+        u = uses_for(command, name)
+        raise BdenseError(f"{_flag(name)} is used only with {u.says}, not here (it would change nothing); drop it")
     return out
 
 
