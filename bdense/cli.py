@@ -468,15 +468,16 @@ def command():
     return _COMMAND[0]
 
 
-def _on_sigterm(signum, frame):
-    raise Interrupted(signum)  # outside a trainer (which checkpoints first): stop the whole command, exit 143
+def _on_signal(signum, frame):
+    raise Interrupted(signum)  # outside a trainer (which checkpoints first): stop the whole command, exit 130/143
 
 
 def main() -> None:
     import signal
 
     from typer._click import exceptions as click  # typer >= 0.2x carries its own click
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, _on_signal) for s in sigs} if _main_thread() else {}
     try:
         code = command().main(prog_name="bdense", standalone_mode=False)
     except Interrupted as e:
@@ -504,8 +505,8 @@ def main() -> None:
         typer.echo(f"error: {e.strerror or e}{where}; {fix}", err=True)
         sys.exit(2)
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        for s, handler in old.items():
+            signal.signal(s, handler)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -7,11 +7,11 @@ class BdenseError(Exception):
     """A problem with the user's input or environment, stated with its fix."""
 
 
-class Interrupted(KeyboardInterrupt):
+class Interrupted(BaseException):
     """Ctrl-C or SIGTERM stopped a command (a trainer stops after writing its checkpoint): never exit 0.
 
-    A KeyboardInterrupt, so every caller that cleans up after Ctrl-C (tune marks its trial) does so for SIGTERM too,
-    and a compare or tune stops as a whole instead of going on to its next run."""
+    A BaseException, like KeyboardInterrupt, so no `except Exception` goes on to the next run: a compare or tune
+    stops as a whole. Not a KeyboardInterrupt, which typer turns into a silent exit 130 whatever the signal."""
 
     def __init__(self, signum: int = signal.SIGINT, where: str = ""):
         super().__init__(where)

@@ -27,7 +27,7 @@ from ..distill.pd.run import distill_pd
 from ..distill.sfd.run import distill_sfd
 from ..distill.sfd.targets import DEFAULT_TARGETS, check_mode
 from ..distill.weights import parse_weights
-from ..errors import BdenseError
+from ..errors import BdenseError, Interrupted
 from ..io import atomic_write_text, check_out_dir, lock_dir
 from .compare import EVAL_SEED_BASE, CompareConfig, Comparison, Setting, compare
 from .protocol import differs
@@ -270,23 +270,28 @@ class Tuner:
         try:
             self.short_run(self.out / "trials" / f"{trial.number:05d}", self.cfg.branches, spec,
                            self.devices[trial.number % len(self.devices)], on_measure)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             trial.set_user_attr("interrupted", True)  # failed now, redone by the next `bdense tune`
             raise
         return last["value"]
 
     # -- the study ----------------------------------------------------------------------------------
+    def open_study(self):
+        """OUT/optuna.db, opened (made) before any other work, so a damaged file is refused before the cache."""
+        import optuna
+        db = self.out / "optuna.db"
+        try:
+            return optuna.create_study(storage=f"sqlite:///{db.resolve()}", study_name=STUDY, direction="minimize",
+                                       load_if_exists=True, pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
+        except Exception as e:  # sqlalchemy/optuna errors of a damaged file: no common base class to name
+            raise BdenseError(f"{db} cannot be opened as an Optuna study ({type(e).__name__}: the file is damaged or "
+                              f"not a study); move it away to start the search again, or choose another --out") from None
+
     def search(self) -> dict:
         import optuna
         from optuna.trial import TrialState
         cfg, t0 = self.cfg, self.t0
-        db = self.out / "optuna.db"
-        try:
-            study = optuna.create_study(storage=f"sqlite:///{db.resolve()}", study_name=STUDY, direction="minimize",
-                                        load_if_exists=True, pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
-        except Exception as e:  # sqlalchemy/optuna errors of a damaged file: no common base class to name
-            raise BdenseError(f"{db} cannot be opened as an Optuna study ({type(e).__name__}: the file is damaged or "
-                              f"not a study); move it away to start the search again, or choose another --out") from None
+        study = self.open_study()
         # trial values made with one feature net are not comparable with another's (bdense/studies/protocol.py)
         setup = dict(self.host.tune_setup(cfg, self.points), extractor_digest=self.ext.digest)
         if differs(study.user_attrs.get("setup", setup), setup):
@@ -431,6 +436,7 @@ def tune(cfg: TuneConfig) -> dict:
     if cfg.apply:
         parse_weights(cfg.apply, cfg.branches)
     else:
+        tuner.open_study()
         tuner.setup()
         doc = tuner.search()
     spec = cfg.apply or doc["best"]["spec"]

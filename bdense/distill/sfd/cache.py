@@ -86,6 +86,8 @@ def check_shard(p: Path, manifest: dict, i: int, rows: int, tensors: dict | None
     """Shard i is the one the manifest describes: its header's format and `first`, and (when read) the shape and
     dtype of its trajectories and labels. A shard copied over another, or cut, is refused, never used."""
     fix = "delete it and rerun the same bdense trajectories command to rewrite it"
+    if not p.is_file():
+        raise BdenseError(f"trajectory shard {p} is missing; rerun the same bdense trajectories command to write it")
     try:
         with safe_open(str(p), framework="pt") as f:
             md = f.metadata() or {}
@@ -144,6 +146,9 @@ class TrajectoryCache:
             if diff:
                 raise BdenseError(f"trajectory cache {path} was made with another grid or solver "
                                   f"({', '.join(f'{k}={theirs.get(k, old.get(k))}' for k in diff)}); make a cache for these options")
+        count, size = m["count"], m["shard_size"]
+        for i in range(-(-count // size)):  # every shard's header now: a bad one refuses before any training
+            check_shard(path / f"shard-{i:05d}.safetensors", m, i, min(size, count - i * size))
         return cls(path, m)
 
     def _shard(self, i: int) -> dict:
