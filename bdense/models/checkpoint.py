@@ -36,6 +36,21 @@ def check_finite(tensors: dict, what: str, fix: str) -> None:
         raise BdenseError(f"{what}: tensor '{bad}' holds NaN or Inf values; {fix}")
 
 
+def load_tensors(path: str | Path, what: str, fix: str, fmt: str | None = None) -> dict:
+    """The tensors of a plain safetensors file (a weight snapshot, cached images), read with the model loader's rules:
+    unreadable, of another format (`fmt`: its header's) or non-finite is one line naming the file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            md = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise BdenseError(f"{what} {path} is unreadable ({type(e).__name__}: truncated or corrupt); {fix}") from None
+    if fmt is not None and md.get("format") != fmt:
+        raise BdenseError(f"{what} {path} is not a {fmt} file; {fix}")
+    check_finite(tensors, f"{what} {path}", fix)
+    return tensors
+
+
 def model_bytes(denoiser: Denoiser, meta: dict | None = None, path=None) -> bytes:
     config = dict(denoiser.config)
     if meta is not None:
@@ -223,6 +238,10 @@ def load_diffusers_teacher(path: Path, device="cpu", trust_pickle: bool = False)
               "meta": {"source": str(path), "role": "teacher"}}
     check_config(config, str(sched_file), "re-save the model with save_pretrained")
     model = denoiser_from_config(config)
-    model.net.load_state_dict(unet.state_dict())
+    try:
+        model.net.load_state_dict(unet.state_dict())
+    except Exception as e:  # weights diffusers could not fill from the file stay on the meta device
+        raise BdenseError(f"{unet_dir}: weights do not match its config.json ({type(e).__name__}); re-save the model "
+                          f"with save_pretrained") from None
     check_finite(model.state_dict(), str(path), "the model diverged or the file is corrupt: use another one")
     return model.to(device).eval()

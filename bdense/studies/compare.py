@@ -19,7 +19,7 @@ from ..errors import BdenseError
 from ..hosts import host_class
 from ..hosts.common import check_reusable, read_json  # noqa: F401 (check_reusable: part of this module's API)
 from ..io import atomic_write_text, file_digest, lock_dir
-from ..models.checkpoint import load_model
+from ..models.checkpoint import load_model, load_tensors
 from ..models.denoisers import HEAD_MODES
 from ..options import unused_options
 from ..sampling.recipe import Recipe
@@ -235,7 +235,6 @@ class Comparison:
 
     def evaluate_run(self, d: Path, point: int, refs: dict, ext, ref_stats) -> dict:
         """{step within the point: metrics} of every snapshot, each measured once (OUT/.../evals.json)."""
-        from safetensors.torch import load_file
         path = d / "evals.json"
         done = read_measured(path, self.protocol)
         snaps = self.host.snapshots(d, point)
@@ -243,7 +242,8 @@ class Comparison:
             student, recipe = self.host.student(d, point)
             for key, _, p in snaps:
                 if key not in done:
-                    student.load_state_dict(load_file(str(p)))
+                    student.load_state_dict(load_tensors(p, "snapshot", "delete it and the run's evals.json to "
+                                                         "train that run again", "bdense-snapshot"))
                     done[key] = self.measure(student.eval(), recipe, refs, ext, ref_stats)
                     write_measured(path, done, self.protocol)
         return {step: done[key] for key, step, _ in snaps}

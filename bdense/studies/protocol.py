@@ -45,7 +45,8 @@ def check_folder(out: Path, protocol: dict, flag: str = "--out") -> None:
         old = read_json_file(out / "results.json", f"delete {out / 'results.json'} so that it is made again").get(
             "protocol", {})
         old.pop("ref", None)  # the path of OUT/ref-stats.npz, which changes when the folder moves
-    refuse(out, differs(old, protocol), old, protocol, fix)
+    if old:  # a new folder has nothing measured yet
+        refuse(out, differs(old, protocol), old, protocol, fix)
     if not path.exists():
         atomic_write_text(path, json.dumps(protocol, indent=1, sort_keys=True, default=str))
 
