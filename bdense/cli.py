@@ -501,7 +501,8 @@ def main() -> None:
         sys.exit(130)
     except OSError as e:  # the file system refused (name too long, permission, ...): the user's path, one line
         where = f" ({e.filename})" if e.filename else ""
-        fix = "free space or choose another output path" if e.errno == errno.ENOSPC else "check the path and its permissions"
+        fix = ("free space or choose another output path" if e.errno == errno.ENOSPC
+               else "check the path and its permissions")
         typer.echo(f"error: {e.strerror or e}{where}; {fix}", err=True)
         sys.exit(2)
     finally:

@@ -285,7 +285,8 @@ class Tuner:
                                        load_if_exists=True, pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
         except Exception as e:  # sqlalchemy/optuna errors of a damaged file: no common base class to name
             raise BdenseError(f"{db} cannot be opened as an Optuna study ({type(e).__name__}: the file is damaged or "
-                              f"not a study); move it away to start the search again, or choose another --out") from None
+                              f"not a study); move it away to start the search again, or choose another "
+                              f"--out") from None
 
     def search(self) -> dict:
         import optuna
