@@ -74,9 +74,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    old = None
     try:
         yield tmp
-        old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / "x")
@@ -86,6 +86,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old / "x").exists() and not path.exists():  # put the previous folder back
+            os.replace(old / "x", path)
+            old.rmdir()
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             raise BdenseError(f"disk full while writing {path}; free space or choose another output directory "
                               f"(nothing was left behind, the previous folder, if any, is untouched)") from None
