@@ -1,6 +1,7 @@
 """The `bdense` command: thin typer commands that parse options and call the library."""
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Optional
@@ -8,7 +9,7 @@ from typing import Optional
 import typer
 
 from .distill.sfd.targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS
-from .errors import BdenseError
+from .errors import BdenseError, Interrupted
 from .options import check
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -120,7 +121,7 @@ def sample(
     batch: int = typer.Option(256, help="batch size (does not change the images), e.g. 64"),
     device: Optional[str] = None,
     trust_pickle: bool = typer.Option(False, help="allow pickled weights in a diffusers directory"),
-    overwrite: bool = typer.Option(False, help="replace an existing --npz/--grid file"),
+    overwrite: bool = typer.Option(False, help="replace an existing --npz/--grid/--npz-adm file or --outdir folder"),
 ):
     """Sample images from any model, by seed, with its own recipe unless overridden."""
     seed_list = check("sample", locals())["seeds"]
@@ -128,7 +129,7 @@ def sample(
     import torch
 
     from .data.images import save_grid, save_npz, save_npz_adm, save_pngs
-    from .models.checkpoint import load_model
+    from .models.checkpoint import check_recipe, load_model
     from .io import check_out_dir, check_outputs
     from .sampling.sample import cycle_classes, model_recipe, sample_uint8
     from .seeds import parse_seeds
@@ -136,9 +137,10 @@ def sample(
         raise BdenseError("nothing to write: pass --grid PATH.png, --npz PATH.npz, --npz-adm PATH.npz or --outdir DIR")
     check_outputs({"--npz": npz, "--grid": grid, "--npz-adm": npz_adm}, [model], overwrite)
     if outdir is not None:
-        check_out_dir("--outdir", outdir, [model])
+        check_out_dir("--outdir", outdir, [model], new=True, overwrite=overwrite)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     den = load_model(model, device=dev, trust_pickle=trust_pickle)
+    check_recipe(den.config, nfe, model)
     recipe = model_recipe(den).with_overrides(solver=solver, nfe=nfe, schedule=schedule, afs=afs,
                                               order_rule=order_rule, threshold=threshold, afs_history=afs_history)
     recipe.check("fix --solver, --order-rule, --threshold or --afs-history")
@@ -370,7 +372,7 @@ def export(
                                "DiffusionPipeline.from_pretrained loads), e.g. diffusers"),
     metrics: list[Path] = typer.Option([], help="diffusers: quality for the model card, the --out JSON of bdense "
                                        "fid calc or agreement (repeatable), e.g. fid.json"),
-    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out file (or diffusers folder)"),
     nfe: Optional[int] = typer.Option(None, help="an SFD-v student: the NFE to export it for (the count is written "
                                       "into the weights), e.g. 3"),
 ):
@@ -380,7 +382,7 @@ def export(
     if format == "bdense":
         check_outputs({"--out": out}, [model], overwrite)
     else:
-        check_out_dir("--out", out, [model])
+        check_out_dir("--out", out, [model], new=True, overwrite=overwrite)
     from .models.export import export_model
     path = export_model(model, out, format, metrics=metrics, nfe=nfe)
     typer.echo(f"wrote {path}")
@@ -406,11 +408,13 @@ def teachers_pack(
     quality: list[str] = typer.Option([], help="a quality line for the card (repeatable), e.g. 'Heun 35: Inception FID 4.1 (10k)'"),
     command: Optional[str] = typer.Option(None, help="the training command (default: from options.json)"),
     check_seeds: int = typer.Option(64, help="seeds sampled to measure what bf16 storage changes"),
+    overwrite: bool = typer.Option(False, help="replace a teacher of that name already in --out"),
 ):
     """Store a teacher in bf16 with its model card (NAME.safetensors + NAME.md), for committing to teachers/."""
     check("teachers pack", locals())
     from .models.shipped import pack
-    st, card = pack(model, name, out, quality=tuple(quality), check_seeds=check_seeds, command=command)
+    st, card = pack(model, name, out, quality=tuple(quality), check_seeds=check_seeds, command=command,
+                    overwrite=overwrite)
     typer.echo(f"wrote {st} ({st.stat().st_size / 2**20:.2f} MiB) and {card}")
 
 
@@ -492,10 +496,21 @@ def command():
     return _COMMAND[0]
 
 
+def _on_signal(signum, frame):
+    raise Interrupted(signum)  # outside a trainer (which checkpoints first): stop the whole command, exit 130/143
+
+
 def main() -> None:
+    import signal
+
     from typer._click import exceptions as click  # typer >= 0.2x carries its own click
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, _on_signal) for s in sigs} if _main_thread() else {}
     try:
         code = command().main(prog_name="bdense", standalone_mode=False)
+    except Interrupted as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
     except BdenseError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -509,17 +524,24 @@ def main() -> None:
     except click.ClickException as e:
         typer.echo(f"error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
-    except typer.Abort:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted by SIGINT", err=True)
         sys.exit(130)
     except OSError as e:  # the file system refused (name too long, permission, ...): the user's path, one line
         where = f" ({e.filename})" if e.filename else ""
-        typer.echo(f"error: {e.strerror or e}{where}; check the path and its permissions", err=True)
+        fix = ("free space or choose another output path" if e.errno == errno.ENOSPC
+               else "check the path and its permissions")
+        typer.echo(f"error: {e.strerror or e}{where}; {fix}", err=True)
         sys.exit(2)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

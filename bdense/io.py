@@ -65,6 +65,36 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside `path`; on success it replaces `path` (whose old contents go only then:
+    the caller has checked --overwrite with check_out_dir). If the body raises, the temporary folder is deleted and
+    `path` is untouched; a full disk is one line naming `path`."""
+    import shutil
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    old = None
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "x")
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old / "x").exists() and not path.exists():  # put the previous folder back
+            os.replace(old / "x", path)
+            old.rmdir()
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise BdenseError(f"disk full while writing {path}; free space or choose another output directory "
+                              f"(nothing was left behind, the previous folder, if any, is untouched)") from None
+        raise
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically (temp file in the same directory, fsync, os.replace)."""
     path = Path(path)
@@ -157,18 +187,72 @@ def check_outputs(outputs: dict, inputs=(), overwrite: bool = False) -> None:
             raise BdenseError(f"{flag} {out} already exists; pass --overwrite to replace it or choose another path")
 
 
-def check_out_dir(flag: str, out: str | os.PathLike, inputs=()) -> None:
-    """A directory output (run, cache, report): not an existing file, not an input, not inside a file."""
+# a directory holding one of these was made by bdense (a run, cache, comparison or study): commands reuse or refuse it
+# by their own rules; any other non-empty directory is the user's and is never written into
+BDENSE_DIR_MARKERS = ("options.json", "manifest.json", "protocol.json", "results.json", "optuna.db", "runs", "trials",
+                      "features.safetensors", "ref-stats.npz", "final")
+
+
+def is_bdense_dir(path: Path) -> bool:
+    return any((path / m).exists() for m in BDENSE_DIR_MARKERS) or any(path.glob("nfe[0-9]*/manifest.json"))
+
+
+def check_out_dir(flag: str, out: str | os.PathLike, inputs=(), new: bool = False, overwrite: bool = False) -> None:
+    """The one guard of a directory output (run, cache, study, PNG folder, export folder), before any work.
+
+    Refused: an existing file; a directory that is or holds one of the inputs, or lies inside an input directory
+    (a run inside its data set); a non-empty directory that bdense did not make; with `new` (a folder written whole:
+    PNGs, a diffusers export), any non-empty directory unless `overwrite`."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BdenseError(f"{flag} {out} is an existing file, not a directory; choose a directory path")
     for p in (Path(q) for q in inputs if q):
-        if _same(out, p) or _same(out / "model.safetensors", p):
+        if _same(out, p) or _same(out / "model.safetensors", p) or (new and p.exists() and _inside(p, out)):
             raise BdenseError(f"{flag} {out} holds this command's input {p}, which the run would overwrite; "
                               f"choose another {flag}")
+        if p.is_dir() and _inside(out, p):
+            raise BdenseError(f"{flag} {out} lies inside this command's input {p}, which writing there would "
+                              f"change; choose a {flag} outside it")
     parent = next((q for q in out.resolve().parents if q.exists()), None)
     if parent is not None and not parent.is_dir():
         raise BdenseError(f"cannot write to {out}: {parent} is a file, not a directory; choose another {flag}")
+    if out.is_dir() and any(out.iterdir()):
+        if new and not overwrite:
+            raise BdenseError(f"{flag} {out} is not empty; pass --overwrite to replace its contents or choose a new "
+                              f"directory")
+        if not new and not is_bdense_dir(out):
+            raise BdenseError(f"{flag} {out} holds files bdense did not write (no {BDENSE_DIR_MARKERS[0]}); choose "
+                              f"a new or empty directory")
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """a is b or lies below it (symlinks resolved)."""
+    try:
+        return a.resolve().is_relative_to(b.resolve())
+    except OSError:
+        return False
+
+
+_LOCKS: dict[str, int] = {}  # resolved directory -> open fd holding its lock, for the life of the process
+
+
+def lock_dir(path: str | os.PathLike, flag: str = "--out") -> None:
+    """Take an exclusive lock on a directory (run, comparison, study) for the life of this process, so a second
+    command on it is refused in one line instead of interleaving its files with the first one's. fcntl.flock on
+    the directory itself: no lock file to leave behind, and the kernel drops the lock when the process ends."""
+    import fcntl
+    path = Path(path)
+    key = str(path.resolve())
+    if key in _LOCKS or os.environ.get("RANK", "0") != "0":  # the other processes of one `accelerate launch` run
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise BdenseError(f"{flag} {path} is in use by another bdense process; wait for it to finish (or stop it) "
+                          f"or choose another {flag}") from None
+    _LOCKS[key] = fd
 
 
 def link(target: str | os.PathLike, artefact_dir: str | os.PathLike) -> dict:

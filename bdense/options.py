@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from .errors import BdenseError
 from .seeds import MAX_SEEDS, SEED_MAX
@@ -172,6 +173,68 @@ COMMAND_RULES = {
 }
 
 
+@dataclass(frozen=True)
+class Uses:
+    """Where an option is used: `says` names it in the refusal, `when(values)` is True for the checked values of a
+    command that uses it, `elsewhere` is an argument that makes it unused (tests/test_hostile_classes.py gives
+    every option of USED_BY with it and expects the refusal)."""
+    says: str
+    when: Callable[[dict], bool]
+    elsewhere: str
+
+
+def _k(v: dict) -> int:
+    return v.get("branches") or (2 if v.get("method") == "pd" else 1)
+
+
+SFD = Uses("--method sfd", lambda v: v.get("method", "sfd") == "sfd", "--method pd")
+PD = Uses("--method pd", lambda v: v.get("method") == "pd", "--method sfd")
+SFD_K = Uses("--method sfd and --branches > 1", lambda v: v.get("method", "sfd") == "sfd" and _k(v) > 1,
+             "--branches 1")
+K = Uses("--branches > 1", lambda v: _k(v) > 1, "--branches 1")
+SFD_V = Uses("several --nfe (an SFD-v student)", lambda v: v.get("method", "sfd") == "sfd" and len(v["nfe"]) > 1,
+             "--nfe 2")
+
+# Options that only one method (or K, or setting) uses, in the commands with --method: given where unused, they are
+# refused in one line instead of being ignored or recorded as if used. To add an SFD-only option: one line,
+# e.g. "teacher_threshold": SFD. COMMAND_USED_BY holds the exceptions (the same name meaning another thing there).
+USED_BY = {
+    "nfe": SFD, "nfe_draw": SFD_V, "teacher_solver": SFD, "teacher_order_rule": SFD, "teacher_substeps": SFD,
+    "first_trajectory_seed": SFD, "afs": SFD, "trajectories": SFD, "trajectory_cache": SFD, "compile_teacher": SFD,
+    "dropout": SFD, "branch_targets": SFD, "branch_heads": SFD_K, "dense_intervals": SFD_K, "pool": SFD,
+    "trial_trajectories": SFD, "final_nfe": SFD, "branch_weights": K,
+    "start_steps": PD, "end_steps": PD, "round_iters": PD, "trial_round_iters": PD, "last_step_target": PD,
+    "weight_span": PD, "eval_clip_denoised": PD, "student_param": PD, "random_flip": PD,
+    "teacher_threshold": SFD, "teacher_history": SFD,
+}
+COMMAND_USED_BY = {("distill", "data"): PD, ("tune", "branch_heads"): SFD}
+METHOD_COMMANDS = ("distill", "compare", "tune")  # the commands with --method: the tables apply to them only
+
+
+def uses_for(command: str, name: str) -> Uses | None:
+    if command not in METHOD_COMMANDS:
+        return None
+    return COMMAND_USED_BY.get((command, name), USED_BY.get(name))
+
+
+def unused_options(command: str, values: dict) -> list[str]:
+    """The options of `values` that the command, with these values, does not use (e.g. to leave them out of a
+    record of what a run used)."""
+    return [n for n in values if (u := uses_for(command, n)) is not None and not u.when(values)]
+
+
+def _given() -> dict[str, str]:
+    """{name: flag} of the options typed on the command line of the running click command (empty outside one: a
+    library call passes what it means)."""
+    from typer._click.core import ParameterSource
+    from typer._click.globals import get_current_context
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return {}
+    default = (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    return {p.name: p.opts[0] for p in ctx.command.params if ctx.get_parameter_source(p.name) not in default}
+
+
 def rule_for(command: str, name: str):
     return COMMAND_RULES.get((command, name), RULES.get(name))
 
@@ -184,6 +247,10 @@ def check(command: str, values: dict) -> dict:
         if rule is not None and v is not None:
             out[name] = rule(_flag(name), v)
     _cross_checks(command, out)
+    given = _given()
+    for name in sorted(set(given) & set(unused_options(command, out))):
+        raise BdenseError(f"{given[name]} is used only with {uses_for(command, name).says}, not here (it would "
+                          f"change nothing); drop it")
     return out
 
 
@@ -201,9 +268,6 @@ def _cross_checks(command: str, v: dict) -> None:
                 raise BdenseError(f"--trajectories {v['trajectories']} is smaller than one --batch ({v['batch']})")
         elif v["end_steps"] >= v["start_steps"]:
             raise BdenseError(f"--end-steps {v['end_steps']} must be below --start-steps {v['start_steps']}")
-    if command in ("distill", "compare", "tune") and v.get("method") == "sfd" and v.get("student_param") != "auto":
-        raise BdenseError(f"--student-param {v['student_param']} converts a progressive-distillation student; SFD "
-                          f"students keep the teacher's parameterization: drop it or use --method pd")
     if command == "trajectories" and v["shard_size"] % v["batch"]:
         raise BdenseError(f"--shard-size {v['shard_size']} must be a multiple of --batch {v['batch']}")
     if command in ("compare", "tune") and v["method"] == "pd" and v["end_steps"] >= v["start_steps"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,92 @@ def make_files(root: Path) -> dict:
     p["sfdv"] = save_model(root / "sfdv.safetensors", v, vmeta)
     v.config = dict(v.config, nfe_embedding={"counts": [3]})
     save_model(root / "sfdv-corrupt.safetensors", v, vmeta)
+    p.update(make_round3(root, t, p))
     out = {k: str(v) for k, v in p.items()}
     out["root"] = str(root)
+    return out
+
+
+def poison(path: Path) -> None:
+    """Write NaN into the first floating-point tensor of a safetensors file, keeping its header metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import save as st_save
+    with safe_open(str(path), framework="pt") as f:
+        md, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    name = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")
+    path.write_bytes(st_save(tensors, metadata=md))
+
+
+def make_round3(root: Path, t, p: dict) -> dict:
+    """Issue 26's files: user folders, damaged run directories, export folders, caches, a compare folder."""
+    from PIL import Image
+    from safetensors.torch import save as st_save
+
+    from bdense.distill.sfd.cache import write_cache
+    from bdense.distill.sfd.plan import SFDPlan
+    from bdense.io import file_digest
+    from bdense.models.checkpoint import save_model
+    from bdense.models.export import export_model
+    out = {}
+    user = root / "userdir"  # a folder of the user's own files: no writer may put anything into it
+    user.mkdir()
+    (user / "keep.txt").write_text("mine")
+    imgs = root / "imgs"  # a folder:PATH data set
+    imgs.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(imgs / f"{i}.png")
+    shelf = root / "shelf"  # a teachers folder with a teacher already on it
+    shelf.mkdir()
+    (shelf / "mnist.safetensors").write_bytes(Path(p["teacher"]).read_bytes())
+    (shelf / "mnist.md").write_text("# the shipped card\n")
+    done = root / "done-run"  # a finished teacher run whose checkpoints/ was deleted
+    done.mkdir()
+    (done / "options.json").write_text(json.dumps({"command": "train-teacher", "data": "digits"}))
+    save_model(done / "model.safetensors", t)
+    noopts = root / "noopts-run"  # a finished student whose options.json was deleted
+    (noopts / "checkpoints").mkdir(parents=True)
+    save_model(noopts / "model.safetensors", t)
+    (noopts / "checkpoints" / "state-000000002.safetensors").write_bytes(b"x")
+    started = root / "started-run"  # a run killed before its first checkpoint, with other options
+    started.mkdir()
+    (started / "options.json").write_text(json.dumps({"command": "train-teacher", "data": "digits", "steps": 5}))
+    # diffusers exports: good, one NaN in the UNet, no bdense.json, bdense.json without `net`
+    export_model(p["student"], root / "exp-good", "diffusers")
+    for name in ("exp-nan", "exp-nojson", "exp-nonet"):
+        shutil.copytree(root / "exp-good", root / name)
+    poison(root / "exp-nan" / "unet" / "diffusion_pytorch_model.safetensors")
+    (root / "exp-nojson" / "bdense.json").unlink()
+    cfg = json.loads((root / "exp-nonet" / "bdense.json").read_text())
+    del cfg["net"]
+    (root / "exp-nonet" / "bdense.json").write_text(json.dumps(cfg))
+    out["sfdv3"] = export_model(p["sfdv"], root / "sfdv3.safetensors", nfe=3)
+    bad = dict(t.config, sigma_min=80.0, sigma_max=0.002)  # a teacher whose sigma range runs backwards
+    (root / "badsigma.safetensors").write_bytes(st_save({k: v.contiguous() for k, v in t.state_dict().items()},
+                                                        metadata={"format": "bdense-model",
+                                                                  "config": json.dumps(bad)}))
+    # trajectory caches of two shards: one shard replaced by a copy of the other, one cut short
+    plan = SFDPlan(nfe=2, substeps=4, teacher_solver="dpmpp_3m", sigma_max=min(80.0, t.sigma_max))
+    write_cache(t, file_digest(p["teacher"]), plan, 16, root / "cache-swap", batch=8, shard_size=8, progress=False)
+    shutil.copytree(root / "cache-swap", root / "cache-cut")
+    shard0 = (root / "cache-swap" / "shard-00000.safetensors").read_bytes()
+    (root / "cache-swap" / "shard-00001.safetensors").write_bytes(shard0)
+    (root / "cache-cut" / "shard-00001.safetensors").write_bytes(shard0[: len(shard0) // 2])
+    # a comparison folder measured with another feature network, and one whose reference stats are another's
+    for name, edit in (("cmp-protocol", "protocol"), ("cmp-ref", "ref")):
+        d = root / name
+        d.mkdir()
+        shutil.copyfile(root / "stats.npz", d / "ref-stats.npz")
+        if edit == "protocol":
+            (d / "protocol.json").write_text(json.dumps({"extractor": "domain", "extractor_digest": "0123456789abcdef",
+                                                         "data": "digits"}))
+        else:
+            with np.load(d / "ref-stats.npz", allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            info = json.loads(str(arrays["info"]))
+            arrays["info"] = np.array(json.dumps(dict(info, extractor_digest="0123456789abcdef")))
+            np.savez(d / "ref-stats.npz", **arrays)
+    (root / "tune-bad").mkdir()
+    (root / "tune-bad" / "optuna.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 200)  # a cut database
     return out

@@ -114,6 +114,14 @@ CASES = [
      "NaN or Inf"),
     # -- 4: option values ------------------------------------------------------------------------------------
     (4, "train-teacher --steps 0", TT.replace("--steps 1", "--steps 0") + " --out {root}/o", "--steps"),
+    (4, "SFD's thresholding asked of a heun teacher", "distill --teacher {teacher} --teacher-solver heun "
+     "--teacher-threshold dynamic --out {root}/o --dry-run", "--teacher-threshold dynamic applies to a dpmpp teacher"),
+    (4, "SFD's AFS history asked of an euler teacher", "trajectories --teacher {teacher} --teacher-solver euler "
+     "--teacher-history afs --count 8 --out {root}/o", "--teacher-history afs applies to a dpmpp teacher"),
+    (4, "an unknown teacher order rule", "distill --teacher {teacher} --teacher-order-rule sdf --out {root}/o "
+     "--dry-run", "--teacher-order-rule"),
+    (4, "sample --threshold with a solver that keeps no x0 history", "sample {teacher} --solver heun --threshold "
+     "dynamic --grid {root}/g.png", "threshold=dynamic: only the dpmpp solvers take this"),
     (4, "train-teacher --batch 0", TT + " --batch 0 --out {root}/o", "--batch"),
     (4, "train-teacher --lr -1", TT + " --lr -1 --out {root}/o", "--lr"),
     (4, "train-teacher --lr nan", TT + " --lr nan --out {root}/o", "finite"),
@@ -205,7 +213,7 @@ CASES = [
      "--weight-span foo", "round"),
     (4, "distill --method pd --student-param y", "distill --method pd --teacher {vp8} --out {root}/o "
      "--student-param y", "auto, eps, x, v"),
-    (4, "distill --student-param with --method sfd", DIST + " --student-param v", "progressive-distillation"),
+    (4, "distill --student-param with --method sfd", DIST + " --student-param v", "--method pd"),
     (4, "compare --student-param with --method sfd", CMP + " --student-param x", "--method pd"),
     (5, "tune --trials 0", TUNE + " --trials 0", "--trials"),
     (5, "tune --method pd with K = 4", "tune --method pd --teacher {vp8} --out {root}/t --branches 4", "K = 2"),
@@ -288,13 +296,144 @@ CASES = [
      "--check-seeds"),
     (4, "teachers list (valid)", "teachers list", "", 0, ()),
 ]
+# -- issue 26, handwritten: 10 destroys what exists, 11 a run directory that does not defend itself, 12 an option
+# of another method, 13 relabelled numbers, 14 damaged or foreign artefacts, 16 tracebacks and wrong advice (15,
+# interrupts, needs a signal: tests/test_hostile_classes.py). The registry-driven rows follow (writer_cases,
+# option_cases).
+PACK = "teachers pack {teacher} --check-seeds 1"
+CASES += [
+    (10, "export --format diffusers into a folder of the user's files", "export {student} --format diffusers "
+     "--out {root}/userdir", "not empty"),
+    (10, "export --format diffusers --overwrite over the folder holding its input", "export {trun} --format "
+     "diffusers --out {root}/trun --overwrite", "holds this command's input"),
+    (10, "teachers pack over its own input", "teachers pack {trun} --name model --out {root}/trun", "inputs"),
+    (10, "teachers pack over a teacher already on the shelf", PACK + " --name mnist --out {root}/shelf",
+     "--overwrite"),
+    (10, "teachers pack --overwrite over its own input", "teachers pack {teacher} --name teacher --out {root} "
+     "--overwrite", "inputs"),
+    (10, "sample --outdir --overwrite over the folder holding the model", "sample {trun} --outdir {root}/trun "
+     "--overwrite", "holds this command's input"),
+    (10, "sample --outdir into a folder of the user's files", "sample {teacher} --outdir {root}/userdir",
+     "--overwrite"),
+    (10, "train-teacher --out inside its folder: data set", TT + " --data folder:{root}/imgs --out {root}/imgs/run",
+     "inside"),
+    (10, "train-teacher --out is its folder: data set", TT + " --data folder:{root}/imgs --out {root}/imgs",
+     "imgs"),
+    (11, "a finished teacher whose checkpoints/ was deleted, rerun", TT + " --data digits --out {root}/done-run",
+     "already holds a run"),
+    (11, "a finished student whose options.json was deleted", DIST.replace("{root}/o", "{root}/noopts-run"),
+     "bdense did not write"),
+    (11, "--resume of a folder without options.json", DIST.replace("{root}/o", "{root}/noopts-run") + " --resume",
+     "bdense did not write"),
+    (11, "a run killed before its first checkpoint, restarted with other options",
+     TT + " --data digits --out {root}/started-run", "differ"),
+    (11, "--resume into a folder of the user's files", TT + " --data digits --out {root}/userdir --resume",
+     "bdense did not write"),
+    (12, "distill --method pd --nfe 2-5", "distill --method pd --teacher {vp8} --out {root}/o --nfe 2-5",
+     "--nfe is used only with --method sfd"),
+    (12, "distill --method pd --branch-heads block", "distill --method pd --teacher {vp8} --out {root}/o "
+     "--branch-heads block", "--branch-heads is used only with --method sfd and --branches > 1"),
+    (12, "compare --method pd --pool fresh", "compare --method pd --teacher {vp8} --out {root}/c --pool fresh",
+     "--pool is used only with --method sfd"),
+    (12, "distill --nfe-draw iid with one NFE", DIST + " --nfe-draw iid", "several --nfe"),
+    (12, "distill --branch-weights ramp with K = 1", DIST + " --branch-weights ramp", "--branches > 1"),
+    (13, "compare continued with another feature network", "compare --teacher {teacher} --out {root}/cmp-protocol "
+     "--features {root}/features.safetensors", "another protocol"),
+    (13, "compare over reference statistics of another feature network", "compare --teacher {teacher} "
+     "--out {root}/cmp-ref --features {root}/features.safetensors", "another protocol"),
+    (14, "a diffusers export with one NaN in its UNet", "sample {root}/exp-nan --grid {root}/g.png", "NaN or Inf"),
+    (14, "a diffusers export without bdense.json", "sample {root}/exp-nojson --grid {root}/g.png",
+     "without its bdense.json"),
+    (14, "a bdense.json without net", "sample {root}/exp-nonet --grid {root}/g.png", "field(s) net"),
+    (14, "a diffusers export (valid)", "sample {root}/exp-good --seeds 0-1 --grid {root}/g.png", "", 0, ("g.png",)),
+    (14, "an SFD-v student exported for NFE 3, sampled at NFE 2", "sample {sfdv3} --nfe 2 --grid {root}/g.png",
+     "exported for NFE 3"),
+    (14, "an SFD-v student exported for NFE 3, at its own NFE (valid)", "sample {sfdv3} --seeds 0-1 "
+     "--grid {root}/g.png", "", 0, ("g.png",)),
+    (14, "a teacher whose sigma_max is below sigma_min", "sample {root}/badsigma.safetensors --grid {root}/g.png",
+     "badsigma.safetensors: sigma range"),
+    (14, "a cache shard replaced by a copy of another", DIST + " --trajectories-from {root}/cache-swap "
+     "--trajectories 16 --batch 8", "copied over another"),
+    (14, "a cache shard cut short", DIST + " --trajectories-from {root}/cache-cut --trajectories 16 --batch 8",
+     "truncated or corrupt"),
+    (16, "tune over a cut optuna.db", "tune --teacher {teacher} --out {root}/tune-bad "
+     "--features {root}/features.safetensors", "cannot be opened as an Optuna study"),
+    (16, "branch weights of 1e308", DIST + " --branches 2 --branch-weights 1e308,1", "must each lie in"),
+    (16, "branch weights of 1e-308", DIST + " --branches 2 --branch-weights sum1:1e-308,1", "must each lie in"),
+]
+
+# the commands that write, each without its output option: a new writer fails test_every_writer_has_a_base until
+# it has a line here, and is then driven through the output guard by writer_cases
+WRITER_BASE = {
+    "train-teacher": TT + " --data digits", "sample": "sample {teacher} --seeds 0-1",
+    "distill": "distill --teacher {teacher}", "trajectories": "trajectories --teacher {teacher} --count 8 --batch 8 "
+    "--shard-size 8", "compare": "compare --teacher {teacher}", "tune": "tune --teacher {teacher}",
+    "export": "export {student}", "train-features": "train-features --data digits --steps 1",
+    "agreement": "agreement --model {student} --seeds 0-1",
+    "fid ref": "fid ref --data digits --extractor domain --features {root}/features.safetensors",
+    "fid calc": "fid calc --ref {root}/stats.npz --samples {root}/images.npz", "teachers pack": PACK + " --name x",
+}
+OUTPUT_OPTIONS = ("out", "outdir", "npz", "grid", "npz_adm")  # the option names of every output
+FOLDER_SHELVES = {("teachers pack", "--out")}  # folders that collect named files: their guard is per name
+# the commands with --method, without the options the table rules on; a value for options whose default is None
+OPTION_BASE = {"distill": DIST, "compare": CMP, "tune": TUNE}
+OPTION_VALUE = {"trajectory_cache": "{root}/cache-swap", "dense_intervals": "1", "trajectories": "256",
+                "trial_round_iters": "2", "final_nfe": "2", "branch_weights": "uniform", "data": "digits"}
+
+
+def cli_commands() -> dict:
+    """{'name' or 'group name': click command} of the whole bdense CLI."""
+    from bdense.cli import command
+    found = {}
+    for name, cmd in command().commands.items():
+        subs = getattr(cmd, "commands", None)
+        found.update({f"{name} {s}": c for s, c in subs.items()} if subs else {name: cmd})
+    return found
+
+
+def writers() -> list[tuple[str, str]]:
+    return [(name, p.opts[0]) for name, cmd in cli_commands().items() for p in cmd.params if p.name in OUTPUT_OPTIONS]
+
+
+def writer_cases() -> list:
+    """Every output option of every command onto a file bdense did not write and into a folder of the user's files:
+    refused, nothing changed (class 10)."""
+    rows = []
+    for name, flag in writers():
+        base = WRITER_BASE.get(name, f"MISSING-WRITER-BASE {name}")
+        rows.append((10, f"{name} {flag} onto a file bdense did not write", f"{base} {flag} {{root}}/existing.npz",
+                     "existing.npz"))
+        if (name, flag) not in FOLDER_SHELVES:
+            rows.append((10, f"{name} {flag} into a folder of the user's files", f"{base} {flag} {{root}}/userdir",
+                         "userdir"))
+    return rows
+
+
+def option_cases() -> list:
+    """Every option of the method table, given where its method (K, NFE list) does not use it: refused (class 12)."""
+    from bdense.options import METHOD_COMMANDS, uses_for
+    rows = []
+    commands = cli_commands()
+    for name in METHOD_COMMANDS:
+        for p in commands[name].params:
+            u = uses_for(name, p.name)
+            if u is None:
+                continue
+            value = p.opts[0] if p.is_flag else f"{p.opts[0]} {OPTION_VALUE.get(p.name, p.default)}"
+            rows.append((12, f"{name} {p.opts[0]} where only {u.says} uses it", f"{OPTION_BASE[name]} {u.elsewhere} "
+                         f"{value}", f"{p.opts[0]} is used only with {u.says}"))
+    return rows
+
+
+CASES += writer_cases() + option_cases()
 if NO_CUDA:
     CASES.append((7, "--device cuda without CUDA", "sample {teacher} --device cuda --grid {root}/g.png",
                   "CUDA is not available"))
 
 CLASSES = {0: "round one", 1: "code from a data folder", 2: "an output over an input", 3: "non-finite model",
            4: "option value", 5: "late failure", 6: "file named by relative path", 7: "corrupt metadata or wrong kind",
-           8: "precision", 9: "data shape"}
+           8: "precision", 9: "data shape", 10: "destroys what exists", 11: "run directory", 12: "option of another "
+           "method", 13: "relabelled numbers", 14: "damaged or foreign artefact", 16: "traceback or wrong advice"}
 
 
 def _case(c):

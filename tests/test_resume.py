@@ -101,7 +101,9 @@ def test_sigkill_while_writing_a_checkpoint_then_resume(tmp_path, mode):
     assert "resumed at step" in (out / "log.txt").read_text()
 
 
-def test_sigint_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_writes_a_checkpoint_and_exits_128_plus_its_number(tmp_path, sig):
+    """Ctrl-C or SIGTERM: the checkpoint is written, no model, and the exit code says so (130/143, never 0)."""
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "bdense.cli", "train-teacher", "--data", "digits", "--preset", "tiny",
@@ -110,9 +112,10 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "metrics.jsonl").exists():
         time.sleep(0.5)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     output, _ = p.communicate(timeout=120)
-    assert p.returncode == 0, output[-2000:]
+    assert p.returncode == 128 + sig, output[-2000:]
+    assert f"error: interrupted by {signal.Signals(sig).name}: checkpoint of step" in output
     ckpts = sorted((out / "checkpoints").glob("state-*.safetensors"))
     assert len(ckpts) == 1 and "interrupted at step" in (out / "log.txt").read_text()
     assert not (out / "model.safetensors").exists()

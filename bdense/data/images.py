@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from bdense.errors import BdenseError
-from bdense.io import atomic_path
+from bdense.io import atomic_dir, atomic_path
 
 
 def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -129,20 +129,17 @@ def save_npz(images_uint8: np.ndarray | torch.Tensor, path: str | os.PathLike, *
 
 def save_pngs(images_uint8: np.ndarray, seeds: list[int], outdir: str | os.PathLike) -> Path:
     """One PNG per image, named by its seed (000042.png), gray or RGB: the folder layout EDM's fid.py,
-    torch-fidelity and `bdense fid calc --samples DIR` read. Each file is written under a temporary name and
-    renamed, so an interrupted run leaves no half-written PNG."""
+    torch-fidelity and `bdense fid calc --samples DIR` read. The folder is written under a temporary name and
+    renamed (bdense.io.atomic_dir), so an interrupted run leaves no half-written folder."""
     arr = _as_nhwc_uint8(images_uint8)
     if len(arr) != len(seeds):
         raise BdenseError(f"save_pngs got {len(arr)} images for {len(seeds)} seeds")
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise BdenseError(f"--outdir {outdir} is a file; pass a directory")
-    outdir.mkdir(parents=True, exist_ok=True)
-    for im, seed in zip(arr, seeds):
-        final = outdir / f"{int(seed):06d}.png"
-        tmp = outdir / f".{final.name}.tmp"
-        Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(tmp, format="PNG")
-        os.replace(tmp, final)
+    with atomic_dir(outdir) as tmp:  # the folder is written whole: no old PNG beside the new, none left on failure
+        for im, seed in zip(arr, seeds):
+            Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(tmp / f"{int(seed):06d}.png", format="PNG")
     return outdir
 
 

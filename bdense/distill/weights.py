@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from ..errors import BdenseError
 
 
+WEIGHT_RANGE = (1e-6, 1e6)
+
+
 def _numbers(text: str, k: int, spec: str) -> list[float]:
     try:
         w = [float(v) for v in text.replace(" ", "").split(",")]  # an empty field is an error, not skipped
@@ -27,6 +30,9 @@ def _numbers(text: str, k: int, spec: str) -> list[float]:
         raise BdenseError(f"branch weights '{spec}' have {len(w)} numbers but --branches is {k}; give exactly {k}")
     if any(not (x > 0) or math.isinf(x) for x in w):
         raise BdenseError(f"branch weights must all be positive finite numbers, got '{spec}'")
+    if any(not WEIGHT_RANGE[0] <= x <= WEIGHT_RANGE[1] for x in w):  # 1e308 overflows the loss: every step skipped
+        raise BdenseError(f"branch weights '{spec}' must each lie in [{WEIGHT_RANGE[0]:g}, {WEIGHT_RANGE[1]:g}] "
+                          f"(beyond, the weighted loss over- or underflows); scale them, e.g. sum1:{text}")
     return w
 
 

@@ -16,10 +16,15 @@ def read_json(path: Path) -> dict:
 
 def cached_images(path: Path, make) -> torch.Tensor:
     """images saved at path, made once by make() -> [N, C, H, W] (reference images of the evaluation seeds)."""
-    from safetensors.torch import load_file, save as st_save
+    from safetensors.torch import save as st_save
+
     from ..io import atomic_write_bytes
+    from ..models.checkpoint import load_tensors
     if path.exists():
-        return load_file(str(path))["images"]
+        images = load_tensors(path, "cached images", "delete it so that it is made again").get("images")
+        if images is None or images.dim() != 4:
+            raise BdenseError(f"cached images {path} hold no [N, C, H, W] 'images'; delete it so that it is made again")
+        return images
     images = make()
     atomic_write_bytes(path, st_save({"images": images.contiguous()}))
     return images

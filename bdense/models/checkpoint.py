@@ -7,6 +7,7 @@ is accepted as a teacher through the VP adapter.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -33,6 +34,21 @@ def check_finite(tensors: dict, what: str, fix: str) -> None:
     bad = first_nonfinite(tensors)
     if bad is not None:
         raise BdenseError(f"{what}: tensor '{bad}' holds NaN or Inf values; {fix}")
+
+
+def load_tensors(path: str | Path, what: str, fix: str, fmt: str | None = None) -> dict:
+    """The tensors of a plain safetensors file (a weight snapshot, cached images), read with the model loader's rules:
+    unreadable, of another format (`fmt`: its header's) or non-finite is one line naming the file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            md = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise BdenseError(f"{what} {path} is unreadable ({type(e).__name__}: truncated or corrupt); {fix}") from None
+    if fmt is not None and md.get("format") != fmt:
+        raise BdenseError(f"{what} {path} is not a {fmt} file; {fix}")
+    check_finite(tensors, f"{what} {path}", fix)
+    return tensors
 
 
 def model_bytes(denoiser: Denoiser, meta: dict | None = None, path=None) -> bytes:
@@ -91,7 +107,7 @@ def load_model(path: str | Path, device="cpu", trust_pickle: bool = False) -> De
             return load_model(path / "model.safetensors", device)
         return load_diffusers_teacher(path, device, trust_pickle)
     config = read_config(path)
-    _check_shape(config, path)
+    check_config(config, str(path), "the file is corrupt or was edited: use another checkpoint")
     try:
         model = denoiser_from_config(config)
         with safe_open(str(path), framework="pt") as f:
@@ -107,16 +123,42 @@ def load_model(path: str | Path, device="cpu", trust_pickle: bool = False) -> De
     return model.to(device).eval()
 
 
-def _check_shape(config: dict, path) -> None:
-    """The few config numbers that size everything (an edited resolution could ask for terabytes)."""
+REQUIRED = ("kind", "net", "channels", "resolution")  # what rebuilds any model: nothing is guessed when one is missing
+
+
+def check_config(config: dict, where: str, fix: str) -> None:
+    """The one check of a model's config, whichever loader read it (model file, run directory, diffusers export,
+    diffusers teacher): required fields, the numbers that size everything (an edited resolution could ask for
+    terabytes), a sigma range a schedule can span, and a recipe the model can serve."""
+    missing = [k for k in REQUIRED if k not in config]
+    if missing:
+        raise BdenseError(f"{where} lacks the required config field(s) {', '.join(missing)}; {fix}")
+
     def ok(key, lo, hi, default=None):
         v = config.get(key, default)
         return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
     if not (ok("channels", 1, 4) and ok("resolution", 1, 1024) and ok("branches", 1, 64, 1)
             and ok("num_classes", 0, 100_000, 0)):
         shown = {k: config.get(k) for k in ("channels", "resolution", "branches", "num_classes")}
-        raise BdenseError(f"{path}: impossible model shape in its config {shown}; the file is corrupt or was edited: "
-                          f"use another checkpoint")
+        raise BdenseError(f"{where}: impossible model shape in its config {shown}; {fix}")
+    lo, hi = config.get("sigma_min"), config.get("sigma_max")
+    if lo is not None or hi is not None:
+        nums = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (lo, hi))
+        if not (nums and 0 < lo < hi):
+            raise BdenseError(f"{where}: sigma range [{lo}, {hi}] is not 0 < sigma_min < sigma_max; {fix}")
+    meta = config.get("meta") or {}
+    folded, recipe = meta.get("folded_nfe"), meta.get("sampling") or {}
+    if folded is not None and recipe.get("nfe") != folded:
+        raise BdenseError(f"{where}: exported for NFE {folded} (the count is written into its weights) but its recipe "
+                          f"says NFE {recipe.get('nfe')}; {fix}")
+
+
+def check_recipe(config: dict, nfe: int | None, where) -> None:
+    """A student exported for one NFE (its step count folded into the weights) samples at that NFE only."""
+    folded = (config.get("meta") or {}).get("folded_nfe")
+    if folded is not None and nfe is not None and nfe != folded:
+        raise BdenseError(f"--nfe {nfe}: {where} was exported for NFE {folded} (its step count is written into its "
+                          f"weights); drop --nfe, or export the SFD-v student again with --nfe {nfe}")
 
 
 def _existing(path) -> Path:
@@ -133,23 +175,29 @@ def _existing(path) -> Path:
 def load_diffusers_export(path: Path, device="cpu") -> Denoiser:
     """A folder written by `bdense export --format diffusers`: the config (and recipe) from bdense.json, the
     weights from unet/ (or the folder itself, as older exports wrote them)."""
+    fix = "export the model again"
     try:
-        config = json.loads((path / "bdense.json").read_text())
-    except ValueError:
-        raise BdenseError(f"{path / 'bdense.json'} is not valid JSON; export the model again") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        config = parse_json((path / "bdense.json").read_text(), str(path / "bdense.json"), fix)
+    except (OSError, UnicodeDecodeError) as e:
+        raise BdenseError(f"cannot read {path / 'bdense.json'} ({type(e).__name__}); {fix}") from None
+    if config.get("format") != FORMAT:
         raise BdenseError(f"{path / 'bdense.json'} is not a bdense config; export the model again")
+    check_config(config, str(path / "bdense.json"), fix)
     unet_dir = path / "unet" if (path / "unet").is_dir() else path
     weights = unet_dir / "diffusion_pytorch_model.safetensors"
     if not weights.exists():
         raise BdenseError(f"{path} has bdense.json but no {weights.relative_to(path)}; export the model again")
-    model = denoiser_from_config(config)
     try:
+        model = denoiser_from_config(config)
         with safe_open(str(weights), framework="pt") as f:
-            model.net.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        model.net.load_state_dict(state)
+    except BdenseError:
+        raise
     except Exception as e:
-        raise BdenseError(f"{weights}: weights do not match bdense.json ({str(e).splitlines()[0][:120]}); "
-                          f"export the model again") from None
+        raise BdenseError(f"{weights}: weights do not match bdense.json ({type(e).__name__}: "
+                          f"{(str(e).splitlines() or [''])[0][:120]}); export the model again") from None
+    check_finite(state, str(weights), "the file is corrupt or was edited: export the model again")
     return model.to(device).eval()
 
 
@@ -164,6 +212,9 @@ def load_diffusers_teacher(path: Path, device="cpu", trust_pickle: bool = False)
     parse_json((unet_dir / "config.json").read_text(), str(unet_dir / "config.json"),
                "re-save the model with save_pretrained")
     sched = parse_json(sched_file.read_text(), str(sched_file), "re-save the model with save_pretrained")
+    if sched.get("_class_name") == "BDenseScheduler" or (path / "bdense_pipeline.py").exists():
+        raise BdenseError(f"{path} is a bdense diffusers export without its bdense.json (its recipe and config); "
+                          f"export the model again (bdense export --format diffusers)")
     from diffusers import UNet2DModel
     has_st = any(unet_dir.glob("*.safetensors"))
     if not has_st and not trust_pickle:
@@ -185,7 +236,12 @@ def load_diffusers_teacher(path: Path, device="cpu", trust_pickle: bool = False)
               "num_classes": ucfg.get("num_class_embeds") or 0, "branches": 1, "sigma_min": smin, "sigma_max": smax,
               "vp": {"parameterization": param, "time": "discrete", "scheduler": sched},
               "meta": {"source": str(path), "role": "teacher"}}
+    check_config(config, str(sched_file), "re-save the model with save_pretrained")
     model = denoiser_from_config(config)
-    model.net.load_state_dict(unet.state_dict())
+    try:
+        model.net.load_state_dict(unet.state_dict())
+    except Exception as e:  # weights diffusers could not fill from the file stay on the meta device
+        raise BdenseError(f"{unet_dir}: weights do not match its config.json ({type(e).__name__}); re-save the model "
+                          f"with save_pretrained") from None
     check_finite(model.state_dict(), str(path), "the model diverged or the file is corrupt: use another one")
     return model.to(device).eval()

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import BdenseError
-from ..io import file_digest
+from ..io import atomic_dir, file_digest
 from .branches import export_endpoint
 from .checkpoint import load_model, save_model
 from .denoisers import Denoiser, ddpm_arguments
@@ -44,15 +44,9 @@ def export_model(src: str | Path, out: str | Path, fmt: str = "bdense", metrics:
     out = Path(out)
     if fmt == "bdense":
         return save_model(out, single)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BdenseError(f"{out} exists and is not an empty directory; choose a new directory for --format diffusers")
     quality = [_read_metrics(p) for p in metrics]
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_diffusers_folder(single, tmp, src, quality)
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:  # a fresh temporary name: nothing that exists is deleted (the CLI checked --out)
+        write_diffusers_folder(single, tmp, src, quality)
     return out
 
 
@@ -84,7 +78,7 @@ def write_diffusers_folder(model: Denoiser, folder: Path, src, quality: list) ->
 
     from ..pipeline import BDenseScheduler
     from .card import model_card
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     model.net.save_pretrained(str(folder / "unet"), safe_serialization=True)
     sched = scheduler_config(model)
     BDenseScheduler(**sched).save_pretrained(str(folder / "scheduler"))

@@ -82,25 +82,27 @@ def training_command(options: dict) -> str:
 
 
 def pack(model_path, name: str, out_dir=None, quality: tuple = (), check_seeds: int = 64,
-         command: str | None = None) -> tuple[Path, Path]:
-    """Write OUT_DIR/NAME.safetensors (bf16 weights, the model's own config) and OUT_DIR/NAME.md (the card)."""
+         command: str | None = None, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write OUT_DIR/NAME.safetensors (bf16 weights, the model's own config) and OUT_DIR/NAME.md (the card); an
+    existing teacher of that name is replaced only with `overwrite`, the input never."""
     from safetensors.torch import save as st_save
 
-    from ..io import atomic_write_bytes, atomic_write_text, file_digest
+    from ..io import atomic_write_bytes, atomic_write_text, check_outputs, file_digest
     from ..sampling.sample import generate, model_recipe
     from .checkpoint import FORMAT, load_model
     if not NAME.match(name):
         raise BdenseError(f"teacher name '{name}' must be lower-case letters, digits, '.', '_' or '-'")
     src = Path(model_path)
+    out_dir = Path(out_dir) if out_dir else teachers_dir()
+    st_file, card = out_dir / f"{name}.safetensors", out_dir / f"{name}.md"
+    check_outputs({"--name": st_file, "--name (its card)": card}, [src], overwrite)
     model = load_model(src)
     if model.branches != 1:
         raise BdenseError(f"{src} has {model.branches} branches; pack a teacher (or an exported student)")
-    out_dir = Path(out_dir) if out_dir else teachers_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     config = dict(model.config)
     config["meta"] = dict(config.get("meta", {}), shipped_as=name, stored_dtype="bf16",
                           packed_from_sha256=file_digest(src))
-    st_file = out_dir / f"{name}.safetensors"
     atomic_write_bytes(st_file, st_save(bf16_state(model), metadata={"format": FORMAT, "config": json.dumps(config)}))
     back = load_model(st_file)
     # what bf16 storage costs: the same seeds sampled with the model's own recipe, fp32 weights vs bf16-stored ones
@@ -133,6 +135,5 @@ def pack(model_path, name: str, out_dir=None, quality: tuple = (), check_seeds: 
              f"{check_seeds - 1}, own recipe) differ from the fp32 model's by RMSE {rmse:.2e} (images in [-1, 1]) |",
              "", "## Quality", ""]
     lines += [f"- {q}" for q in quality] or ["- not measured yet"]
-    card = out_dir / f"{name}.md"
     atomic_write_text(card, "\n".join(lines) + "\n")
     return st_file, card

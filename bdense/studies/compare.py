@@ -18,11 +18,13 @@ from ..distill.weights import parse_weights
 from ..errors import BdenseError
 from ..hosts import host_class
 from ..hosts.common import check_reusable, read_json  # noqa: F401 (check_reusable: part of this module's API)
-from ..io import atomic_write_text, file_digest
-from ..models.checkpoint import load_model
+from ..io import atomic_write_text, file_digest, lock_dir
+from ..models.checkpoint import load_model, load_tensors
 from ..models.denoisers import HEAD_MODES
+from ..options import unused_options
 from ..sampling.recipe import Recipe
 from ..sampling.sample import generate
+from .protocol import check_folder, differs, read_measured, refuse, write_measured
 
 EVAL_SEED_BASE = 1_000_000_000_000  # evaluation noise seeds live far from every training pool
 
@@ -170,6 +172,8 @@ class Comparison:
         self.eval_seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_seeds)]
         self.host = host_class(cfg.method)(self)
         self.out.mkdir(parents=True, exist_ok=True)
+        lock_dir(self.out)  # one process per comparison folder (bdense/io.py)
+        self.protocol = None  # what every number under OUT is measured with: set in run() (bdense/studies/protocol.py)
 
     # -- shared assets ---------------------------------------------------------------
     def extractor_and_ref(self):
@@ -186,7 +190,12 @@ class Comparison:
             from ..data.datasets import load_dataset
             images = load_dataset(self.data, resolution=res, pad=pad).images
             save_stats(ref_path, feature_stats(ext, images.split(500)), ext, data=self.data)
-        return ext, load_stats(ref_path)
+        ref = load_stats(ref_path)
+        want = {"extractor_digest": ext.digest, "data": self.data}  # reused statistics carry what made them
+        made = {k: ref["info"].get(k) for k in want}
+        refuse(ref_path, differs(made, want), made, want,
+               "rerun with the --features and --data it was made with, or choose a new --out")
+        return ext, ref
 
     # -- measuring ---------------------------------------------------------------------
     def measure_images(self, batches, refs: dict, ext, ref_stats) -> dict:
@@ -213,7 +222,7 @@ class Comparison:
 
     def teacher_rows(self, point: int, refs: dict, ext, ref_stats) -> dict:
         path = self.out / "refs" / "teacher-evals.json"
-        done = read_json(path)
+        done = read_measured(path, self.protocol)
         out = {}
         for name, what in self.host.teacher_rows(point).items():
             key = f"{self.host.refs_key(point)}/{name}"
@@ -222,23 +231,23 @@ class Comparison:
                     done[key] = self.measure_images(refs[what].split(500), refs, ext, ref_stats)
                 else:
                     done[key] = self.measure(self.teacher, what, refs, ext, ref_stats)
-                atomic_write_text(path, json.dumps(done, indent=1))
+                write_measured(path, done, self.protocol)
             out[name] = done[key]
         return out
 
     def evaluate_run(self, d: Path, point: int, refs: dict, ext, ref_stats) -> dict:
         """{step within the point: metrics} of every snapshot, each measured once (OUT/.../evals.json)."""
-        from safetensors.torch import load_file
         path = d / "evals.json"
-        done = read_json(path)
+        done = read_measured(path, self.protocol)
         snaps = self.host.snapshots(d, point)
         if any(key not in done for key, _, _ in snaps):
             student, recipe = self.host.student(d, point)
             for key, _, p in snaps:
                 if key not in done:
-                    student.load_state_dict(load_file(str(p)))
+                    student.load_state_dict(load_tensors(p, "snapshot", "delete it and the run's evals.json to "
+                                                         "train that run again", "bdense-snapshot"))
                     done[key] = self.measure(student.eval(), recipe, refs, ext, ref_stats)
-                    atomic_write_text(path, json.dumps(done, indent=1))
+                    write_measured(path, done, self.protocol)
         return {step: done[key] for key, step, _ in snaps}
 
     # -- the grid of runs ------------------------------------------------------------------
@@ -246,8 +255,9 @@ class Comparison:
         cfg, host = self.cfg, self.host
         ext, ref_stats = self.extractor_and_ref()
         about = host.describe()
+        unused = set(unused_options("compare", vars(cfg)))  # e.g. --pool of a pd comparison: not recorded as used
         results = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()
-                              if k != "settings"},
+                              if k != "settings" and k not in unused},
                    "settings": [vars(s) for s in cfg.settings], "teacher_digest": self.teacher_digest,
                    "host": dict(about, method=host.method, point_name=host.point_name, grid_key=host.grid_key),
                    "protocol": {"extractor": ext.name, "extractor_digest": ext.digest, "ref": ref_stats["path"],
@@ -255,6 +265,8 @@ class Comparison:
                                 "eval_seeds": f"{self.eval_seeds[0]}-{self.eval_seeds[-1]}",
                                 "weights": "raw (no EMA)", "agreement": about["agreement"]},
                    host.grid_key: {}}
+        self.protocol = {k: v for k, v in results["protocol"].items() if k != "ref"}  # a path: folders move
+        check_folder(self.out, self.protocol)
         for point in host.points():
             refs = host.references(point)
             entry = {"teacher": self.teacher_rows(point, refs, ext, ref_stats), "start": host.start_row(point),

@@ -8,6 +8,7 @@ import torch
 
 from ..io import atomic_write_text
 from ..metrics.stats import fmt, paired_verdict, t_interval
+from ..train.rundir import read_metrics
 
 METRICS = {"fid": "domain FID", "rmse": "RMSE to teacher reference"}  # results without a host entry (SFD)
 
@@ -136,13 +137,8 @@ def plots(results: dict, out: Path) -> list[str]:
 def read_branch_losses(run_dir: Path, nfe: int | None = None) -> dict:
     """{(interval, branch): ([steps], [loss])} from a run's metrics.jsonl (keys loss/iI/bK); for an SFD-v run, only
     the rows logged at count nfe (their intervals belong to that count's grid)."""
-    import json
     series: dict = {}
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return series
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
+    for row in read_metrics(run_dir):  # a line cut by a killed run is left out (bdense/train/rundir.py)
         if nfe is not None and "nfe" in row and int(row["nfe"]) != nfe:
             continue
         for key, v in row.items():

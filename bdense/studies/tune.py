@@ -27,9 +27,10 @@ from ..distill.pd.run import distill_pd
 from ..distill.sfd.run import distill_sfd
 from ..distill.sfd.targets import DEFAULT_TARGETS, check_mode
 from ..distill.weights import parse_weights
-from ..errors import BdenseError
-from ..io import atomic_write_text
+from ..errors import BdenseError, Interrupted
+from ..io import atomic_write_text, check_out_dir, lock_dir
 from .compare import EVAL_SEED_BASE, CompareConfig, Comparison, Setting, compare
+from .protocol import differs
 from .report import grid
 from ..metrics.stats import paired_verdict, t_interval
 
@@ -181,6 +182,7 @@ class Tuner:
         if cfg.method == "sfd" and cfg.trial_trajectories > cfg.trajectories:
             raise BdenseError("--trial-trajectories exceeds --trajectories (the shared cache holds --trajectories)")
         self.cfg, self.out, self.alpha = cfg, Path(cfg.out), parse_objective(cfg.objective)
+        check_out_dir("--out", self.out, [cfg.teacher, cfg.features])
         self.points = tuple(sorted(set(cfg.report_points) | {1.0}))
         ccfg = CompareConfig(cfg.teacher, str(self.out / "final"), nfes=tuple(cfg.final_nfes or (cfg.nfe,)),
                              seeds=cfg.final_seeds, trajectories=cfg.trajectories, batch=cfg.batch, lr=cfg.lr,
@@ -188,6 +190,7 @@ class Tuner:
                              features=cfg.features, teacher_solver=cfg.teacher_solver, device=cfg.device,
                              progress=cfg.progress, **self._pd_options(cfg))
         self.cmp = Comparison(ccfg)  # owns the shared cache, feature net and reference stats (under OUT/final)
+        lock_dir(self.out)  # one process per study folder (bdense/io.py)
         self.host = self.cmp.host
         self.seeds = tuning_seeds(cfg.tune_seeds)
         check_disjoint(self.seeds, self.cmp.eval_seeds, cfg.trajectories)
@@ -267,21 +270,32 @@ class Tuner:
         try:
             self.short_run(self.out / "trials" / f"{trial.number:05d}", self.cfg.branches, spec,
                            self.devices[trial.number % len(self.devices)], on_measure)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             trial.set_user_attr("interrupted", True)  # failed now, redone by the next `bdense tune`
             raise
         return last["value"]
 
     # -- the study ----------------------------------------------------------------------------------
+    def open_study(self):
+        """OUT/optuna.db, opened (made) before any other work, so a damaged file is refused before the cache."""
+        import optuna
+        db = self.out / "optuna.db"
+        try:
+            return optuna.create_study(storage=f"sqlite:///{db.resolve()}", study_name=STUDY, direction="minimize",
+                                       load_if_exists=True, pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
+        except Exception as e:  # sqlalchemy/optuna errors of a damaged file: no common base class to name
+            raise BdenseError(f"{db} cannot be opened as an Optuna study ({type(e).__name__}: the file is damaged or "
+                              f"not a study); move it away to start the search again, or choose another "
+                              f"--out") from None
+
     def search(self) -> dict:
         import optuna
         from optuna.trial import TrialState
         cfg, t0 = self.cfg, self.t0
-        storage = f"sqlite:///{(self.out / 'optuna.db').resolve()}"
-        study = optuna.create_study(storage=storage, study_name=STUDY, direction="minimize", load_if_exists=True,
-                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
-        setup = self.host.tune_setup(cfg, self.points)
-        if study.user_attrs.get("setup", setup) != setup:
+        study = self.open_study()
+        # trial values made with one feature net are not comparable with another's (bdense/studies/protocol.py)
+        setup = dict(self.host.tune_setup(cfg, self.points), extractor_digest=self.ext.digest)
+        if differs(study.user_attrs.get("setup", setup), setup):
             raise BdenseError(f"{self.out / 'optuna.db'} holds a study of another setup "
                               f"({study.user_attrs['setup']}); use another --out or the same options")
         study.set_user_attr("setup", setup)
@@ -423,6 +437,7 @@ def tune(cfg: TuneConfig) -> dict:
     if cfg.apply:
         parse_weights(cfg.apply, cfg.branches)
     else:
+        tuner.open_study()
         tuner.setup()
         doc = tuner.search()
     spec = cfg.apply or doc["best"]["spec"]

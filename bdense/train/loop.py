@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import BdenseError
+from ..errors import BdenseError, Interrupted
 from .ema import EMA
 from .rundir import RunDir
 from .state import optimizer_from_flat, optimizer_to_flat
@@ -269,7 +269,7 @@ class Trainer:
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def on_signal(signum, frame):
-            self._stop = True
+            self._stop = signum
         old = old if threading.current_thread() is threading.main_thread() else {}  # handlers: main thread only
         for s in old:
             signal.signal(s, on_signal)
@@ -314,9 +314,17 @@ class Trainer:
                         cfg.on_snapshot(self.step_idx, self.final_weights())
                 if cfg.checkpoint_every and self.step_idx % cfg.checkpoint_every == 0 and self.step_idx < cfg.steps:
                     self.save()
+            self.sync_counters()
+            if self.step_idx > first_step and self.opt_steps == 0:  # nothing learned: no model may come of it
+                raise BdenseError(f"all {self.step_idx - first_step} steps had non-finite gradients and were "
+                                  f"skipped, so no model is written; lower --lr, use --precision fp32 or check "
+                                  f"--branch-weights")
             self.save()
             if self._stop and self.step_idx < cfg.steps:
                 self.rundir.log(f"interrupted at step {self.step_idx}; checkpoint written, continue with --resume")
+                raise Interrupted(self._stop,
+                                  f"checkpoint of step {self.step_idx} written in {self.rundir.path}; continue "
+                                  f"with --resume (or rerun the same compare/tune command)")
         finally:
             if bar is not None:
                 bar.close()

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from ..errors import BdenseError
-from ..io import atomic_write_bytes, parse_json, read_json_file
+from ..io import atomic_write_bytes, lock_dir, parse_json, read_json_file
 
 NAN_FIX = "the run diverged: lower --lr or use --precision fp32 (earlier checkpoints are kept)"
 
@@ -39,6 +39,30 @@ def changed_options(old: dict, new: dict, free: set = frozenset()) -> list[str]:
     return sorted(k for k in set(old) | set(new) if k not in RESUME_FREE | free and old.get(k) != new.get(k))
 
 
+def check_run_state(path: Path, options: dict, resume: bool) -> None:
+    """The one rule of what a trainer may do with the directory it is given, checked under its lock.
+
+    Without --resume: an empty (or new) directory, or one whose run never wrote a checkpoint nor a model and has the
+    same options (a run killed at its start, started again). With --resume: a run with a checkpoint, same options.
+    A directory with a model or checkpoints but no options.json is not a run bdense can vouch for: refused."""
+    opt_file = path / "options.json"
+    has_weights = (path / "model.safetensors").exists() or bool(list((path / "checkpoints").glob("*"))
+                                                                 if (path / "checkpoints").is_dir() else [])
+    if not opt_file.exists():
+        if has_weights or (not resume and any(p.name != "log.txt" for p in path.iterdir())):
+            raise BdenseError(f"{path} holds files but no options.json (not a run bdense can continue or replace); "
+                              f"choose another --out")
+        return
+    old = read_json_file(opt_file, f"delete {opt_file} or choose another --out")
+    if not resume and has_weights:
+        raise BdenseError(f"{path} already holds a run; pass --resume to continue it or choose another --out")
+    diff = changed_options(old, options)
+    if diff:
+        what = "--resume with options" if resume else f"{path} holds a run started with options"
+        raise BdenseError(f"{what} that differ from the run's ({', '.join(diff)}); use the original options or a "
+                          f"new --out")
+
+
 class RunDir:
     def __init__(self, path: str | Path, options: dict, resume: bool = False, keep: int = 2):
         self.path = Path(path)
@@ -52,15 +76,14 @@ class RunDir:
             probe.unlink()
         except OSError as e:
             raise BdenseError(f"cannot write to run directory {self.path} ({e.strerror}); choose a writable --out") from None
-        if opt_file.exists():
-            old = read_json_file(opt_file, f"delete {opt_file} or choose another --out")
-            if not resume and self.latest() is not None:
-                raise BdenseError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
-            if resume:
-                diff = changed_options(old, options)
-                if diff:
-                    raise BdenseError(f"--resume with options that differ from the run's ({', '.join(diff)}); "
-                                      f"use the original options or a new --out")
+        lock_dir(self.path)
+        check_run_state(self.path, options, resume)
+        metrics = self.path / "metrics.jsonl"
+        if metrics.exists() and metrics.stat().st_size:  # a line cut by a kill: the next row starts a line of its own
+            with open(metrics, "rb+") as f:
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
         self.options = options
         atomic_write_bytes(opt_file, json.dumps(options, indent=2, sort_keys=True, default=str).encode())
 
@@ -123,6 +146,31 @@ class RunDir:
                      "delete it to resume from the checkpoint before")
         return tensors, parse_json(md.get("meta", ""), f"the header of {path}",
                                    "delete it to resume from the checkpoint before")
+
+
+def read_metrics(run: str | Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl. A cut last line (the run was killed while appending it) is left out;
+    any other unreadable line is refused in one line naming the file."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BdenseError(f"cannot read {path} ({type(e).__name__}); delete it (only plots use it)") from None
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            if i == len(lines) - 1:
+                break
+            raise BdenseError(f"{path} line {i + 1} is not a JSON object; delete that line (or the file: only plots "
+                              f"use it)")
+        rows.append(row)
+    return rows
 
 
 def list_snapshots(run: str | Path) -> dict[int, Path]:

@@ -58,6 +58,7 @@ def write_cache(teacher, teacher_digest: str, plan: SFDPlan, count: int, out: st
         path = out / f"shard-{first // shard_size:05d}.safetensors"
         n = min(shard_size, count - first)
         if path.exists():
+            check_shard(path, manifest, first // shard_size, n)  # a resumed cache: the shard is this cache's
             bar.update(n)
             continue
         trajs, labels = [], []
@@ -76,6 +77,35 @@ def write_cache(teacher, teacher_digest: str, plan: SFDPlan, count: int, out: st
     manifest["complete"] = True
     atomic_write_text(mpath, json.dumps(manifest, indent=2))
     return out
+
+
+MANIFEST_FIELDS = ("teacher_digest", "plan", "count", "shard_size", "shape", "labels", "dtype")
+
+
+def check_shard(p: Path, manifest: dict, i: int, rows: int, tensors: dict | None = None) -> None:
+    """Shard i is the one the manifest describes: its header's format and `first`, and (when read) the shape and
+    dtype of its trajectories and labels. A shard copied over another, or cut, is refused, never used."""
+    fix = "delete it and rerun the same bdense trajectories command to rewrite it"
+    if not p.is_file():
+        raise BdenseError(f"trajectory shard {p} is missing; rerun the same bdense trajectories command to write it")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            md = f.metadata() or {}
+    except Exception:
+        raise BdenseError(f"trajectory shard {p} is unreadable (truncated or corrupt); {fix}") from None
+    first = i * manifest["shard_size"]
+    if md.get("format") != FORMAT or md.get("first") != str(first):
+        raise BdenseError(f"trajectory shard {p} holds seeds from {md.get('first')}, not {first} as its name and "
+                          f"the manifest say (a shard copied over another?); {fix}")
+    if tensors is None:
+        return
+    want = [manifest["shape"][0], rows, *manifest["shape"][1:]]
+    dtype = torch.float32 if manifest.get("dtype", "fp32") == "fp32" else torch.bfloat16
+    traj, labels = tensors.get("traj"), tensors.get("labels")
+    if traj is None or list(traj.shape) != want or traj.dtype != dtype or \
+            (manifest["labels"] and (labels is None or list(labels.shape) != [rows])):
+        got = None if traj is None else (list(traj.shape), str(traj.dtype))
+        raise BdenseError(f"trajectory shard {p} holds {got}, the manifest says {want} {dtype}; {fix}")
 
 
 class TrajectoryCache:
@@ -99,6 +129,11 @@ class TrajectoryCache:
         m = read_json_file(mpath, f"delete {path} and write the cache again with bdense trajectories")
         if m.get("format") != FORMAT:
             raise BdenseError(f"{mpath} is not a bdense trajectory manifest")
+        lacking = [k for k in MANIFEST_FIELDS if k not in m]
+        if lacking or not all(isinstance(m[k], int) and not isinstance(m[k], bool) and m[k] > 0
+                              for k in ("count", "shard_size")):
+            raise BdenseError(f"{mpath} lacks or garbles {', '.join(lacking) or 'count/shard_size'}; delete {path} "
+                              f"and write the cache again with bdense trajectories")
         if not m.get("complete"):
             raise BdenseError(f"trajectory cache {path} is incomplete; rerun the same bdense trajectories command to finish it")
         if teacher_digest is not None and m["teacher_digest"] != teacher_digest:
@@ -112,6 +147,9 @@ class TrajectoryCache:
                 raise BdenseError(f"trajectory cache {path} was made with another grid or teacher solver "
                                   f"({', '.join(f'{k}={theirs.get(k)} (this run: {mine[k]})' for k in diff)}); "
                                   f"make a cache for these options")
+        count, size = m["count"], m["shard_size"]
+        for i in range(-(-count // size)):  # every shard's header now: a bad one refuses before any training
+            check_shard(path / f"shard-{i:05d}.safetensors", m, i, min(size, count - i * size))
         return cls(path, m)
 
     def _shard(self, i: int) -> dict:
@@ -123,6 +161,7 @@ class TrajectoryCache:
             except Exception:
                 raise BdenseError(f"trajectory shard {p} is missing or corrupt; delete it and rerun bdense "
                                   f"trajectories to rewrite it") from None
+            check_shard(p, self.manifest, i, min(self.shard_size, self.size - i * self.shard_size), shard)
             from ...models.checkpoint import check_finite
             check_finite(shard, f"trajectory shard {p}", "delete it and rerun bdense trajectories to rewrite it")
             if len(self._loaded) >= self.keep_shards:
