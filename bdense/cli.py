@@ -15,7 +15,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Few-step diffusion students by distillation (SFD, progressive distillation) with B-DENSE.")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: fetch and inspect.")
 app.add_typer(data_app, name="data")
-teachers_app = typer.Typer(no_args_is_help=True, help="Teachers shipped in teachers/: list them, pack a new one (bf16).")
+teachers_app = typer.Typer(no_args_is_help=True, help="Teachers shipped in bdense/teachers/ and your own: list them, "
+                           "pack a new one (bf16).")
 app.add_typer(teachers_app, name="teachers")
 
 
@@ -187,13 +188,14 @@ def distill(
     teacher_substeps: int = typer.Option(4, help="sfd: teacher steps per student interval (K must divide it)"),
     afs: bool = typer.Option(True, help="sfd: analytical first step"),
     trajectories: Optional[int] = typer.Option(None, help="sfd: teacher trajectories to train on, over all NFE "
-                                               "(default 25600 per NFE; SFD paper: 200000)"),
+                                               "(default 6400 per NFE, the studied budget; SFD paper: 200000)"),
     trajectory_cache: Optional[str] = typer.Option(None, "--trajectories-from", help="sfd: a cache written by bdense "
                                                    "trajectories (several --nfe: the folder of its nfeN caches)"),
     data: Optional[str] = typer.Option(None, help="pd: data set (default: the teacher's)"),
     start_steps: int = typer.Option(64, help="pd: teacher sampling steps of the first round"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
-    round_iters: int = typer.Option(400, help="pd: optimizer steps per halving round (PD paper: 50000)"),
+    round_iters: Optional[int] = typer.Option(None, help="pd: optimizer steps per halving round (default 150, "
+                                              "docs/pd.md; PD paper: 50000)"),
     last_step_target: str = typer.Option("x-pred", help="pd: target of the last step t = 1/N: x-pred (reference) | "
                                          "ddim, e.g. ddim"),
     weight_span: str = typer.Option("round", help="pd: a branch-weight schedule restarts each round | spans all, "
@@ -202,8 +204,9 @@ def distill(
                                             "every step (reference)"),
     student_param: str = typer.Option("auto", help="pd: the student predicts auto (v for an eps teacher, else the "
                                       "teacher's) | eps | x | v, converted exactly at step 0, e.g. x"),
-    batch: int = typer.Option(128, help="global batch"),
-    lr: Optional[float] = typer.Option(None, help="learning rate (sfd 5e-5 / 10 at half way; pd annealed to 0 each round)"),
+    batch: Optional[int] = typer.Option(None, help="global batch (default: sfd 64, pd 32, the studied ones)"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default: sfd 2e-4, / 10 at half way; pd 5e-4 "
+                                       "annealed to 0 each round: the studied ones, bdense/defaults.py)"),
     precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16"),
     seed: int = 0,
     resume: bool = False,
@@ -224,7 +227,7 @@ def distill(
                           branches=1 if branches is None else branches,
                           branch_weights=branch_weights, teacher_substeps=teacher_substeps,
                           teacher_solver=teacher_solver, afs=afs, trajectories=trajectories, batch=batch,
-                          lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume,
+                          lr=lr, precision=precision, seed=seed, resume=resume,
                           dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
                           trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every,
                           compile_teacher=compile_teacher, branch_targets=branch_targets, dropout=dropout,
@@ -235,7 +238,7 @@ def distill(
         res = distill_pd(str(teacher), str(out), data=data, branches=2 if branches is None else branches,
                          branch_weights=branch_weights,
                          start_steps=start_steps, end_steps=end_steps, round_iters=round_iters, batch=batch,
-                         lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume, dry_run=dry_run,
+                         lr=lr, precision=precision, seed=seed, resume=resume, dry_run=dry_run,
                          device=device, checkpoint_every=checkpoint_every, trust_pickle=trust_pickle,
                          last_step_target=last_step_target, weight_span=weight_span,
                          eval_clip_denoised=eval_clip_denoised, student_param=student_param)
@@ -295,9 +298,9 @@ def compare(
                                                 "baseline:1 and bdense:4; pd: bdense:2)"),
     seeds: int = typer.Option(3, help="training seeds per setting"),
     pool: str = typer.Option("shared", help="shared (seeds reorder one trajectory pool) | fresh (each seed its own pool)"),
-    trajectories: int = typer.Option(19200, help="teacher trajectories per run (the budget)"),
-    batch: int = 128,
-    lr: float = 2e-4,
+    trajectories: Optional[int] = typer.Option(None, help="teacher trajectories per run (the budget; default 6400)"),
+    batch: Optional[int] = typer.Option(None, help="global batch (default: sfd 64, pd 32)"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default: sfd 2e-4, pd 5e-4; bdense/defaults.py)"),
     eval_points: str = typer.Option("0.1,0.25,0.5,1.0", help="fractions of training at which to evaluate"),
     eval_seeds: int = typer.Option(1000, help="held-out evaluation seeds"),
     data: Optional[str] = typer.Option(None, help="data set for the FID reference (default: the teacher's)"),
@@ -307,7 +310,8 @@ def compare(
     method: str = typer.Option("sfd", help="host: sfd | pd (progressive distillation, a row per round), e.g. pd"),
     start_steps: int = typer.Option(64, help="pd: teacher DDIM steps of round 1 (and of the RMSE reference)"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
-    round_iters: int = typer.Option(400, help="pd: iterations per halving round (the budget; PD paper: 50000)"),
+    round_iters: Optional[int] = typer.Option(None, help="pd: iterations per halving round (the budget; default 150; "
+                                              "PD paper: 50000)"),
     last_step_target: str = typer.Option("x-pred", help="pd: x-pred (reference) | ddim, e.g. ddim"),
     weight_span: str = typer.Option("round", help="pd: round (schedules restart each round) | all, e.g. all"),
     eval_clip_denoised: bool = typer.Option(True, help="pd: sample students and teacher references with x-hat "
@@ -361,10 +365,10 @@ def export(
 @teachers_app.command("list")
 def teachers_list():
     """The shipped teachers and the first lines of their cards."""
-    from .models.shipped import list_teachers, teachers_dir
+    from .models.shipped import list_teachers, teachers_dirs
     found = list_teachers()
     if not found:
-        typer.echo(f"no teachers shipped in {teachers_dir()}")
+        typer.echo(f"no teachers in {' or '.join(str(d) for d in teachers_dirs())}")
     for name, path in found.items():
         card = path.with_suffix(".md")
         typer.echo(f"{name}: {path} ({path.stat().st_size / 2**20:.2f} MiB){'' if card.exists() else ', no card'}")
@@ -374,12 +378,13 @@ def teachers_list():
 def teachers_pack(
     model: Path = typer.Argument(..., help="a trained teacher (its run directory's options.json gives the command)"),
     name: str = typer.Option(..., help="short name, e.g. mnist: then --teacher mnist finds it"),
-    out: Optional[Path] = typer.Option(None, help="folder (default: the repository's teachers/ or $BDENSE_TEACHERS)"),
+    out: Optional[Path] = typer.Option(None, help="folder (default: your teachers folder, $BDENSE_TEACHERS or "
+                                       "~/.local/share/bdense/teachers; bdense/teachers to ship it in the package)"),
     quality: list[str] = typer.Option([], help="a quality line for the card (repeatable), e.g. 'Heun 35: Inception FID 4.1 (10k)'"),
     command: Optional[str] = typer.Option(None, help="the training command (default: from options.json)"),
     check_seeds: int = typer.Option(64, help="seeds sampled to measure what bf16 storage changes"),
 ):
-    """Store a teacher in bf16 with its model card (NAME.safetensors + NAME.md), for committing to teachers/."""
+    """Store a teacher in bf16 with its model card (NAME.safetensors + NAME.md) in your teachers folder."""
     check("teachers pack", locals())
     from .models.shipped import pack
     st, card = pack(model, name, out, quality=tuple(quality), check_seeds=check_seeds, command=command)
@@ -401,10 +406,12 @@ def tune(
                                      "e.g. block (README: Branch heads)"),
     objective: str = typer.Option("rmse", help="rmse | fid | combo:A (A*rmse/rmse_base + (1-A)*fid/fid_base)"),
     trials: int = typer.Option(30, help="total trials wanted in the study (a rerun adds only the missing ones)"),
-    trial_trajectories: int = typer.Option(2560, help="training budget of one trial"),
-    trajectories: int = typer.Option(19200, help="budget of the final runs (and size of the shared cache)"),
-    batch: int = 128,
-    lr: float = 2e-4,
+    trial_trajectories: Optional[int] = typer.Option(None, help="training budget of one trial (default: --trajectories; "
+                                                     "short trials ranked the wrong setting, docs/weights.md)"),
+    trajectories: Optional[int] = typer.Option(None, help="budget of the final runs (and size of the shared cache; "
+                                               "default 6400)"),
+    batch: Optional[int] = typer.Option(None, help="global batch (default: sfd 64, pd 32)"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default: sfd 2e-4, pd 5e-4; bdense/defaults.py)"),
     tune_seeds: int = typer.Option(500, help="tuning seeds (disjoint from training and evaluation seeds)"),
     report_points: str = typer.Option("0.25,0.5,0.75,1.0", help="fractions of a trial at which it may be pruned"),
     jobs: int = typer.Option(1, help="parallel trials, one per CUDA device (1 on CPU or one GPU)"),
@@ -421,7 +428,7 @@ def tune(
     method: str = typer.Option("sfd", help="host: sfd | pd (a trial is a PD run over every round), e.g. pd"),
     start_steps: int = typer.Option(64, help="pd: teacher DDIM steps of round 1 (and of the RMSE reference)"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round (trials are scored there)"),
-    round_iters: int = typer.Option(400, help="pd: iterations per round of the final runs"),
+    round_iters: Optional[int] = typer.Option(None, help="pd: iterations per round of the final runs (default 150)"),
     trial_round_iters: Optional[int] = typer.Option(None, help="pd: iterations per round of a trial (default: "
                                                     "--round-iters / 4), e.g. 100"),
     last_step_target: str = typer.Option("x-pred", help="pd: x-pred (reference) | ddim, e.g. ddim"),

@@ -17,7 +17,6 @@ from .branches import export_endpoint
 from .checkpoint import load_model, save_model
 from .denoisers import Denoiser, ddpm_arguments
 
-PIPELINE_FILE = "bdense_pipeline.py"
 
 
 def export_model(src: str | Path, out: str | Path, fmt: str = "bdense", metrics: list | tuple = (),
@@ -82,7 +81,7 @@ def scheduler_config(model: Denoiser) -> dict:
 def write_diffusers_folder(model: Denoiser, folder: Path, src, quality: list) -> None:
     import diffusers
 
-    from ..pipeline import BDenseScheduler
+    from ..pipeline import PIPELINE_FILE, BDenseScheduler, share_readable
     from .card import model_card
     folder.mkdir(parents=True)
     model.net.save_pretrained(str(folder / "unet"), safe_serialization=True)
@@ -97,6 +96,7 @@ def write_diffusers_folder(model: Denoiser, folder: Path, src, quality: list) ->
     _write_json(folder / "model_index.json", index)
     _write_json(folder / "bdense.json", model.config)
     (folder / "README.md").write_text(model_card(model, sched, src, quality))
+    share_readable(str(folder))
 
 
 def _write_json(path: Path, obj) -> None:

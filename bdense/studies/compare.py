@@ -15,6 +15,7 @@ import torch
 
 from ..distill.sfd.targets import check_mode
 from ..distill.weights import parse_weights
+from ..defaults import fill
 from ..errors import BdenseError
 from ..hosts import host_class
 from ..hosts.common import check_reusable, read_json  # noqa: F401 (check_reusable: part of this module's API)
@@ -93,9 +94,9 @@ class CompareConfig:
     nfes: tuple = (2, 3)  # sfd: student NFEs
     settings: tuple = (Setting("baseline", 1), Setting("bdense", 4))
     seeds: int = 3
-    trajectories: int = 19200  # sfd: the budget of a run
-    batch: int = 128
-    lr: float = 2e-4
+    trajectories: int | None = None  # sfd: the budget of a run (None: the studied one, bdense/defaults.py)
+    batch: int | None = None
+    lr: float | None = None
     eval_points: tuple = (0.1, 0.25, 0.5, 1.0)  # fractions of training (pd: of every round)
     eval_seeds: int = 1000
     data: str | None = None
@@ -109,7 +110,7 @@ class CompareConfig:
     method: str = "sfd"  # the host: sfd | pd (bdense/hosts)
     start_steps: int = 64  # pd: teacher DDIM steps of round 1 (and of the rmse reference)
     end_steps: int = 8  # pd: student steps after the last round
-    round_iters: int = 400  # pd: iterations per round (the budget)
+    round_iters: int | None = None  # pd: iterations per round (the budget)
     last_step_target: str = "x-pred"  # pd, see bdense/distill/pd/task.py
     weight_span: str = "round"  # pd
     eval_clip_denoised: bool = True  # pd: students and teacher references sample with x-hat clipped every step
@@ -118,6 +119,7 @@ class CompareConfig:
     def __post_init__(self):
         """The whole grid is checked here, before a cache, baseline or run is made: no late failures."""
         from ..options import FracList, IntList
+        self.__dict__.update(fill(self.method, vars(self)))
         self.nfes = IntList(1, 8)("--nfe", ",".join(str(n) for n in self.nfes))
         points = FracList()("--eval-points", ",".join(repr(float(p)) for p in self.eval_points))
         self.eval_points = tuple(sorted(set(points) | {1.0}))  # the report's verdicts need the end of training

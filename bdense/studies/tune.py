@@ -27,6 +27,7 @@ from ..distill.pd.run import distill_pd
 from ..distill.sfd.run import distill_sfd
 from ..distill.sfd.targets import DEFAULT_TARGETS, check_mode
 from ..distill.weights import parse_weights
+from ..defaults import fill
 from ..errors import BdenseError
 from ..io import atomic_write_text
 from .compare import EVAL_SEED_BASE, CompareConfig, Comparison, Setting, compare
@@ -46,10 +47,10 @@ class TuneConfig:
     branches: int | None = None  # K: default 4 (sfd), 2 (pd)
     objective: str = "rmse"  # rmse | fid | combo:A
     trials: int = 30  # total wanted in the study
-    trial_trajectories: int = 2560
-    trajectories: int = 19200  # the full budget of the final runs (and the size of the shared cache)
-    batch: int = 128
-    lr: float = 2e-4
+    trial_trajectories: int | None = None  # default: trajectories (trials at the full budget)
+    trajectories: int | None = None  # the full budget of the final runs (and the size of the shared cache)
+    batch: int | None = None  # None here: the studied defaults (bdense/defaults.py)
+    lr: float | None = None
     tune_seeds: int = 500
     report_points: tuple = (0.25, 0.5, 0.75, 1.0)
     jobs: int = 1
@@ -70,7 +71,7 @@ class TuneConfig:
     method: str = "sfd"  # the host: sfd | pd; pd's knobs below mean what they mean for `compare --method pd`
     start_steps: int = 64
     end_steps: int = 8
-    round_iters: int = 400  # pd: the final runs' iterations per round
+    round_iters: int | None = None  # pd: the final runs' iterations per round
     trial_round_iters: int | None = None  # pd: a trial's iterations per round (default: round_iters // 4)
     last_step_target: str = "x-pred"
     weight_span: str = "round"
@@ -82,6 +83,7 @@ class TuneConfig:
         from ..options import FracList, Int
         if self.method not in ("sfd", "pd"):
             raise BdenseError(f"unknown --method '{self.method}'; use sfd or pd")
+        self.__dict__.update(fill(self.method, vars(self)))
         if self.branches is None:
             self.branches = 2 if self.method == "pd" else 4
         if self.method == "pd":
