@@ -78,9 +78,9 @@ def missing_hint(spec) -> str:
     hub id (bdense downloads nothing at run time); the shipped names, if it looks like a short name."""
     if HUB_ID.match(str(spec)):
         local = str(spec).split("/")[1]
-        return (f"; '{spec}' looks like a Hugging Face hub id, and bdense reads local folders only: make one with "
-                f"`huggingface-cli download {spec} --local-dir {local}` and pass --teacher {local} (a UNet2DModel "
-                f"with a DDPM/DDIM scheduler: README, Distil your own teacher)")
+        return (f"; if '{spec}' is a Hugging Face hub id: bdense reads local folders only, make one with "
+                f"`hf download {spec} --local-dir {local}` (huggingface_hub's CLI) and pass --teacher {local} "
+                f"(a UNet2DModel with a DDPM/DDIM scheduler: README, Distil your own teacher)")
     if not NAME.match(str(spec)):
         return ""
     names = list_teachers()
