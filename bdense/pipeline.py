@@ -189,19 +189,12 @@ class BDensePipeline(DiffusionPipeline):
         index.update(_class_name=[stem, "BDensePipeline"], scheduler=[stem, "BDenseScheduler"])
         with open(index_file, "w") as f:
             f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        source = getattr(self, "bdense_source", None)
+        source = getattr(self, "bdense_source", None) or getattr(self, "name_or_path", None)  # loaded by diffusers
         for name in CARRIED_FILES if source and os.path.abspath(source) != os.path.abspath(out) else ():
             if os.path.isfile(os.path.join(source, name)):
                 shutil.copyfile(os.path.join(source, name), os.path.join(out, name))
         share_readable(out)
 
-
-def share_readable(folder: str) -> None:
-    """Files 0644 and folders 0755 under `folder`: an export is meant to be read by others (the hub, a team)."""
-    for root, dirs, files in os.walk(folder):
-        os.chmod(root, 0o755)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o644)
 
     def _noise(self, seeds, generator, batch_size, shape):
         if seeds is not None:
@@ -274,3 +267,11 @@ def share_readable(folder: str) -> None:
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+
+def share_readable(folder: str) -> None:
+    """Files 0644 and folders 0755 under `folder`: an export is meant to be read by others (the hub, a team)."""
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)

@@ -37,6 +37,11 @@ SPECS = ("digits", "mnist", "fashion-mnist", "fashion-mnist:test", "folder:PATH"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+def image_files(root: Path) -> list[Path]:
+    """The images a `folder:` data set reads (and `fid calc --samples` digests), sorted."""
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 @dataclass
 class ImageData:
     """Images float32 [N,C,H,W] in [-1,1]; labels int64 [N] or None; num_classes 0 when unlabeled."""
@@ -235,7 +240,7 @@ def _read_image(f: Path) -> np.ndarray:
 def _folder(root: Path, resolution: int | None, pad: str, name: str):
     if not root.is_dir():
         raise BdenseError(f"folder {root} does not exist; check the path in folder:PATH")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = image_files(root)
     if not files:
         raise BdenseError(f"folder {root} holds no .png/.jpg/.jpeg images; add images or fix the path")
     arrays = [_read_image(f) for f in files]

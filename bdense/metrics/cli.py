@@ -142,8 +142,9 @@ def agreement_cmd(
         who = "teacher with the student's recipe" if name == "baseline" else "student"
         typer.echo(f"{name:8s} RMSE {r['rmse']:.5f}  PSNR {r['psnr']:.2f} dB  ({who} vs teacher {how}; {r['n']} seeds)")
     if out is not None:
-        from ..io import atomic_write_text
-        doc = dict(model=str(model), teacher=str(tpath), seeds=seeds, results=results)
+        from ..io import atomic_write_text, file_digest
+        doc = dict(model=str(model), model_digest=file_digest(model), teacher=str(tpath), seeds=seeds,
+                   results=results)
         atomic_write_text(out, json.dumps(_finite(doc), indent=2) + "\n")
         typer.echo(f"wrote {out}")
 

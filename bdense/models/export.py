@@ -45,7 +45,7 @@ def export_model(src: str | Path, out: str | Path, fmt: str = "bdense", metrics:
         return save_model(out, single)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BdenseError(f"{out} exists and is not an empty directory; choose a new directory for --format diffusers")
-    quality = [_read_metrics(p) for p in metrics]
+    quality = [_read_metrics(p, file_digest(src)) for p in metrics]
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     write_diffusers_folder(single, tmp, src, quality)
@@ -103,8 +103,9 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def _read_metrics(path) -> dict:
-    """A JSON written by `bdense fid calc --out` or `bdense agreement --out`, for the model card."""
+def _read_metrics(path, digest: str) -> dict:
+    """A JSON written by `bdense fid calc --out` or `bdense agreement --out`, for the model card; one that
+    measured another model (its recorded model_digest is not `digest`, the exported file's) is refused."""
     p = Path(path)
     try:
         doc = json.loads(p.read_text())
@@ -114,4 +115,8 @@ def _read_metrics(path) -> dict:
     if not isinstance(doc, dict) or ("fid" not in doc and "results" not in doc):
         raise BdenseError(f"--metrics {p} holds neither an FID ('fid') nor agreement results ('results'); pass the "
                           f"--out file of bdense fid calc or bdense agreement")
+    if doc.get("model_digest") not in (None, digest):
+        raise BdenseError(f"--metrics {p} measured {doc.get('model')} (sha256 prefix {doc['model_digest']}), not this "
+                          f"model ({digest}); measure this model (bdense fid calc --model / agreement --model) or drop "
+                          f"--metrics {p}")
     return dict(doc, file=p.name)

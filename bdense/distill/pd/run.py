@@ -14,7 +14,7 @@ from ...train.rundir import RunDir
 from .plan import PDPlan
 from .task import PDTask
 from ...io import file_digest
-from ..sfd.run import _teacher_link, _write_grid
+from ..sfd.run import _write_grid, student_meta
 from ..weights import parse_weights
 
 
@@ -136,8 +136,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
     result = trainer.run(resume=resume)
     if result["completed"] and trainer.acc.is_main_process:
         student.load_state_dict(trainer.final_weights())
-        meta = dict(teacher.config.get("meta", {}), role="student", sampling=rc, data=data_spec,
-                    **_teacher_link(teacher_path, run.path),
+        meta = dict(student_meta(teacher, teacher_path, run.path), sampling=rc, data=data_spec,
                     distill={"method": "pd", "branches": branches, "weights": weights.describe(),
                              "rounds": plan.rounds, "start_steps": start_steps, "end_steps": end_steps,
                              "round_iters": round_iters, "batch": batch, "seed": seed,

@@ -162,8 +162,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
     if result["completed"] and trainer.acc.is_main_process:
         speed.uncompile_net(student)  # the sample grid below runs at another batch size: no second compile
         student.load_state_dict(trainer.final_weights())
-        meta = dict(teacher.config.get("meta", {}), role="student", sampling=sfd_student_recipe(plan),
-                    **_teacher_link(teacher_path, run.path),
+        meta = dict(student_meta(teacher, teacher_path, run.path), sampling=sfd_student_recipe(plan),
                     distill={"method": "sfd", "branches": branches, "weights": weights.describe(),
                              "branch_targets": branch_targets, "branch_heads": branch_heads, "dropout": dropout,
                              **({} if dense_intervals is None else {"dense_intervals": dense_intervals}),
@@ -212,6 +211,19 @@ def targets_text(plan: SFDPlan, mode: str) -> str:
     f = closing_factors(mode, float(s[i]), float(s[i + 1]), sig)
     return (f"targets {mode} (branch k = teacher state + f_k * (x - teacher state at t_i); interval {i}: f = "
             + ", ".join(f"{v:.3g}" for v in f) + ")")
+
+
+TEACHER_ONLY = ("trained_steps", "shipped_as", "stored_dtype", "packed_from_sha256")  # about the teacher file
+
+
+def student_meta(teacher, teacher_path, run_dir) -> dict:
+    """A student's meta: the teacher's (its data, resolution, padding) less what describes the teacher file itself
+    (a student was not trained for the teacher's steps), plus the link to the teacher."""
+    meta = teacher.config.get("meta", {})
+    kept = {k: v for k, v in meta.items() if k not in TEACHER_ONLY}
+    if meta.get("shipped_as"):
+        kept["teacher_shipped_as"] = meta["shipped_as"]
+    return dict(kept, role="student", **_teacher_link(teacher_path, run_dir))
 
 
 def _teacher_link(teacher_path, run_dir) -> dict:
