@@ -27,7 +27,7 @@ TINY = {
 }
 PD_RUN = ["--start-steps", "4", "--end-steps", "2", "--round-iters", "2", "--batch", "8"]
 SMALLER = {"--seeds": {"0-63": "0-3", "0-255": "0-7", "0-1999": "0-15", "3": "2"}, "--count": {"6400": "16"},
-           "--trials": {"12": "2"}}
+           "--trials": {"12": "2"}, "--nfe": {"2,3": "2"}}
 
 
 def examples() -> list[list[str]]:
