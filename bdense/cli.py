@@ -147,7 +147,8 @@ def sample(
         typer.echo(f"wrote {len(arr)} images to {npz}")
     if npz_adm is not None:
         save_npz_adm(arr, npz_adm, labels)
-        typer.echo(f"wrote {len(arr)} images to {npz_adm} (ADM layout: arr_0, arr_1 labels)")
+        typer.echo(f"wrote {len(arr)} images to {npz_adm} (ADM layout: arr_0"
+                   f"{', arr_1 labels' if labels is not None else '; unconditional model, no labels'})")
     if outdir is not None:
         save_pngs(arr, seed_list, outdir)
         typer.echo(f"wrote {len(arr)} PNGs to {outdir}")

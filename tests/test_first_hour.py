@@ -130,3 +130,12 @@ def test_a_student_does_not_inherit_the_teachers_training_steps(tmp_path, tiny_t
     meta = load_model(tmp_path / "run" / "model.safetensors").config["meta"]
     assert "trained_steps" not in meta and "shipped_as" not in meta
     assert meta["teacher_shipped_as"] == "tiny" and meta["data"] == "digits" and meta["role"] == "student"
+
+
+def test_the_same_feature_network_gets_the_same_digest(tmp_path):
+    """The header stores no wall time, so `fid calc` accepts statistics of a network trained twice alike."""
+    from bdense.io import file_digest
+    from bdense.metrics.features import train_domain_classifier
+    for name in ("a", "b"):
+        train_domain_classifier("digits", tmp_path / f"{name}.safetensors", steps=2, log=None)
+    assert file_digest(tmp_path / "a.safetensors") == file_digest(tmp_path / "b.safetensors")

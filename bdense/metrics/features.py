@@ -186,7 +186,8 @@ def train_domain_classifier(data: str = "digits", out: str | Path | None = None,
         from ..models.checkpoint import check_finite
         tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         check_finite(tensors, f"not writing {out}", "training diverged: lower the learning rate or use more steps")
-        atomic_write_bytes(out, st_save(tensors, metadata={"format": FEATURES_FORMAT, "config": json.dumps(result)}))
+        header = {k: v for k, v in result.items() if k != "seconds"}  # no wall time: the same network, the same digest
+        atomic_write_bytes(out, st_save(tensors, metadata={"format": FEATURES_FORMAT, "config": json.dumps(header)}))
         result["path"] = str(out)
     if log:
         log(f"held-out accuracy {acc:.4f} on {n_test} images of {data} ({result['seconds']} s)")

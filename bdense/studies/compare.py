@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import fill
 from ..distill.sfd.targets import check_mode
 from ..distill.weights import parse_weights
-from ..defaults import fill
 from ..errors import BdenseError
 from ..hosts import host_class
 from ..hosts.common import check_reusable, read_json  # noqa: F401 (check_reusable: part of this module's API)
@@ -24,6 +24,7 @@ from ..models.checkpoint import load_model
 from ..models.denoisers import HEAD_MODES
 from ..sampling.recipe import Recipe
 from ..sampling.sample import generate
+from .progress import Progress
 
 EVAL_SEED_BASE = 1_000_000_000_000  # evaluation noise seeds live far from every training pool
 
@@ -255,6 +256,7 @@ class Comparison:
                                 "eval_seeds": f"{self.eval_seeds[0]}-{self.eval_seeds[-1]}",
                                 "weights": "raw (no EMA)", "agreement": about["agreement"]},
                    host.grid_key: {}}
+        progress = Progress(self.out / "log.txt", len(host.points()) * len(cfg.settings) * cfg.seeds, cfg.progress)
         for point in host.points():
             refs = host.references(point)
             entry = {"teacher": self.teacher_rows(point, refs, ext, ref_stats), "start": host.start_row(point),
@@ -262,8 +264,10 @@ class Comparison:
             for s in cfg.settings:
                 per_seed = {}
                 for seed in range(cfg.seeds):
+                    t0 = progress.start(f"{host.point_name} {point}, {s.name} (K={s.branches}), training seed {seed}")
                     d = host.train(point, s, seed)
                     per_seed[seed] = {"dir": str(d), "evals": self.evaluate_run(d, point, refs, ext, ref_stats)}
+                    progress.finish(t0)
                 entry["runs"][s.name] = per_seed
             entry["steps_total"] = host.steps_total(point)
             results[host.grid_key][str(point)] = entry

@@ -23,14 +23,15 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import fill
 from ..distill.pd.run import distill_pd
 from ..distill.sfd.run import distill_sfd
-from ..distill.sfd.targets import DEFAULT_TARGETS, check_mode
+from ..distill.sfd.targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS, check_mode
 from ..distill.weights import parse_weights
-from ..defaults import fill
 from ..errors import BdenseError
 from ..io import atomic_write_text
 from .compare import EVAL_SEED_BASE, CompareConfig, Comparison, Setting, compare
+from .progress import Progress
 from .report import grid
 from ..metrics.stats import paired_verdict, t_interval
 
@@ -266,12 +267,15 @@ class Tuner:
                 trial.report(last["value"], step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"{spec}: {last['value']:.4g} at step {step} is worse than the median")
+        t0 = self.progress.start(f"{spec} (study trial {trial.number})", unit="trial")
         try:
             self.short_run(self.out / "trials" / f"{trial.number:05d}", self.cfg.branches, spec,
                            self.devices[trial.number % len(self.devices)], on_measure)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)  # failed now, redone by the next `bdense tune`
             raise
+        finally:
+            self.progress.finish(t0)
         return last["value"]
 
     # -- the study ----------------------------------------------------------------------------------
@@ -310,6 +314,7 @@ class Tuner:
             study.sampler = optuna.samplers.TPESampler(seed=cfg.seed + len(study.trials), multivariate=True,
                                                        group=True, n_startup_trials=min(10, max(3, cfg.trials // 4)))
             if cfg.trials > done:
+                self.progress = Progress(self.out / "log.txt", cfg.trials - done, cfg.progress)
                 study.optimize(lambda tr: self.objective(tr, base), n_trials=cfg.trials - done, n_jobs=self.jobs,
                                catch=(BdenseError,))
         study.set_user_attr("search_wall_s", study.user_attrs.get("search_wall_s", 0.0) + time.time() - t0)
@@ -352,6 +357,8 @@ class Tuner:
         settings = [Setting("baseline", 1), dense("uniform", "uniform")]
         settings += [] if w.kind == "constant" and set(w.base) == {1.0} else [dense("tuned", spec)]
         settings += [] if spec == SCHEDULED else [dense("scheduled", SCHEDULED)]
+        if self.host.method == "sfd" and spec != DEFAULT_WEIGHTS:  # what a user gets without --branch-weights
+            settings.append(dense("default", DEFAULT_WEIGHTS))
         return compare(replace(self.cmp.cfg, settings=tuple(settings)))
 
 
