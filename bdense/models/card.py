@@ -12,6 +12,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from ..data.datasets import data_label
 from ..solvers import nfe as count_nfe
 from .denoisers import Denoiser
 
@@ -67,7 +68,7 @@ def _quality_lines(quality: list) -> list[str]:
             what = (f"{q.get('nfe')} NFE, seeds {q.get('seeds')}" if q.get("source") == "model" else
                     f"samples {q.get('samples')}")
             lines.append(f"- FID {q['fid']:.4f} ({q.get('extractor')} features, {q.get('n')} samples vs "
-                         f"{q.get('reference_n')} images of {q.get('reference_data')}; {what}) [{q['file']}]"
+                         f"{q.get('reference_n')} images of {data_label(q.get('reference_data'))}; {what}) [{q['file']}]"
                          + ("" if q.get("model_digest") else " (from samples: which model made them is not "
                             "recorded)"))
         for name, r in (q.get("results") or {}).items():
@@ -121,7 +122,7 @@ def model_card(model: Denoiser, sched: dict, src, quality: list) -> str:
         f"| network | diffusers UNet2DModel, {params:,} parameters, {ch}x{res}x{res}, "
         f"{f'{classes} classes' if classes else 'unconditional'} |",
         f"| parameterization | {param} |",
-        f"| data | {meta.get('data') or '-'} |",
+        f"| data | {data_label(meta.get('data') or '-')} |",
         f"| exported from | `{public_name(src)}` (sha256 prefix {meta.get('exported_from_digest', '-')}) |",
         f"| license | `{data.license}`"
         + (": a student inherits the terms of its teacher and of the teacher's training data; set the license "

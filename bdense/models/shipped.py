@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.datasets import data_label
 from ..errors import BdenseError
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -145,7 +146,7 @@ def pack(model_path, name: str, out_dir=None, quality: tuple = (), check_seeds: 
              f"Use it as `--teacher {name}` in `bdense compare`, `distill`, `trajectories`, `tune`, and as the model "
              f"of `bdense sample {name}`.", "",
              "| | |", "|---|---|",
-             f"| data | {meta.get('data', 'unknown')} |",
+             f"| data | {data_label(meta.get('data', 'unknown'))} |",
              f"| model | {config.get('kind')} {config.get('preset', '')}, {model.channels}x{model.resolution}x"
              f"{model.resolution}, {n_params / 1e6:.2f}M parameters, {model.num_classes or 'no'} classes |",
              f"| sampling recipe | {recipe.solver}, {recipe.nfe} NFE, {recipe.schedule} |",
