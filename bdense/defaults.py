@@ -21,15 +21,16 @@ STUDIED: dict[str, dict[str, tuple]] = {
 
 
 def studied(method: str, name: str):
-    """The default of option `name` for host `method` (None where that host has no such option)."""
-    entry = STUDIED.get(method, STUDIED["sfd"]).get(name)
+    """The default of option `name` for host `method`; an option the host does not train with (PD's trajectories,
+    SFD's round_iters) takes the other host's value, so code that reads it always finds a number."""
+    entry = STUDIED.get(method, {}).get(name) or next((t[name] for t in STUDIED.values() if name in t), None)
     return None if entry is None else entry[0]
 
 
 def fill(method: str, values: dict) -> dict:
     """`values` with every studied option left None set to its default (the one resolution every command uses)."""
     out = dict(values)
-    for name in STUDIED.get(method, STUDIED["sfd"]):
+    for name in {n for table in STUDIED.values() for n in table}:
         if name in out and out[name] is None:
             out[name] = studied(method, name)
     if out.get("trial_trajectories", 0) is None:  # tune: trials at the full budget (docs/weights.md: short trials

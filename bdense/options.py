@@ -179,14 +179,14 @@ def rule_for(command: str, name: str):
 def check(command: str, values: dict) -> dict:
     """Check every option of `command` that has a rule; return the values with lists parsed (None stays None)."""
     out = dict(values)
+    for name, v in values.items():
+        rule = rule_for(command, name)
+        if rule is not None and v is not None:
+            out[name] = rule(_flag(name), v)
     if command in STUDIED_COMMANDS:  # options left out take the studied defaults, as the commands themselves do
         out = fill(out.get("method") or "sfd", out)
         if command == "distill" and values.get("trajectories") is None:
             out["trajectories"] = None  # per NFE: distill_sfd multiplies it by the NFE counts
-    for name, v in out.items():
-        rule = rule_for(command, name)
-        if rule is not None and v is not None:
-            out[name] = rule(_flag(name), v)
     _cross_checks(command, out)
     return out
 
