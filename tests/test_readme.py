@@ -23,7 +23,7 @@ TINY = {
     "compare": SFD_RUN + EVAL,
     "teachers": [],
     "trajectories": ["--batch", "8"],
-    "tune": ["--trial-trajectories", "16", "--tune-seeds", "4", "--final-seeds", "2", *SFD_RUN, *EVAL],
+    "tune": ["--trial-trajectories", "16", "--tune-seeds", "4", "--final-seeds", "1", *SFD_RUN, *EVAL],
 }
 PD_RUN = ["--start-steps", "4", "--end-steps", "2", "--round-iters", "2", "--batch", "8"]
 SMALLER = {"--seeds": {"0-63": "0-3", "0-255": "0-7", "0-1999": "0-15", "3": "2"}, "--count": {"6400": "16"},
