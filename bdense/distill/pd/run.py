@@ -120,7 +120,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                  f"{', x-prediction clipped to [-1, 1] at every step' if eval_clip_denoised else ''}\n"
                  f"last-step target (t = 1/N): "
                  f"{'the teacher x-prediction at the midpoint' if last_step_target == 'x-pred' else 'the DDIM x~ formula'}"
-                 f"\n{_param_text(vp['parameterization'], param)}\ndefaults of options left out: {describe('pd')}")
+                 f"\n{_param_text(vp['parameterization'], param)}\nstudied defaults, used for options left out: {describe('pd')}")
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule="linear", grad_clip=1.0, ema_decay=0.0, precision=precision,

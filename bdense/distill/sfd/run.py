@@ -108,7 +108,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                     "network's last stage, the final up-block resnet + output norm + conv, initialised from the "
                     "teacher; the endpoint keeps the network's own; export drops the copies)"
                     if branch_heads == "block" else "")
-                 + f"\ndefaults of options left out: {describe('sfd')}")
+                 + f"\nstudied defaults, used for options left out: {describe('sfd')}")
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
