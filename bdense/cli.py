@@ -408,8 +408,8 @@ def tune(
                                      "e.g. block (docs/branch-options.md)"),
     objective: str = typer.Option("rmse", help="rmse | fid | combo:A (A*rmse/rmse_base + (1-A)*fid/fid_base)"),
     trials: int = typer.Option(30, help="total trials wanted in the study (a rerun adds only the missing ones)"),
-    trial_trajectories: Optional[int] = typer.Option(None, help="training budget of one trial (default: --trajectories; "
-                                                     "short trials ranked the wrong setting, docs/weights.md)"),
+    trial_trajectories: Optional[int] = typer.Option(None, help="training budget of one trial (default: "
+                                                     "--trajectories; short trials misled, docs/weights.md)"),
     trajectories: Optional[int] = typer.Option(None, help="budget of the final runs (and size of the shared cache; "
                                                "default 6400)"),
     batch: Optional[int] = typer.Option(None, help="global batch (default: sfd 64, pd 32)"),

@@ -109,7 +109,7 @@ def test_folder_samples_get_a_digest_that_follows_their_content(tmp_path):
     assert files_digest(tmp_path / "s", image_files(tmp_path / "s")) != first
 
 
-def test_hub_ids_say_how_to_get_them_and_pack_writes_to_the_user_folder(tmp_path, monkeypatch, tiny_teacher, cli):  # noqa: F811,E501
+def test_hub_ids_say_how_and_pack_writes_to_the_user_folder(tmp_path, monkeypatch, tiny_teacher, cli):  # noqa: F811
     code, out = cli(["sample", "google/ddpm-cifar10-32", "--grid", tmp_path / "g.png"])
     assert code == 2 and "hf download google/ddpm-cifar10-32 --local-dir ddpm-cifar10-32" in out, out
     monkeypatch.delenv("BDENSE_TEACHERS", raising=False)

@@ -42,7 +42,8 @@ def fid_ref_cmd(
     from .fid import fid_ref
     r = fid_ref(data, out, extractor=extractor, features=features, inception_weights=inception_weights, max_n=max,
                 batch=batch, device=_device(device), resolution=resolution, pad=pad)
-    typer.echo(f"wrote {out}: {r['n']} images of {data_label(data)}, {r['extractor']} (weights {r['extractor_digest']}), {r['seconds']} s")
+    typer.echo(f"wrote {out}: {r['n']} images of {data_label(data)}, {r['extractor']} (weights "
+               f"{r['extractor_digest']}), {r['seconds']} s")
 
 
 @fid_app.command("calc")

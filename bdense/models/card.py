@@ -68,7 +68,8 @@ def _quality_lines(quality: list) -> list[str]:
             what = (f"{q.get('nfe')} NFE, seeds {q.get('seeds')}" if q.get("source") == "model" else
                     f"samples {q.get('samples')}")
             lines.append(f"- FID {q['fid']:.4f} ({q.get('extractor')} features, {q.get('n')} samples vs "
-                         f"{q.get('reference_n')} images of {data_label(q.get('reference_data'))}; {what}) [{q['file']}]"
+                         f"{q.get('reference_n')} images of {data_label(q.get('reference_data'))}; {what}) "
+                         f"[{q['file']}]"
                          + ("" if q.get("model_digest") else " (from samples: which model made them is not "
                             "recorded)"))
         for name, r in (q.get("results") or {}).items():

@@ -276,7 +276,8 @@ def write_report(cmp, results: dict) -> Path:
         f"Each setting trained on {h['budget']}, {results['config']['seeds']} training seeds ({h['seeds']}), "
         f"evaluated on held-out seeds {p['eval_seeds']}.",
         f"FID: {p['extractor']} features (weights {p['extractor_digest']}) against {p['ref_n']} images of "
-        f"`{data_label(p['data'])}` (stats sha256 {p['ref_sha256']}). Agreement: {p['agreement']}. Weights: {p['weights']}.",
+        f"`{data_label(p['data'])}` (stats sha256 {p['ref_sha256']}). Agreement: {p['agreement']}. "
+        f"Weights: {p['weights']}.",
         "Intervals are 95% t-intervals over training seeds; verdicts use the paired difference to the baseline "
         f"({h['pairing']}): 'better'/'worse' only when its interval excludes 0." + h["noise_note"],
         "", "## Results", "", table(results), "## Against training progress", "",

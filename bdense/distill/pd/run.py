@@ -68,7 +68,8 @@ def _param_text(own: str, param: str) -> str:
 
 def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: int = 2, branch_weights=None,
                start_steps: int = 64, end_steps: int = 8, round_iters: int | None = None, batch: int | None = None,
-               lr: float | None = None, precision: str = "fp32", seed: int = 0, resume: bool = False, dry_run: bool = False,
+               lr: float | None = None, precision: str = "fp32", seed: int = 0, resume: bool = False,
+               dry_run: bool = False,
                device: str | None = None, checkpoint_every: int = 100, trust_pickle: bool = False,
                progress: bool = True, log_every: int = 10, grid_seeds: int = 64, last_step_target: str = "x-pred",
                weight_span: str = "round", eval_clip_denoised: bool = True, snapshot_steps: tuple = (),
@@ -120,7 +121,8 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                  f"{', x-prediction clipped to [-1, 1] at every step' if eval_clip_denoised else ''}\n"
                  f"last-step target (t = 1/N): "
                  f"{'the teacher x-prediction at the midpoint' if last_step_target == 'x-pred' else 'the DDIM x~ formula'}"
-                 f"\n{_param_text(vp['parameterization'], param)}\nstudied defaults, used for options left out: {describe('pd')}")
+                 f"\n{_param_text(vp['parameterization'], param)}"
+                 f"\nstudied defaults, used for options left out: {describe('pd')}")
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule="linear", grad_clip=1.0, ema_decay=0.0, precision=precision,

@@ -28,8 +28,9 @@ def sfd_student_recipe(plan: SFDPlan) -> dict:
 
 def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_weights=None,
                 teacher_substeps: int = 4, teacher_solver: str = "dpmpp_3m", afs: bool = True,
-                sigma_min: float = 0.006, sigma_max: float = 80.0, trajectories: int | None = None, batch: int | None = None,
-                lr: float | None = None, lr_schedule: str = "step-half", precision: str = "fp32", seed: int = 0,
+                sigma_min: float = 0.006, sigma_max: float = 80.0, trajectories: int | None = None,
+                batch: int | None = None, lr: float | None = None, lr_schedule: str = "step-half",
+                precision: str = "fp32", seed: int = 0,
                 resume: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
                 checkpoint_every: int = 100, log_every: int = 10, trajectory_cache: str | None = None,
                 trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = (), on_snapshot=None,
