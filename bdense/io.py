@@ -124,6 +124,16 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
+def files_digest(root: str | os.PathLike, files) -> str:
+    """First 16 hex digits of a sha256 over `files` (paths under `root`), each by its relative name and bytes:
+    a folder of samples gets a digest that changes when any image, or which images are there, changes."""
+    h = hashlib.sha256()
+    for f in sorted(Path(f) for f in files):
+        h.update(str(f.relative_to(root)).encode() + b"\0")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
 def parse_json(text: str | bytes, where: str, fix: str) -> dict:
     """A JSON object from a file or header, or one line saying which file is bad and what to do."""
     import json

@@ -132,6 +132,7 @@ class Device:
         return v
 
 
+from .defaults import fill  # noqa: E402 (torch-free)
 from .distill.sfd.counts import DRAWS  # noqa: E402 (torch-free)
 from .distill.sfd.targets import TARGET_MODES  # noqa: E402 (torch-free)
 
@@ -164,6 +165,7 @@ RULES = {
     "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000), "student_param": Choice(("auto", "eps", "x", "v")),
     "trial_round_iters": COUNT,
 }
+STUDIED_COMMANDS = ("distill", "compare", "tune")  # their training options default to bdense/defaults.py
 # the same name with another meaning in one command
 COMMAND_RULES = {
     ("distill", "nfe"): NfeCounts(), ("trajectories", "nfe"): NfeCounts(), ("export", "nfe"): Int(1, 8), ("tune", "nfe"): Int(1, 8),
@@ -246,6 +248,10 @@ def check(command: str, values: dict) -> dict:
         rule = rule_for(command, name)
         if rule is not None and v is not None:
             out[name] = rule(_flag(name), v)
+    if command in STUDIED_COMMANDS:  # options left out take the studied defaults, as the commands themselves do
+        out = fill(out.get("method") or "sfd", out)
+        if command == "distill" and values.get("trajectories") is None:
+            out["trajectories"] = None  # per NFE: distill_sfd multiplies it by the NFE counts
     _cross_checks(command, out)
     given = _given()
     for name in sorted(set(given) & set(unused_options(command, out))):

@@ -14,8 +14,10 @@ same arithmetic as `bdense sample`, so `pipe(seeds=S)` gives bit-identical uint8
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 
 import numpy as np
 import torch
@@ -24,6 +26,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 COSINE_LOG_SNR = 10.0  # VP cosine schedule clipped to sigma in [e^-10, e^10] (bdense's cosine time)
+PIPELINE_FILE = "bdense_pipeline.py"  # this file's name in an export folder (and in its scheduler/)
+CARRIED_FILES = ("bdense.json", "README.md")  # what a re-saved export keeps from the folder it was loaded from
 
 
 class BDenseScheduler(SchedulerMixin, ConfigMixin):
@@ -64,8 +68,9 @@ class BDenseScheduler(SchedulerMixin, ConfigMixin):
         grid = [float(s) for s in (sigmas if sigmas is not None else self.config.sigmas)]
         nfe = self.nfe_of(grid)
         if num_inference_steps is not None and num_inference_steps != nfe:
-            raise ValueError(f"this model's grid costs {nfe} network evaluations, not {num_inference_steps}; "
-                             f"pass sigmas=[...] for another grid")
+            raise ValueError(f"num_inference_steps={num_inference_steps}: this student was distilled for its own "
+                             f"grid of {nfe} network evaluations and serves no other; leave num_inference_steps out "
+                             f"(or {nfe})")
         self.sigmas = grid
         self.num_inference_steps = nfe
         self.timesteps = torch.tensor(grid[:-1], dtype=torch.float64)
@@ -161,7 +166,35 @@ class BDensePipeline(DiffusionPipeline):
             return super().from_pretrained(path, **kwargs)
         unet = kwargs.pop("unet", None) or UNet2DModel.from_pretrained(path, subfolder="unet", **kwargs)
         scheduler = kwargs.pop("scheduler", None) or BDenseScheduler.from_pretrained(path, subfolder="scheduler")
-        return cls(unet=unet, scheduler=scheduler)
+        pipe = cls(unet=unet, scheduler=scheduler)
+        pipe.bdense_source = path
+        return pipe
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """diffusers' save, plus what makes the folder load again as an export: this file as bdense_pipeline.py
+        (beside model_index.json and in scheduler/), model_index.json naming it, bdense.json and the model card of
+        the folder it was loaded from; every file 0644. push_to_hub=True uploads such a folder."""
+        if push_to_hub:
+            keys = ("commit_message", "private", "token", "create_pr", "safe_serialization", "variant")
+            return self.push_to_hub(kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory)),
+                                    **{k: v for k, v in kwargs.items() if k in keys})
+        super().save_pretrained(save_directory, **kwargs)
+        out, code = str(save_directory), os.path.abspath(__file__)
+        for folder in (out, os.path.join(out, "scheduler")):
+            shutil.copyfile(code, os.path.join(folder, PIPELINE_FILE))
+        stem = PIPELINE_FILE[:-3]
+        index_file = os.path.join(out, "model_index.json")
+        with open(index_file) as f:
+            index = json.load(f)
+        index.update(_class_name=[stem, "BDensePipeline"], scheduler=[stem, "BDenseScheduler"])
+        with open(index_file, "w") as f:
+            f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        source = getattr(self, "bdense_source", None) or getattr(self, "name_or_path", None)  # loaded by diffusers
+        for name in CARRIED_FILES if source and os.path.abspath(source) != os.path.abspath(out) else ():
+            if os.path.isfile(os.path.join(source, name)):
+                shutil.copyfile(os.path.join(source, name), os.path.join(out, name))
+        share_readable(out)
+
 
     def _noise(self, seeds, generator, batch_size, shape):
         if seeds is not None:
@@ -188,10 +221,11 @@ class BDensePipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, batch_size: int = 1, seeds: list | None = None, generator=None, class_labels=None,
-                 output_type: str = "pil", return_dict: bool = True):
+                 output_type: str = "pil", return_dict: bool = True, num_inference_steps: int | None = None):
         """Sample len(seeds) images (or batch_size from `generator`). class_labels: an int or a list cycled over
         the images (default: drawn per seed as bdense does). output_type: pil | uint8 (NHWC, as bdense's npz) |
-        np (float [0, 1] = uint8 / 255) | pt (float NCHW in [-1, 1])."""
+        np (float [0, 1] = uint8 / 255) | pt (float NCHW in [-1, 1]). num_inference_steps: accepted as diffusers
+        pipelines take it, but a student has one step count (its grid's): any other is refused."""
         if seeds is not None and generator is not None:
             raise ValueError("pass seeds (reproduces bdense sample) or generator, not both")
         if isinstance(seeds, int):
@@ -201,7 +235,7 @@ class BDensePipeline(DiffusionPipeline):
         cfg, dev = self.unet.config, self.device
         shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size) if isinstance(cfg.sample_size, int) else \
             (cfg.in_channels, *cfg.sample_size)
-        self.scheduler.set_timesteps()
+        self.scheduler.set_timesteps(num_inference_steps)
         noise, gens = self._noise(seeds, generator, batch_size, shape)
         labels = self._labels(len(noise), class_labels, gens, generator)
         labels = labels.to(dev) if labels is not None else None
@@ -233,3 +267,11 @@ class BDensePipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+
+def share_readable(folder: str) -> None:
+    """Files 0644 and folders 0755 under `folder`: an export is meant to be read by others (the hub, a team)."""
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)

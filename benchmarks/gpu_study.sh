@@ -22,8 +22,8 @@
 # what no longer fits, and a failing part is reported while the next one still runs. Everything goes to $OUT:
 #   study.txt (the log and all tables), study-runs.tar.gz (reports, plots, metrics, logs, options), the teacher
 #   teacher-mnist-fp32.safetensors, samples-teacher.npz, samples-students.npz (5 files; what comes back: at most
-#   8, 16 MiB each). The teacher is packed for teachers/ on the CPU, once its Inception FID is known:
-#   bdense teachers pack teacher-mnist-fp32.safetensors --name mnist --quality "..." --command "..."
+#   8, 16 MiB each). The teacher is packed for bdense/teachers/ on the CPU, once its Inception FID is known:
+#   bdense teachers pack teacher-mnist-fp32.safetensors --name mnist --quality "..." --command "..." --out bdense/teachers
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false

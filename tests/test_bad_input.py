@@ -268,7 +268,7 @@ CASES = [
     (9, "a resolution the preset cannot divide", "train-teacher --data digits --preset mnist --resolution 10 "
      "--steps 1 --out {root}/o", "not divisible"),
     (9, "padding down", TT + " --data digits --resolution 4 --pad pad --out {root}/o", "cannot pad"),
-    # -- SFD-v: one student for several NFE (README: One student for every step count) ------------------------
+    # -- SFD-v: one student for several NFE (docs/sfdv.md) ------------------------
     (4, "distill --nfe range that runs backwards", DIST + " --nfe 5-2", "runs backwards"),
     (4, "distill --nfe range beyond 8", DIST + " --nfe 2-9", "--nfe"),
     (4, "distill --nfe list with a repeat", DIST + " --nfe 2,3,3", "distinct"),

@@ -91,14 +91,14 @@ def test_readme_diffusers_lines_reproduce_bdense_sample(tmp_path, make, cli):
     src = make(tmp_path)
     want, _, _ = sample_uint8(load_model(src), SEEDS, model_recipe(load_model(src)))
     # the README's export line, as written (paths swapped for this test's)
-    line = _readme_block("bash", "## Use your student in diffusers").strip()
+    line = _readme_block("bash", "## Use the student in diffusers").strip()
     args = shlex.split(line)[1:]
     args = [str(src) if a.endswith("model.safetensors") else str(tmp_path / "exp") if a == "student-diffusers"
             else a for a in args]
     code, out = cli(args)
     assert code == 0, out
     # the README's python lines, as written
-    snippet = _readme_block("python", "## Use your student in diffusers").replace(
+    snippet = _readme_block("python", "## Use the student in diffusers").replace(
         '"student-diffusers"', repr(str(tmp_path / "exp")))
     scope: dict = {}
     exec(snippet, scope)

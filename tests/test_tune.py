@@ -124,7 +124,7 @@ def test_pruning_and_final_check(assets, tmp_path, monkeypatch):
     assert doc["best"]["value"] == pytest.approx(0.5 * doc["best"]["rmse"] / doc["baseline_trial_budget"]["rmse"]
                                                  + 0.5 * doc["best"]["fid"] / doc["baseline_trial_budget"]["fid"])
     runs = r["final"]["nfe"]["2"]["runs"]
-    assert set(runs) == {"baseline", "uniform", "scheduled"}  # the winner is uniform: no separate 'tuned' row
+    assert set(runs) == {"baseline", "uniform", "scheduled", "default"}  # the winner is uniform: no 'tuned' row
     lo, hi = (int(x) for x in r["final"]["protocol"]["eval_seeds"].split("-"))
     assert not set(range(lo, hi + 1)) & set(tuning_seeds(cfg.tune_seeds))
     assert (tmp_path / "tune_report.md").exists() and (tmp_path / "final" / "report.md").exists()
@@ -173,7 +173,7 @@ def test_a_block_heads_trial_is_a_plain_distill_run_and_the_final_check_keeps_th
     monkeypatch.setattr(tune_mod, "compare", lambda cfg: asked.append(cfg.settings) or {})
     tuner.final("1,1,1,2")
     assert [(s.name, s.heads) for s in asked[0]] == [("baseline", None), ("uniform", "block"), ("tuned", "block"),
-                                                      ("scheduled", "block")]
+                                                      ("scheduled", "block"), ("default", "block")]
     assert tuner.host.tune_setup(tuner.cfg, tuner.points)["branch_heads"] == "block"
     assert "branch_heads" not in tuner.host.tune_setup(tiny_cfg(assets, tmp_path / "s"), tuner.points)  # old studies
     with pytest.raises(BdenseError, match="--branch-heads is for --method sfd"):

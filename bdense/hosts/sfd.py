@@ -166,11 +166,14 @@ class SFDHost:
         return m, recipe_at(m, nfe)
 
     def describe(self) -> dict:
+        from ..studies.sfdv import SFDvSetting
         cfg = self.cfg
         pool = ("seed s = its own pool of trajectories, noise seeds from s x budget" if cfg.pool == "fresh"
                 else "seed = order of the shared trajectory pool")
         return {"host": "SFD", "metrics": {"fid": "domain FID", "rmse": "RMSE to teacher reference"},
-                "budget": f"{cfg.trajectories} teacher trajectories (batch {cfg.batch}, lr {cfg.lr})",
+                "budget": f"{cfg.trajectories} teacher trajectories (batch {cfg.batch}, lr {cfg.lr})" + "".join(
+                    f"; SFD-v setting {s.name}: {cfg.trajectories} per count x {len(s.counts)} counts = "
+                    f"{cfg.trajectories * len(s.counts)}" for s in cfg.settings if isinstance(s, SFDvSetting)),
                 "seeds": pool, "progress_unit": ["trajectories seen (thousands)", cfg.batch / 1000],
                 "agreement": "RMSE to the teacher reference (teacher solver on the refined grid)",
                 "pairing": "same seed = same trajectories in the same order",

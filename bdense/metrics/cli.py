@@ -36,13 +36,14 @@ def fid_ref_cmd(
 ):
     """Write reference statistics (mu, sigma, n, extractor and weights digest, data spec) of a data set."""
     check("fid ref", locals())
-    from ..data.datasets import spec_path
+    from ..data.datasets import data_label, spec_path
     from ..io import check_outputs
     check_outputs({"--out": out}, [spec_path(data), features, inception_weights], overwrite)
     from .fid import fid_ref
     r = fid_ref(data, out, extractor=extractor, features=features, inception_weights=inception_weights, max_n=max,
                 batch=batch, device=_device(device), resolution=resolution, pad=pad)
-    typer.echo(f"wrote {out}: {r['n']} images of {data}, {r['extractor']} (weights {r['extractor_digest']}), {r['seconds']} s")
+    typer.echo(f"wrote {out}: {r['n']} images of {data_label(data)}, {r['extractor']} (weights "
+               f"{r['extractor_digest']}), {r['seconds']} s")
 
 
 @fid_app.command("calc")
@@ -142,8 +143,9 @@ def agreement_cmd(
         who = "teacher with the student's recipe" if name == "baseline" else "student"
         typer.echo(f"{name:8s} RMSE {r['rmse']:.5f}  PSNR {r['psnr']:.2f} dB  ({who} vs teacher {how}; {r['n']} seeds)")
     if out is not None:
-        from ..io import atomic_write_text
-        doc = dict(model=str(model), teacher=str(tpath), seeds=seeds, results=results)
+        from ..io import atomic_write_text, file_digest
+        doc = dict(model=str(model), model_digest=file_digest(model), teacher=str(tpath), seeds=seeds,
+                   results=results)
         atomic_write_text(out, json.dumps(_finite(doc), indent=2) + "\n")
         typer.echo(f"wrote {out}")
 

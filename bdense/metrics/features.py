@@ -183,10 +183,12 @@ def train_domain_classifier(data: str = "digits", out: str | Path | None = None,
         from safetensors.torch import save as st_save
 
         from ..io import atomic_write_bytes
-        from ..models.checkpoint import check_finite
+        from ..models.checkpoint import canonical_header, check_finite
         tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         check_finite(tensors, f"not writing {out}", "training diverged: lower the learning rate or use more steps")
-        atomic_write_bytes(out, st_save(tensors, metadata={"format": FEATURES_FORMAT, "config": json.dumps(result)}))
+        header = {k: v for k, v in result.items() if k != "seconds"}  # no wall time: the same network, the same digest
+        atomic_write_bytes(out, canonical_header(st_save(tensors, metadata={"format": FEATURES_FORMAT,
+                                                                         "config": json.dumps(header)})))
         result["path"] = str(out)
     if log:
         log(f"held-out accuracy {acc:.4f} on {n_test} images of {data} ({result['seconds']} s)")
@@ -212,7 +214,7 @@ class DomainExtractor:
         if meta.get("format") != FEATURES_FORMAT:
             raise BdenseError(f"{self.path} is not a bdense feature network; write one with bdense train-features")
         from ..io import parse_json
-        from ..models.checkpoint import check_finite
+        from ..models.checkpoint import canonical_header, check_finite
         self.config = parse_json(meta.get("config", ""), f"the header of {self.path}", "retrain it")
         try:
             self.net = DomainCNN(**self.config["arch"])

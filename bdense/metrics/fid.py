@@ -12,8 +12,7 @@ import scipy.linalg
 import torch
 
 from ..errors import BdenseError
-from ..io import atomic_path
-from ..io import file_digest
+from ..io import atomic_path, file_digest, files_digest
 from .features import load_extractor
 
 STATS_FORMAT = "bdense-fid-stats"
@@ -211,13 +210,13 @@ def fid_calc(ref_path, samples=None, model=None, seeds="0-1999", nfe=None, solve
     else:
         ext = extractor_for(ref, inception_weights, features, dev)
         if samples is not None:
-            from ..data.datasets import load_dataset
+            from ..data.datasets import image_files, load_dataset
             p = Path(samples)
             d = load_dataset(("folder:" if p.is_dir() else "npz:") + str(p))
             _check_shape(ref, d.channels, d.resolution, samples)
             stats = feature_stats(ext, _batches(d.images, batch), progress, total=-(-len(d) // batch))
             res.update(source="samples", samples=str(samples),
-                       samples_sha256=file_digest(p) if p.is_file() else None)
+                       samples_sha256=file_digest(p) if p.is_file() else files_digest(p, image_files(p)))
         else:
             from ..models.checkpoint import load_model
             from ..sampling.sample import generate, model_recipe

@@ -17,7 +17,6 @@ from .branches import export_endpoint
 from .checkpoint import load_model, save_model
 from .denoisers import Denoiser, ddpm_arguments
 
-PIPELINE_FILE = "bdense_pipeline.py"
 
 
 def export_model(src: str | Path, out: str | Path, fmt: str = "bdense", metrics: list | tuple = (),
@@ -44,7 +43,7 @@ def export_model(src: str | Path, out: str | Path, fmt: str = "bdense", metrics:
     out = Path(out)
     if fmt == "bdense":
         return save_model(out, single)
-    quality = [_read_metrics(p) for p in metrics]
+    quality = [_read_metrics(p, file_digest(src)) for p in metrics]
     with atomic_dir(out) as tmp:  # a fresh temporary name: nothing that exists is deleted (the CLI checked --out)
         write_diffusers_folder(single, tmp, src, quality)
     return out
@@ -76,7 +75,7 @@ def scheduler_config(model: Denoiser) -> dict:
 def write_diffusers_folder(model: Denoiser, folder: Path, src, quality: list) -> None:
     import diffusers
 
-    from ..pipeline import BDenseScheduler
+    from ..pipeline import PIPELINE_FILE, BDenseScheduler, share_readable
     from .card import model_card
     folder.mkdir(parents=True, exist_ok=True)
     model.net.save_pretrained(str(folder / "unet"), safe_serialization=True)
@@ -91,14 +90,16 @@ def write_diffusers_folder(model: Denoiser, folder: Path, src, quality: list) ->
     _write_json(folder / "model_index.json", index)
     _write_json(folder / "bdense.json", model.config)
     (folder / "README.md").write_text(model_card(model, sched, src, quality))
+    share_readable(str(folder))
 
 
 def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def _read_metrics(path) -> dict:
-    """A JSON written by `bdense fid calc --out` or `bdense agreement --out`, for the model card."""
+def _read_metrics(path, digest: str) -> dict:
+    """A JSON written by `bdense fid calc --out` or `bdense agreement --out`, for the model card; one that
+    measured another model (its recorded model_digest is not `digest`, the exported file's) is refused."""
     p = Path(path)
     try:
         doc = json.loads(p.read_text())
@@ -108,4 +109,8 @@ def _read_metrics(path) -> dict:
     if not isinstance(doc, dict) or ("fid" not in doc and "results" not in doc):
         raise BdenseError(f"--metrics {p} holds neither an FID ('fid') nor agreement results ('results'); pass the "
                           f"--out file of bdense fid calc or bdense agreement")
+    if doc.get("model_digest") not in (None, digest):
+        raise BdenseError(f"--metrics {p} measured {doc.get('model')} (sha256 prefix {doc['model_digest']}), not this "
+                          f"model ({digest}); measure this model (bdense fid calc --model / agreement --model) or drop "
+                          f"--metrics {p}")
     return dict(doc, file=p.name)

@@ -1,13 +1,16 @@
-"""Teachers shipped in the repository: `--teacher mnist` finds teachers/mnist.safetensors (bf16) and its card.
+"""Shipped teachers: `--teacher mnist` finds bdense/teachers/mnist.safetensors (bf16) and its card.
 
 Why: a 28x28 teacher worth distilling takes a GPU (or hours of CPU) to train, so good ones are committed once
-and every command can name them. Files live in `teachers/` at the top of the repository (no git LFS: each file
-is a few MB in bf16, so the clone stays small), or in $BDENSE_TEACHERS. Each NAME.safetensors is an ordinary
-bdense model file whose floating-point weights are stored in bf16 (loading copies them into the fp32 model, so
-everything downstream runs in fp32 as before); NAME.md is its model card: the training command, the quality
-measured, the bf16 rounding check, and the file's sha256.
+and every command can name them. The shipped ones live in the package (`bdense/teachers/`, package data: every
+NAME.safetensors + NAME.md dropped there ships in the wheel; no git LFS, each file is a few MB in bf16); the ones
+you pack yourself go to your own teachers folder ($BDENSE_TEACHERS, else ~/.local/share/bdense/teachers), never
+into the installed package. A name is looked up in your folder first, then among the shipped ones. Each
+NAME.safetensors is an ordinary bdense model file whose floating-point weights are stored in bf16 (loading copies
+them into the fp32 model, so everything downstream runs in fp32 as before); NAME.md is its model card: the
+training command, the quality measured, the bf16 rounding check, and the file's sha256.
 
     bdense teachers pack runs/teacher-mnist/model.safetensors --name mnist --quality "Inception FID 4.1 ..."
+    bdense teachers pack ... --out bdense/teachers    # to commit it to the repository (ships with the package)
     bdense teachers list
     bdense compare --teacher mnist --out runs/compare-mnist
 """
@@ -20,28 +23,41 @@ from pathlib import Path
 
 import torch
 
+from ..data.datasets import data_label
 from ..errors import BdenseError
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "teachers"  # bdense/teachers: package data of the wheel
 
 
-def teachers_dir() -> Path:
-    """$BDENSE_TEACHERS, else teachers/ beside the bdense package (the repository's top folder)."""
+def user_teachers_dir() -> Path:
+    """Where `teachers pack` writes unless told: $BDENSE_TEACHERS, else $XDG_DATA_HOME/bdense/teachers."""
     env = os.environ.get("BDENSE_TEACHERS")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "teachers"
+    if env:
+        return Path(env).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data).expanduser() / "bdense" / "teachers"
+
+
+def teachers_dirs() -> list[Path]:
+    """The folders a short name is looked up in, first wins: your own, then the shipped ones."""
+    return [user_teachers_dir(), SHIPPED_DIR]
 
 
 def list_teachers() -> dict[str, Path]:
-    d = teachers_dir()
-    return {p.stem: p for p in sorted(d.glob("*.safetensors"))} if d.is_dir() else {}
+    """name -> file over every teachers folder (your own shadow shipped ones of the same name)."""
+    found = {}
+    for d in reversed(teachers_dirs()):
+        if d.is_dir():
+            found.update({p.stem: p for p in sorted(d.glob("*.safetensors"))})
+    return dict(sorted(found.items()))
 
 
 def shipped_path(spec: str) -> Path | None:
-    """The shipped file for a short name (no path separators, no suffix), else None."""
+    """The teacher file for a short name (no path separators, no suffix), else None."""
     if not NAME.match(spec) or spec.endswith(".safetensors"):
         return None
-    p = teachers_dir() / f"{spec}.safetensors"
-    return p if p.is_file() else None
+    return list_teachers().get(spec)
 
 
 def resolve(spec):
@@ -55,13 +71,23 @@ def resolve(spec):
     return shipped_path(str(spec)) or path
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")  # owner/name, e.g. google/ddpm-cifar10-32
+
+
 def missing_hint(spec) -> str:
-    """A sentence for 'model file does not exist' errors: the shipped names, if the spec looks like a name."""
+    """A sentence for 'model file does not exist' errors: how to get a hub model locally, if the spec looks like a
+    hub id (bdense downloads nothing at run time); the shipped names, if it looks like a short name."""
+    if HUB_ID.match(str(spec)):
+        local = str(spec).split("/")[1]
+        return (f"; if '{spec}' is a Hugging Face hub id: bdense reads local folders only, make one with "
+                f"`hf download {spec} --local-dir {local}` (huggingface_hub's CLI) and pass --teacher {local} "
+                f"(a UNet2DModel with a DDPM/DDIM scheduler: README, Distil your own teacher)")
     if not NAME.match(str(spec)):
         return ""
     names = list_teachers()
-    return (f"; shipped teachers: {', '.join(names)} (in {teachers_dir()})" if names
-            else f"; no teacher named '{spec}' is shipped in {teachers_dir()}")
+    where = " and ".join(str(d) for d in teachers_dirs())
+    return (f"; shipped teachers: {', '.join(names)} (in {where})" if names
+            else f"; no teacher named '{spec}' is shipped in {where}")
 
 
 def bf16_state(model) -> dict[str, torch.Tensor]:
@@ -93,7 +119,7 @@ def pack(model_path, name: str, out_dir=None, quality: tuple = (), check_seeds: 
     if not NAME.match(name):
         raise BdenseError(f"teacher name '{name}' must be lower-case letters, digits, '.', '_' or '-'")
     src = Path(model_path)
-    out_dir = Path(out_dir) if out_dir else teachers_dir()
+    out_dir = Path(out_dir) if out_dir else user_teachers_dir()
     st_file, card = out_dir / f"{name}.safetensors", out_dir / f"{name}.md"
     check_outputs({"--name": st_file, "--name (its card)": card}, [src], overwrite)
     model = load_model(src)
@@ -122,7 +148,7 @@ def pack(model_path, name: str, out_dir=None, quality: tuple = (), check_seeds: 
              f"Use it as `--teacher {name}` in `bdense compare`, `distill`, `trajectories`, `tune`, and as the model "
              f"of `bdense sample {name}`.", "",
              "| | |", "|---|---|",
-             f"| data | {meta.get('data', 'unknown')} |",
+             f"| data | {data_label(meta.get('data', 'unknown'))} |",
              f"| model | {config.get('kind')} {config.get('preset', '')}, {model.channels}x{model.resolution}x"
              f"{model.resolution}, {n_params / 1e6:.2f}M parameters, {model.num_classes or 'no'} classes |",
              f"| sampling recipe | {recipe.solver}, {recipe.nfe} NFE, {recipe.schedule} |",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import fill
 from ..distill.sfd.targets import check_mode
 from ..distill.weights import parse_weights
 from ..errors import BdenseError
@@ -25,6 +26,7 @@ from ..options import unused_options
 from ..sampling.recipe import Recipe
 from ..sampling.sample import generate
 from .protocol import check_folder, differs, read_measured, refuse, write_measured
+from .progress import Progress
 
 EVAL_SEED_BASE = 1_000_000_000_000  # evaluation noise seeds live far from every training pool
 
@@ -95,9 +97,9 @@ class CompareConfig:
     nfes: tuple = (2, 3)  # sfd: student NFEs
     settings: tuple = (Setting("baseline", 1), Setting("bdense", 4))
     seeds: int = 3
-    trajectories: int = 19200  # sfd: the budget of a run
-    batch: int = 128
-    lr: float = 2e-4
+    trajectories: int | None = None  # sfd: the budget of a run (None: the studied one, bdense/defaults.py)
+    batch: int | None = None
+    lr: float | None = None
     eval_points: tuple = (0.1, 0.25, 0.5, 1.0)  # fractions of training (pd: of every round)
     eval_seeds: int = 1000
     data: str | None = None
@@ -113,7 +115,7 @@ class CompareConfig:
     method: str = "sfd"  # the host: sfd | pd (bdense/hosts)
     start_steps: int = 64  # pd: teacher DDIM steps of round 1 (and of the rmse reference)
     end_steps: int = 8  # pd: student steps after the last round
-    round_iters: int = 400  # pd: iterations per round (the budget)
+    round_iters: int | None = None  # pd: iterations per round (the budget)
     last_step_target: str = "x-pred"  # pd, see bdense/distill/pd/task.py
     weight_span: str = "round"  # pd
     eval_clip_denoised: bool = True  # pd: students and teacher references sample with x-hat clipped every step
@@ -122,6 +124,7 @@ class CompareConfig:
     def __post_init__(self):
         """The whole grid is checked here, before a cache, baseline or run is made: no late failures."""
         from ..options import FracList, IntList
+        self.__dict__.update(fill(self.method, vars(self)))
         self.nfes = IntList(1, 8)("--nfe", ",".join(str(n) for n in self.nfes))
         points = FracList()("--eval-points", ",".join(repr(float(p)) for p in self.eval_points))
         self.eval_points = tuple(sorted(set(points) | {1.0}))  # the report's verdicts need the end of training
@@ -267,6 +270,7 @@ class Comparison:
                    host.grid_key: {}}
         self.protocol = {k: v for k, v in results["protocol"].items() if k != "ref"}  # a path: folders move
         check_folder(self.out, self.protocol)
+        progress = Progress(self.out / "log.txt", len(host.points()) * len(cfg.settings) * cfg.seeds, cfg.progress)
         for point in host.points():
             refs = host.references(point)
             entry = {"teacher": self.teacher_rows(point, refs, ext, ref_stats), "start": host.start_row(point),
@@ -274,8 +278,10 @@ class Comparison:
             for s in cfg.settings:
                 per_seed = {}
                 for seed in range(cfg.seeds):
+                    t0 = progress.start(f"{host.point_name} {point}, {s.name} (K={s.branches}), training seed {seed}")
                     d = host.train(point, s, seed)
                     per_seed[seed] = {"dir": str(d), "evals": self.evaluate_run(d, point, refs, ext, ref_stats)}
+                    progress.finish(t0)
                 entry["runs"][s.name] = per_seed
             entry["steps_total"] = host.steps_total(point)
             results[host.grid_key][str(point)] = entry

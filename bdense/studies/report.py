@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.datasets import data_label
 from ..io import atomic_write_text
 from ..metrics.stats import fmt, paired_verdict, t_interval
 from ..train.rundir import read_metrics
@@ -106,32 +107,57 @@ def plots(results: dict, out: Path) -> list[str]:
         for ax, (nfe, entry) in zip(axes[0], grid(results).items()):
             steps = sorted({st for r in entry["runs"][settings[0]].values() for st in r["evals"]})
             x = [0.0] + [st * scale for st in steps]
+            trained = []  # (low, high) of every trained point: the axis is theirs, not step 0's
             for s in settings:
                 cis = [t_interval(_series(entry["runs"][s], st, metric)) for st in steps]
                 m = [_start(entry, nfe, metric)] + [c["mean"] for c in cis]
                 h = [0.0] + [c["half"] if math.isfinite(c["half"]) else 0 for c in cis]
+                lo, hi = [max(0.0, a - b) for a, b in zip(m, h)], [a + b for a, b in zip(m, h)]  # metrics are >= 0
                 ax.plot(x, m, marker="o", label=s)
-                ax.fill_between(x, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)], alpha=0.2)
+                ax.fill_between(x, lo, hi, alpha=0.2)
+                trained += list(zip(lo[1:], hi[1:]))
+            _fit_to_trained(ax, trained, _start(entry, nfe, metric))
             ax.set_title(f"{unit} {nfe}")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(label)
-            ax.legend()
+            _legend_with_band(ax, "shaded: 95% interval over training seeds")
         written.append(_save(fig, out / f"{metric}_vs_progress.png"))
         fig, ax = plt.subplots(figsize=(5, 3.6))
         nfes = [int(n) for n in grid(results)]
         for s in settings:
             cis = [t_interval(_series(e["runs"][s], _final_step(e), metric)) for e in grid(results).values()]
-            ax.errorbar(nfes, [c["mean"] for c in cis], yerr=[c["half"] if math.isfinite(c["half"]) else 0
-                                                               for c in cis], marker="o", capsize=3, label=s)
+            half = [c["half"] if math.isfinite(c["half"]) else 0 for c in cis]
+            ax.errorbar(nfes, [c["mean"] for c in cis], yerr=[[min(h, c["mean"]) for h, c in zip(half, cis)], half],
+                        marker="o", capsize=3, label=s)  # a bar stops at 0: the metrics are >= 0
         ax.set_xlabel(unit)
         ax.set_ylabel(label)
         if unit != "NFE":
             ax.set_xscale("log", base=2)
         ax.set_xticks(nfes)
         ax.set_xticklabels([str(n) for n in nfes])
-        ax.legend()
+        _legend_with_band(ax, "bars: 95% interval over training seeds")
         written.append(_save(fig, out / f"{metric}_vs_nfe.png"))
     return written
+
+
+def _fit_to_trained(ax, trained: list, start: float) -> None:
+    """Scale the y axis to the trained points when the step-0 point (the teacher with the student's recipe, often
+    far worse) would flatten them; say where step 0 went."""
+    if not trained:
+        return
+    lo, hi = min(a for a, _ in trained), max(b for _, b in trained)
+    pad = 0.1 * (hi - lo) or 0.05 * abs(hi) or 1.0
+    if start > hi + 3 * pad:
+        ax.set_ylim(max(0.0, lo - pad), hi + pad)
+        ax.annotate(f"step 0: {start:.4g} (off the axis)", xy=(0.02, 0.97), xycoords="axes fraction", va="top",
+                    fontsize=7)
+
+
+def _legend_with_band(ax, what: str) -> None:
+    """The legend, with one entry that says what the bands or bars are."""
+    from matplotlib.patches import Patch
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles + [Patch(color="gray", alpha=0.2)], labels + [what], fontsize=7)
 
 
 def read_branch_losses(run_dir: Path, nfe: int | None = None) -> dict:
@@ -246,7 +272,8 @@ def write_report(cmp, results: dict) -> Path:
         f"Each setting trained on {h['budget']}, {results['config']['seeds']} training seeds ({h['seeds']}), "
         f"evaluated on held-out seeds {p['eval_seeds']}.",
         f"FID: {p['extractor']} features (weights {p['extractor_digest']}) against {p['ref_n']} images of "
-        f"`{p['data']}` (stats sha256 {p['ref_sha256']}). Agreement: {p['agreement']}. Weights: {p['weights']}.",
+        f"`{data_label(p['data'])}` (stats sha256 {p['ref_sha256']}). Agreement: {p['agreement']}. "
+        f"Weights: {p['weights']}.",
         "Intervals are 95% t-intervals over training seeds; verdicts use the paired difference to the baseline "
         f"({h['pairing']}): 'better'/'worse' only when its interval excludes 0." + h["noise_note"],
         "", "## Results", "", table(results), "## Against training progress", "",

@@ -23,14 +23,16 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import fill
 from ..distill.pd.run import distill_pd
 from ..distill.sfd.run import distill_sfd
-from ..distill.sfd.targets import DEFAULT_TARGETS, check_mode
+from ..distill.sfd.targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS, check_mode
 from ..distill.weights import parse_weights
 from ..errors import BdenseError, Interrupted
 from ..io import atomic_write_text, check_out_dir, lock_dir
 from .compare import EVAL_SEED_BASE, CompareConfig, Comparison, Setting, compare
 from .protocol import differs
+from .progress import Progress
 from .report import grid
 from ..metrics.stats import paired_verdict, t_interval
 
@@ -47,10 +49,10 @@ class TuneConfig:
     branches: int | None = None  # K: default 4 (sfd), 2 (pd)
     objective: str = "rmse"  # rmse | fid | combo:A
     trials: int = 30  # total wanted in the study
-    trial_trajectories: int = 2560
-    trajectories: int = 19200  # the full budget of the final runs (and the size of the shared cache)
-    batch: int = 128
-    lr: float = 2e-4
+    trial_trajectories: int | None = None  # default: trajectories (trials at the full budget)
+    trajectories: int | None = None  # the full budget of the final runs (and the size of the shared cache)
+    batch: int | None = None  # None here: the studied defaults (bdense/defaults.py)
+    lr: float | None = None
     tune_seeds: int = 500
     report_points: tuple = (0.25, 0.5, 0.75, 1.0)
     jobs: int = 1
@@ -71,7 +73,7 @@ class TuneConfig:
     method: str = "sfd"  # the host: sfd | pd; pd's knobs below mean what they mean for `compare --method pd`
     start_steps: int = 64
     end_steps: int = 8
-    round_iters: int = 400  # pd: the final runs' iterations per round
+    round_iters: int | None = None  # pd: the final runs' iterations per round
     trial_round_iters: int | None = None  # pd: a trial's iterations per round (default: round_iters // 4)
     last_step_target: str = "x-pred"
     weight_span: str = "round"
@@ -83,6 +85,7 @@ class TuneConfig:
         from ..options import FracList, Int
         if self.method not in ("sfd", "pd"):
             raise BdenseError(f"unknown --method '{self.method}'; use sfd or pd")
+        self.__dict__.update(fill(self.method, vars(self)))
         if self.branches is None:
             self.branches = 2 if self.method == "pd" else 4
         if self.method == "pd":
@@ -267,12 +270,15 @@ class Tuner:
                 trial.report(last["value"], step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"{spec}: {last['value']:.4g} at step {step} is worse than the median")
+        t0 = self.progress.start(f"{spec} (study trial {trial.number})", unit="trial")
         try:
             self.short_run(self.out / "trials" / f"{trial.number:05d}", self.cfg.branches, spec,
                            self.devices[trial.number % len(self.devices)], on_measure)
         except (KeyboardInterrupt, Interrupted):
             trial.set_user_attr("interrupted", True)  # failed now, redone by the next `bdense tune`
             raise
+        finally:
+            self.progress.finish(t0)
         return last["value"]
 
     # -- the study ----------------------------------------------------------------------------------
@@ -322,6 +328,7 @@ class Tuner:
             study.sampler = optuna.samplers.TPESampler(seed=cfg.seed + len(study.trials), multivariate=True,
                                                        group=True, n_startup_trials=min(10, max(3, cfg.trials // 4)))
             if cfg.trials > done:
+                self.progress = Progress(self.out / "log.txt", cfg.trials - done, cfg.progress)
                 study.optimize(lambda tr: self.objective(tr, base), n_trials=cfg.trials - done, n_jobs=self.jobs,
                                catch=(BdenseError,))
         study.set_user_attr("search_wall_s", study.user_attrs.get("search_wall_s", 0.0) + time.time() - t0)
@@ -364,6 +371,8 @@ class Tuner:
         settings = [Setting("baseline", 1), dense("uniform", "uniform")]
         settings += [] if w.kind == "constant" and set(w.base) == {1.0} else [dense("tuned", spec)]
         settings += [] if spec == SCHEDULED else [dense("scheduled", SCHEDULED)]
+        if self.host.method == "sfd" and spec != DEFAULT_WEIGHTS:  # what a user gets without --branch-weights
+            settings.append(dense("default", DEFAULT_WEIGHTS))
         return compare(replace(self.cmp.cfg, settings=tuple(settings)))
 
 

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import torch
 
+from ...defaults import describe, fill
 from ...errors import BdenseError
 from ...models.branches import reparameterize, widen
 from ...models.checkpoint import load_model, save_model
@@ -13,7 +14,7 @@ from ...train.rundir import RunDir
 from .plan import PDPlan
 from .task import PDTask
 from ...io import file_digest
-from ..sfd.run import _teacher_link, _write_grid
+from ..sfd.run import _write_grid, student_meta
 from ..weights import parse_weights
 
 
@@ -66,8 +67,9 @@ def _param_text(own: str, param: str) -> str:
 
 
 def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: int = 2, branch_weights=None,
-               start_steps: int = 64, end_steps: int = 8, round_iters: int = 400, batch: int = 128,
-               lr: float = 5e-5, precision: str = "fp32", seed: int = 0, resume: bool = False, dry_run: bool = False,
+               start_steps: int = 64, end_steps: int = 8, round_iters: int | None = None, batch: int | None = None,
+               lr: float | None = None, precision: str = "fp32", seed: int = 0, resume: bool = False,
+               dry_run: bool = False,
                device: str | None = None, checkpoint_every: int = 100, trust_pickle: bool = False,
                progress: bool = True, log_every: int = 10, grid_seeds: int = 64, last_step_target: str = "x-pred",
                weight_span: str = "round", eval_clip_denoised: bool = True, snapshot_steps: tuple = (),
@@ -79,6 +81,8 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
     on_snapshot(step, weights): called after each snapshot (bdense tune measures and prunes so);
     student_param: auto | eps | x | v, the student's parameterization (auto: v for an eps teacher, else the teacher's
     own), converted exactly at step 0 (student_parameterization)."""
+    given = fill("pd", dict(round_iters=round_iters, batch=batch, lr=lr))  # None: the studied defaults
+    round_iters, batch, lr = given["round_iters"], given["batch"], given["lr"]
     if batch < 1:
         raise BdenseError(f"--batch must be >= 1, got {batch}")
     plan = PDPlan(start_steps=start_steps, end_steps=end_steps, branches=branches, round_iters=round_iters,
@@ -119,7 +123,8 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                  f"{', x-prediction clipped to [-1, 1] at every step' if eval_clip_denoised else ''}\n"
                  f"last-step target (t = 1/N): "
                  f"{'the teacher x-prediction at the midpoint' if last_step_target == 'x-pred' else 'the DDIM x~ formula'}"
-                 f"\n{_param_text(vp['parameterization'], param)}")
+                 f"\n{_param_text(vp['parameterization'], param)}"
+                 f"\nstudied defaults, used for options left out: {describe('pd')}")
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule="linear", grad_clip=1.0, ema_decay=0.0, precision=precision,
@@ -135,8 +140,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
     result = trainer.run(resume=resume)
     if result["completed"] and trainer.acc.is_main_process:
         student.load_state_dict(trainer.final_weights())
-        meta = dict(teacher.config.get("meta", {}), role="student", sampling=rc, data=data_spec,
-                    **_teacher_link(teacher_path, run.path),
+        meta = dict(student_meta(teacher, teacher_path, run.path), sampling=rc, data=data_spec,
                     distill={"method": "pd", "branches": branches, "weights": weights.describe(),
                              "rounds": plan.rounds, "start_steps": start_steps, "end_steps": end_steps,
                              "round_iters": round_iters, "batch": batch, "seed": seed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ...defaults import describe, fill, studied
 from ...errors import BdenseError
 from ...io import file_digest
 from ...models.branches import widen
@@ -25,13 +26,11 @@ def sfd_student_recipe(plan: SFDPlan) -> dict:
                 sigma_max=plan.sigma_max, rho=plan.rho, afs=plan.afs, final_zero=False)
 
 
-TRAJECTORIES_PER_NFE = 25_600  # the default budget; SFD-v gets it once per count (as SFD-v's 800k = 4 x 200k)
-
-
 def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_weights=None,
                 teacher_substeps: int = 4, teacher_solver: str = "dpmpp_3m", afs: bool = True,
-                sigma_min: float = 0.006, sigma_max: float = 80.0, trajectories: int | None = None, batch: int = 128,
-                lr: float = 5e-5, lr_schedule: str = "step-half", precision: str = "fp32", seed: int = 0,
+                sigma_min: float = 0.006, sigma_max: float = 80.0, trajectories: int | None = None,
+                batch: int | None = None, lr: float | None = None, lr_schedule: str = "step-half",
+                precision: str = "fp32", seed: int = 0,
                 resume: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
                 checkpoint_every: int = 100, log_every: int = 10, trajectory_cache: str | None = None,
                 trust_pickle: bool = False, grid_seeds: int = 64, snapshot_fractions: tuple = (), on_snapshot=None,
@@ -41,13 +40,16 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                 compile_mode: str | None = None, teacher_batch: int = 0, fast_path: str = "auto",
                 nfe_draw: str = "balanced", dense_intervals: int | None = None, branch_heads: str = "shared") -> dict:
     """nfe: one NFE (SFD), or several ('2-5', '2,3,5', a tuple): one SFD-v student for all of them, conditioned
-    on the count; --trajectories (default 25,600 per count) are shared out over the counts (bdense/distill/sfd/sfdv.py)."""
+    on the count; --trajectories (default: the studied budget per count, bdense/defaults.py) are shared out over
+    the counts (bdense/distill/sfd/sfdv.py). lr and batch left None take the studied defaults too."""
     from .counts import nfe_schedule, parse_counts
     from .sfdv import plans_for
     counts = parse_counts(nfe)
     multi = len(counts) > 1
     nfe = counts[-1]  # the count a multi-NFE student's recipe samples at by default (its best)
-    trajectories = TRAJECTORIES_PER_NFE * len(counts) if trajectories is None else trajectories
+    trajectories = studied("sfd", "trajectories") * len(counts) if trajectories is None else trajectories
+    given = fill("sfd", dict(batch=batch, lr=lr))  # None: the studied defaults
+    batch, lr = given["batch"], given["lr"]
     if trajectories < batch:
         raise BdenseError(f"--trajectories {trajectories} is smaller than one batch ({batch})")
     if teacher_batch and teacher_batch % batch:
@@ -96,7 +98,8 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                  + f"SFD distillation, K={branches} branches, weights {weights.spec} (at start {weights.at(0, steps)}, "
                  f"at end {weights.at(steps, steps)}), {targets_text(plan, branch_targets)}\n"
                  + "\n".join(p.describe() for p in plans.values()) + "\n"
-                 f"iterations: {steps} x batch {batch} = {steps * batch} trajectories; "
+                 f"iterations: {steps} x batch {batch} = {steps * batch} trajectories; Adam lr {lr}"
+                 + (" (/ 10 at half way); " if lr_schedule == "step-half" else f" ({lr_schedule}); ")
                  + (f"{len(plan.trained_intervals())} optimizer steps per iteration; "
                     f"teacher NFE per trajectory {plan.teacher_nfe()}, student NFE {plan.nfe}" if not multi else
                     f"optimizer steps per iteration = the NFE drawn; teacher NFE per trajectory "
@@ -108,7 +111,8 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                  + ("\nbranch heads: block (branches 1.." + str(branches - 1) + " each run their own copy of the "
                     "network's last stage, the final up-block resnet + output norm + conv, initialised from the "
                     "teacher; the endpoint keeps the network's own; export drops the copies)"
-                    if branch_heads == "block" else ""))
+                    if branch_heads == "block" else "")
+                 + f"\nstudied defaults, used for options left out: {describe('sfd')}")
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
@@ -162,8 +166,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
     if result["completed"] and trainer.acc.is_main_process:
         speed.uncompile_net(student)  # the sample grid below runs at another batch size: no second compile
         student.load_state_dict(trainer.final_weights())
-        meta = dict(teacher.config.get("meta", {}), role="student", sampling=sfd_student_recipe(plan),
-                    **_teacher_link(teacher_path, run.path),
+        meta = dict(student_meta(teacher, teacher_path, run.path), sampling=sfd_student_recipe(plan),
                     distill={"method": "sfd", "branches": branches, "weights": weights.describe(),
                              "branch_targets": branch_targets, "branch_heads": branch_heads, "dropout": dropout,
                              **({} if dense_intervals is None else {"dense_intervals": dense_intervals}),
@@ -212,6 +215,19 @@ def targets_text(plan: SFDPlan, mode: str) -> str:
     f = closing_factors(mode, float(s[i]), float(s[i + 1]), sig)
     return (f"targets {mode} (branch k = teacher state + f_k * (x - teacher state at t_i); interval {i}: f = "
             + ", ".join(f"{v:.3g}" for v in f) + ")")
+
+
+TEACHER_ONLY = ("trained_steps", "shipped_as", "stored_dtype", "packed_from_sha256")  # about the teacher file
+
+
+def student_meta(teacher, teacher_path, run_dir) -> dict:
+    """A student's meta: the teacher's (its data, resolution, padding) less what describes the teacher file itself
+    (a student was not trained for the teacher's steps), plus the link to the teacher."""
+    meta = teacher.config.get("meta", {})
+    kept = {k: v for k, v in meta.items() if k not in TEACHER_ONLY}
+    if meta.get("shipped_as"):
+        kept["teacher_shipped_as"] = meta["shipped_as"]
+    return dict(kept, role="student", **_teacher_link(teacher_path, run_dir))
 
 
 def _teacher_link(teacher_path, run_dir) -> dict:

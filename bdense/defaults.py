@@ -1,0 +1,43 @@
+"""The training defaults of `distill`, `compare` and `tune`: one set, the one the measured verdicts used.
+
+A user who leaves an option out gets the setting a table in docs/ was measured with, not an untried one. Each value
+names its study; change a value only together with a study that measured the new one.
+"""
+from __future__ import annotations
+
+# method -> option -> (value, the study it comes from)
+STUDIED: dict[str, dict[str, tuple]] = {
+    "sfd": {
+        "lr": (2e-4, "every SFD table: docs/targets.md, docs/weights.md, the demo"),
+        "batch": (64, "docs/targets.md's verdict, the demo"),
+        "trajectories": (6400, "per NFE; docs/targets.md's verdict, the demo"),
+    },
+    "pd": {
+        "lr": (5e-4, "docs/pd.md (compare --method pd on digits)"),
+        "batch": (32, "docs/pd.md"),
+        "round_iters": (150, "docs/pd.md"),
+    },
+}
+
+
+def studied(method: str, name: str):
+    """The default of option `name` for host `method`; an option the host does not train with (PD's trajectories,
+    SFD's round_iters) takes the other host's value, so code that reads it always finds a number."""
+    entry = STUDIED.get(method, {}).get(name) or next((t[name] for t in STUDIED.values() if name in t), None)
+    return None if entry is None else entry[0]
+
+
+def fill(method: str, values: dict) -> dict:
+    """`values` with every studied option left None set to its default (the one resolution every command uses)."""
+    out = dict(values)
+    for name in {n for table in STUDIED.values() for n in table}:
+        if name in out and out[name] is None:
+            out[name] = studied(method, name)
+    if out.get("trial_trajectories", 0) is None:  # tune: trials at the full budget (docs/weights.md: short trials
+        out["trial_trajectories"] = out.get("trajectories")  # ranked the wrong setting on digits)
+    return out
+
+
+def describe(method: str) -> str:
+    """One line per default and its source: printed by --dry-run, quoted in the docs."""
+    return "; ".join(f"{name} {value} ({source})" for name, (value, source) in STUDIED[method].items())
