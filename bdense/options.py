@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import BdenseError
-from .seeds import MAX_SEEDS, SEED_MAX
+from .seeds import MAX_SEED_BLOCK, MAX_SEEDS, SEED_MAX
 
 BIG = 10**9
 
@@ -159,7 +159,7 @@ RULES = {
     "branch_heads": Choice(("shared", "block")),  # bdense.models.denoisers.HEAD_MODES (that module needs torch)
     "last_step_target": Choice(("x-pred", "ddim")), "weight_span": Choice(("round", "all")),
     "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000), "student_param": Choice(("auto", "eps", "x", "v")),
-    "trial_round_iters": COUNT,
+    "trial_round_iters": COUNT, "seed_block": Int(0, MAX_SEED_BLOCK),
 }
 # the same name with another meaning in one command
 COMMAND_RULES = {

@@ -46,10 +46,11 @@ def test_compare_refuses_a_finished_run_made_with_other_options(digits_assets, t
 
 
 def test_paired_verdicts_and_intervals():
-    assert paired_verdict([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])["verdict"] == "better"  # exactly 1 lower each seed
-    assert paired_verdict([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])["verdict"] == "worse"
-    assert paired_verdict([1.0, 2.0, 3.0], [2.0, 1.0, 3.0])["verdict"].startswith("not distinguishable")
-    assert paired_verdict([1.0], [0.0])["verdict"] == "too few seeds to judge"
+    s = lambda *v: dict(enumerate(v))  # noqa: E731 (values keyed by training seed)
+    assert paired_verdict(s(1.0, 2.0, 3.0), s(0.0, 1.0, 2.0))["verdict"] == "better"  # exactly 1 lower each seed
+    assert paired_verdict(s(1.0, 2.0, 3.0), s(2.0, 3.0, 4.0))["verdict"] == "worse"
+    assert paired_verdict(s(1.0, 2.0, 3.0), s(2.0, 1.0, 3.0))["verdict"].startswith("not distinguishable")
+    assert paired_verdict(s(1.0), s(0.0))["verdict"] == "too few seeds to judge"
     ci = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t(0.975, 2) = 4.3027
     assert ci["mean"] == 2.0 and ci["half"] == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)
 
