@@ -7,6 +7,7 @@ is the host's business (bdense/hosts: SFD, progressive distillation); the report
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,19 @@ class CompareConfig:
             + pools, f"runs: {len(self.settings) * len(runs) * (len(self.nfes) if self.method == 'sfd' else 1)}"])
 
 
+def part_name(results: dict) -> str:
+    """The file of one invocation's results in OUT/parts: the same invocation run again replaces its own."""
+    what = {k: v for k, v in results["config"].items() if k not in ("out", "progress", "device", "move_stale")}
+    digest = hashlib.sha256(json.dumps([what, results["settings"]], sort_keys=True, default=str).encode())
+    return f"results-{digest.hexdigest()[:16]}.json"
+
+
+def write_part(out: Path, results: dict) -> None:
+    (out / PARTS).mkdir(exist_ok=True)
+    atomic_write_text(out / PARTS / part_name(results), json.dumps(results, indent=1, default=str))
+
+
+PARTS = "parts"  # OUT/parts/: every invocation's results, for compare --report-only (bdense/studies/union.py)
 BLOCK_FILE = "seed-block.json"  # OUT of a study in a seed block other than 0 (absent: block 0, as before blocks)
 
 
@@ -304,6 +318,7 @@ class Comparison:
             entry["steps_total"] = host.steps_total(point)
             results[host.grid_key][str(point)] = entry
         atomic_write_text(self.out / "results.json", json.dumps(results, indent=1, default=str))
+        write_part(self.out, results)
         from .report import write_report
         write_report(self, results)
         return results

@@ -261,12 +261,12 @@ def branch_loss_plots(results: dict, out: Path) -> list[str]:
                              "PD loss (SNR-truncated MSE)", out / "branch_losses_pd.png")]
     written = []
     for nfe, entry in grid(results).items():
-        losses = {s["name"]: read_branch_losses(first_run(entry["runs"][s["name"]])["dir"], int(nfe))
-                  for s in dense if s["name"] in entry["runs"]}
+        here = [s for s in dense if s["name"] in entry["runs"]]
+        losses = {s["name"]: read_branch_losses(first_run(entry["runs"][s["name"]])["dir"], int(nfe)) for s in here}
         intervals = sorted({i for ser in losses.values() for i, _ in ser})
         if not intervals:
             continue
-        written.append(_loss_figure(losses, dense, intervals, lambda name, i: f"{name}, interval {i}",
+        written.append(_loss_figure(losses, here, intervals, lambda name, i: f"{name}, interval {i}",
                                     "L1 loss (summed over pixels)", out / f"branch_losses_nfe{nfe}.png"))
     return written
 
