@@ -154,7 +154,8 @@ class CompareConfig:
             + (f"{block.first_trajectory(runs[0], self.trajectories, True)} (one pool per seed, fresh)"
                if self.pool == "fresh" else f"{block.base} (one shared pool)"))
         return "\n".join([
-            f"compare --method {self.method}: teacher {self.teacher}, out {self.out}", f"points: {points}",
+            f"compare --method {self.method}: teacher {self.teacher}"
+            + ("" if Path(self.teacher).exists() else " (not there yet)") + f", out {self.out}", f"points: {points}",
             "settings: " + ", ".join(f"{s.name} (K={s.branches})" for s in self.settings),
             f"seed block {block.index}: training seeds {runs[0]}-{runs[-1]}, evaluation seeds {evals[0]}-{evals[-1]}"
             + pools, f"runs: {len(self.settings) * len(runs) * (len(self.nfes) if self.method == 'sfd' else 1)}"])
