@@ -30,6 +30,11 @@ def _ints(results: dict) -> dict:
     return results
 
 
+def read_results(path: Path) -> dict:
+    """A results.json with the integer seed and step keys compare made it with (for verdicts over several folders)."""
+    return _ints(read_json(path))
+
+
 def _same(a, b, what: str, where: Path) -> None:
     if a != b:
         raise BdenseError(f"the comparisons in {where} differ in {what}; report them from separate --out folders")
