@@ -29,12 +29,10 @@ from ..distill.sfd.targets import DEFAULT_TARGETS, check_mode
 from ..distill.weights import parse_weights
 from ..errors import BdenseError
 from ..io import atomic_write_text
-from ..seeds import TUNE_OFFSET
 from .compare import CompareConfig, Comparison, Setting, compare
 from .report import grid, seed_values
 from ..metrics.stats import paired_verdict, t_interval
 
-TUNE_SEED_BASE = TUNE_OFFSET  # block 0's tuning noise seeds: far from training (0..) and evaluation seeds
 STUDY = "bdense-tune"
 SCHEDULED = "decay:cosine:0"
 
