@@ -162,8 +162,9 @@ class SFDHost:
 
     def describe(self) -> dict:
         cfg = self.cfg
-        pool = ("seed s = its own pool of trajectories, noise seeds from s x budget" if cfg.pool == "fresh"
-                else "seed = order of the shared trajectory pool")
+        pool = ("seed = its own pool of trajectories: the block's i-th seed draws noise seeds from "
+                f"{self.study.block.base} + i x budget" if cfg.pool == "fresh"
+                else f"seed = order of the shared trajectory pool (noise seeds from {self.study.block.base})")
         return {"host": "SFD", "metrics": {"fid": "domain FID", "rmse": "RMSE to teacher reference"},
                 "budget": f"{cfg.trajectories} teacher trajectories (batch {cfg.batch}, lr {cfg.lr})",
                 "seeds": pool, "progress_unit": ["trajectories seen (thousands)", cfg.batch / 1000],
