@@ -286,7 +286,8 @@ def trajectories(
 
 @app.command("compare")
 def compare(
-    teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
+    teacher: Optional[Path] = typer.Option(None, help="teacher model (or a shipped name: bdense teachers list); "
+                                           "required unless --report-only", callback=_model),
     out: Path = typer.Option(..., help="report directory (runs, caches and evaluations are reused from it)"),
     nfe: str = typer.Option("2,3", help="student NFEs, comma-separated"),
     setting: Optional[list[str]] = typer.Option(None, help="NAME:K[:SPEC][:targets=MODE][:dropout=P][:dense=N][:heads=block], SPEC "
@@ -330,6 +331,8 @@ def compare(
         from .studies.union import report_union
         typer.echo(f"report: {report_union(out, device=device)}")
         return
+    if teacher is None:
+        raise BdenseError("compare needs --teacher (a model file or a shipped name), or --report-only")
     cfg = CompareConfig(teacher=str(teacher), out=str(out), nfes=v["nfe"],
                         settings=tuple(parse_setting(s) for s in setting or
                                        ["baseline:1", "bdense:2" if method == "pd" else "bdense:4"]),

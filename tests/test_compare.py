@@ -1,11 +1,16 @@
 """bdense compare: the grid of runs, reuse of finished runs, refusal of stale ones, and the paired verdicts."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from bdense.errors import BdenseError
 from bdense.studies.compare import CompareConfig, Setting, compare
 from bdense.metrics.stats import paired_verdict, t_interval
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_bad_input import run_cli  # noqa: E402
 
 
 def tiny_compare(assets, out, **kw):
@@ -166,6 +171,11 @@ def test_report_only_merges_every_comparison_in_out_and_move_stale_keeps_old_run
     with pytest.raises(BdenseError, match="differ in teacher digest"):
         report_union(tmp_path)
     (tmp_path / "parts" / "results-other.json").unlink()
+    code, out, err = run_cli(["compare", "--report-only", "--out", str(tmp_path)])  # the command itself
+    assert code == 0 and "report.md" in out, err
+    assert run_cli(["compare", "--report-only", "--out", str(tmp_path / "empty")])[2].startswith(
+        "error: " + str(tmp_path / "empty") + " holds no compare results")
+    assert "compare needs --teacher" in run_cli(["compare", "--out", str(tmp_path / "x")])[2]
     # a run made with other options is renamed aside (nothing deleted) and trained anew
     compare(tiny_compare(digits_assets, tmp_path, seeds=1, settings=base, lr=1e-3, move_stale=True))
     aside = list((tmp_path / "runs/nfe2/baseline").glob("seed0.stale-*"))
