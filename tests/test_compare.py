@@ -182,3 +182,8 @@ def test_report_only_merges_every_comparison_in_out_and_move_stale_keeps_old_run
     assert len(aside) == 1 and (aside[0] / "model.safetensors").exists()
     assert json.loads((aside[0] / "options.json").read_text())["lr"] == 2e-4
     assert json.loads((tmp_path / "runs/nfe2/baseline/seed0/options.json").read_text())["lr"] == 1e-3
+    # a trajectory cache made for another teacher grid is moved aside too, and made again
+    compare(tiny_compare(digits_assets, tmp_path, seeds=1, settings=base, lr=1e-3, move_stale=True,
+                         teacher_order_rule="dpm-solver"))
+    assert len(list((tmp_path / "cache").glob("nfe2.stale-*"))) == 1
+    assert json.loads((tmp_path / "cache/nfe2/manifest.json").read_text())["complete"]

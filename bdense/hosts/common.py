@@ -49,7 +49,11 @@ def check_reusable(d: Path, options: dict, missing: dict | None = None, move_sta
 
 def set_aside(d: Path, why: str) -> Path:
     """Rename d to NAME.stale-TIME beside it (never delete a run) and say so in one line."""
-    aside = d.with_name(f"{d.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+    stamp, n = time.strftime('%Y%m%d-%H%M%S'), 1
+    aside = d.with_name(f"{d.name}.stale-{stamp}")
+    while aside.exists():  # moved aside twice within a second
+        n += 1
+        aside = d.with_name(f"{d.name}.stale-{stamp}-{n}")
     d.rename(aside)
     print(f"moved aside {d} -> {aside.name}: {why}", flush=True)
     return aside

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..distill.sfd.cache import TrajectoryCache, write_cache
 from ..distill.sfd.plan import SFDPlan
 from ..distill.sfd.run import distill_sfd, sfd_student_recipe
 from ..errors import BdenseError
 from ..sampling.recipe import Recipe
-from ..distill.sfd.cache import TrajectoryCache
 from .common import cached_images, check_reusable, read_json, set_aside, snapshot_list
 
 POOLS = ("shared", "fresh")
@@ -73,7 +73,6 @@ class SFDHost:
         return self.study.block.first_trajectory(seed, self.cfg.trajectories, self.cfg.pool == "fresh")
 
     def cache(self, nfe: int, seed: int = 0) -> Path:
-        from ..distill.sfd.cache import write_cache
         first = self.first_seed(seed)
         path = self.out / "cache" / (f"nfe{nfe}" if first == 0 else f"nfe{nfe}-from{first}")
         if self.cfg.move_stale and read_json(path / "manifest.json").get("complete"):
