@@ -316,7 +316,8 @@ def trajectories(
 
 @app.command("compare")
 def compare(
-    teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
+    teacher: Optional[Path] = typer.Option(None, help="teacher model (or a shipped name: bdense teachers list); "
+                                           "required unless --report-only", callback=_model),
     out: Path = typer.Option(..., help="report directory (runs, caches and evaluations are reused from it)"),
     nfe: str = typer.Option("2,3", help="student NFEs, comma-separated"),
     setting: Optional[list[str]] = typer.Option(None, help="NAME:K[:SPEC][:targets=MODE][:dropout=P][:dense=N][:heads=block], SPEC "
@@ -325,6 +326,8 @@ def compare(
                                                 "baseline:1 and bdense:4; pd: bdense:2)"),
     seeds: int = typer.Option(3, help="training seeds per setting"),
     pool: str = typer.Option("shared", help="shared (seeds reorder one trajectory pool) | fresh (each seed its own pool)"),
+    seed_block: int = typer.Option(0, help="take training trajectories, training and evaluation seeds from this block "
+                                   "(0: as always; N: never overlapping another block), e.g. 1"),
     trajectories: Optional[int] = typer.Option(None, help="teacher trajectories per run (the budget; default 6400)"),
     batch: Optional[int] = typer.Option(None, help="global batch (default: sfd 64, pd 32)"),
     lr: Optional[float] = typer.Option(None, help="learning rate (default: sfd 2e-4, pd 5e-4; bdense/defaults.py)"),
@@ -350,10 +353,21 @@ def compare(
     student_param: str = typer.Option("auto", help="pd: the student predicts auto (v for an eps teacher, else the "
                                       "teacher's) | eps | x | v, e.g. x"),
     device: Optional[str] = None,
+    report_only: bool = typer.Option(False, help="train nothing: one report over every comparison run into --out "
+                                     "(the union of their NFEs/rounds and settings)"),
+    move_stale: bool = typer.Option(False, help="rename a finished run made with other options to NAME.stale-TIME "
+                                    "and train it again, instead of stopping"),
+    dry_run: bool = typer.Option(False, help="check the options, print the grid of runs and exit"),
 ):
     """Baseline vs B-DENSE side by side over several seeds, with intervals, plots and a report."""
     v = check("compare", locals())
     from .studies.compare import CompareConfig, compare as run, parse_setting
+    if report_only:
+        from .studies.union import report_union
+        typer.echo(f"report: {report_union(out, device=device)}")
+        return
+    if teacher is None:
+        raise BdenseError("compare needs --teacher (a model file or a shipped name), or --report-only")
     cfg = CompareConfig(teacher=str(teacher), out=str(out), nfes=v["nfe"],
                         settings=tuple(parse_setting(s) for s in setting or
                                        ["baseline:1", "bdense:2" if method == "pd" else "bdense:4"]),
@@ -364,7 +378,11 @@ def compare(
                         teacher_threshold=teacher_threshold, teacher_history=teacher_history, pool=pool,
                         device=device, method=method, start_steps=start_steps, end_steps=end_steps,
                         round_iters=round_iters, last_step_target=last_step_target, weight_span=weight_span,
-                        eval_clip_denoised=eval_clip_denoised, student_param=student_param)
+                        eval_clip_denoised=eval_clip_denoised, student_param=student_param,
+                        seed_block=seed_block, move_stale=move_stale)
+    if dry_run:
+        typer.echo(cfg.describe_grid())
+        return
     run(cfg)
     typer.echo(f"report: {out / 'report.md'}")
 
@@ -450,6 +468,8 @@ def tune(
     report_points: str = typer.Option("0.25,0.5,0.75,1.0", help="fractions of a trial at which it may be pruned"),
     jobs: int = typer.Option(1, help="parallel trials, one per CUDA device (1 on CPU or one GPU)"),
     seed: int = typer.Option(0, help="sampler seed"),
+    seed_block: int = typer.Option(0, help="take the trials' and final runs' trajectories, training, tuning and "
+                                   "evaluation seeds from this block (0: as always), e.g. 1"),
     final: bool = typer.Option(True, "--final/--no-final", help="re-train the winner, uniform and baseline and compare"),
     final_seeds: int = typer.Option(3, help="training seeds of the final comparison"),
     final_nfe: Optional[str] = typer.Option(None, help="NFEs of the final comparison (default: --nfe)"),
@@ -485,7 +505,7 @@ def tune(
                      start_steps=start_steps,
                      end_steps=end_steps, round_iters=round_iters, trial_round_iters=trial_round_iters,
                      last_step_target=last_step_target, weight_span=weight_span,
-                     eval_clip_denoised=eval_clip_denoised, student_param=student_param)
+                     eval_clip_denoised=eval_clip_denoised, student_param=student_param, seed_block=seed_block)
     r = run(cfg)
     for note in (r["search"] or {}).get("notes", []):
         typer.echo(f"note: {note}")

@@ -1,6 +1,8 @@
 """Seeds: image i depends only on seed i, whatever the batch size or device."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .errors import BdenseError
@@ -53,3 +55,54 @@ def seed_labels(seeds: list[int], num_classes: int, device="cpu") -> torch.Tenso
     labels = [int(torch.randint(num_classes, (1,), generator=torch.Generator().manual_seed(int(s) + 2**40)))
               for s in seeds]
     return torch.tensor(labels, dtype=torch.long, device=device)
+
+
+# -- seed blocks: every source of randomness of a study, moved together to a range never used before ----------------
+BLOCK_STRIDE = 10**13  # noise seeds of block N live in [N * BLOCK_STRIDE, (N + 1) * BLOCK_STRIDE)
+EVAL_OFFSET = 10**12  # a block's held-out evaluation noise seeds start here (block 0: the evaluation seeds of old)
+TUNE_OFFSET = EVAL_OFFSET + 10**9  # a block's tuning noise seeds start here; its training trajectories lie below EVAL
+RUN_SEEDS_PER_BLOCK = 1000  # training seeds (init, data order, dropout) of block N: N * 1000 + i
+MAX_SEED_BLOCK = 100_000  # keeps every noise seed below 2^63 - 1
+
+
+@dataclass(frozen=True)
+class SeedBlock:
+    """Where a study's training trajectories, training seeds, evaluation and tuning seeds come from.
+
+    Why: a confirmation must not reuse the randomness that chose the setting it confirms. Block 0 is the layout
+    bdense always used (training seeds 0.., trajectories from noise seed 0, evaluation seeds from 10^12, tuning seeds
+    from 10^12 + 10^9), bit for bit; block N moves all of them by N blocks, so blocks never overlap."""
+    index: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.index, bool) or not isinstance(self.index, int) or not 0 <= self.index <= MAX_SEED_BLOCK:
+            raise BdenseError(f"--seed-block must be an integer from 0 to {MAX_SEED_BLOCK}, got {self.index!r}")
+
+    @property
+    def base(self) -> int:
+        return self.index * BLOCK_STRIDE
+
+    def run_seeds(self, n: int) -> list[int]:
+        """The training seeds of n runs (run directory names and results keys: seed{s})."""
+        return [self.index * RUN_SEEDS_PER_BLOCK + i for i in range(n)]
+
+    def first_trajectory(self, run_seed: int, pool: int, fresh: bool) -> int:
+        """First noise seed of a run's trajectory pool: the block's shared pool, or the run's own (fresh)."""
+        return self.base + ((run_seed - self.index * RUN_SEEDS_PER_BLOCK) * pool if fresh else 0)
+
+    def eval_seeds(self, n: int) -> list[int]:
+        return list(range(self.base + EVAL_OFFSET, self.base + EVAL_OFFSET + n))
+
+    def tune_seeds(self, n: int) -> list[int]:
+        return list(range(self.base + TUNE_OFFSET, self.base + TUNE_OFFSET + n))
+
+    def check(self, runs: int, trajectories: int, evals: int, tunes: int = 0) -> None:
+        """Refuse a study whose seeds would leave the block (and so overlap another block or another kind)."""
+        if runs > RUN_SEEDS_PER_BLOCK:
+            raise BdenseError(f"{runs} training seeds exceed the {RUN_SEEDS_PER_BLOCK} of a seed block; use fewer")
+        if trajectories > EVAL_OFFSET:
+            raise BdenseError(f"{trajectories:,} training trajectories overlap the evaluation seeds of the block "
+                              f"(at most {EVAL_OFFSET:,}); lower --trajectories or --seeds")
+        if evals > TUNE_OFFSET - EVAL_OFFSET or tunes > BLOCK_STRIDE - TUNE_OFFSET:
+            raise BdenseError("the evaluation or tuning seeds overlap the next kind of seed; lower --eval-seeds or "
+                              "--tune-seeds")

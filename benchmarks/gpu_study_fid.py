@@ -75,7 +75,7 @@ def main() -> None:
             verdict = ""
             if s != base_name:
                 common = sorted(set(base) & set(per_seed))
-                v = paired_verdict([base[k] for k in common], [per_seed[k] for k in common])
+                v = paired_verdict({k: base[k] for k in common}, {k: per_seed[k] for k in common})
                 verdict = f"{v['verdict']} ({v['diff_mean']:+.3g} ± {v['diff_half']:.2g})"
             print(f"| {nfe[3:]} | {s} | {fmt(t_interval(list(per_seed.values())))} | {verdict} |")
     if args.json:

@@ -95,7 +95,7 @@ def table(rows, vsets, nfes, a) -> str:
             mine = rows[(s.name, n)]
             cells = []
             for m in ("fid", "rmse"):
-                v = paired_verdict([r[m] for r in base], [r[m] for r in mine])
+                v = paired_verdict(dict(enumerate(r[m] for r in base)), dict(enumerate(r[m] for r in mine)))
                 cells.append(f"{v['diff_mean']:+.4g} ± {v['diff_half']:.2g}: {v['verdict']}")
             lines.append(f"| {n} | {s.name} (SFD-v, K={s.branches}) | {fmt(t_interval([r['fid'] for r in mine]))} | "
                          f"{fmt(t_interval([r['rmse'] for r in mine]))} | {cells[0]} | {cells[1]} |")

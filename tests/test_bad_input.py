@@ -378,7 +378,8 @@ FOLDER_SHELVES = {("teachers pack", "--out")}  # folders that collect named file
 # the commands with --method, without the options the table rules on; a value for options whose default is None
 OPTION_BASE = {"distill": DIST, "compare": CMP, "tune": TUNE}
 OPTION_VALUE = {"trajectory_cache": "{root}/cache-swap", "dense_intervals": "1", "trajectories": "256",
-                "trial_round_iters": "2", "final_nfe": "2", "branch_weights": "uniform", "data": "digits"}
+                "trial_round_iters": "2", "final_nfe": "2", "branch_weights": "uniform", "data": "digits",
+                "round_iters": "2", "trial_trajectories": "256"}
 
 
 def cli_commands() -> dict:

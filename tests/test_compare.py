@@ -1,11 +1,16 @@
 """bdense compare: the grid of runs, reuse of finished runs, refusal of stale ones, and the paired verdicts."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from bdense.errors import BdenseError
 from bdense.studies.compare import CompareConfig, Setting, compare
 from bdense.metrics.stats import paired_verdict, t_interval
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_bad_input import run_cli  # noqa: E402
 
 
 def tiny_compare(assets, out, **kw):
@@ -46,10 +51,11 @@ def test_compare_refuses_a_finished_run_made_with_other_options(digits_assets, t
 
 
 def test_paired_verdicts_and_intervals():
-    assert paired_verdict([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])["verdict"] == "better"  # exactly 1 lower each seed
-    assert paired_verdict([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])["verdict"] == "worse"
-    assert paired_verdict([1.0, 2.0, 3.0], [2.0, 1.0, 3.0])["verdict"].startswith("not distinguishable")
-    assert paired_verdict([1.0], [0.0])["verdict"] == "too few seeds to judge"
+    s = lambda *v: dict(enumerate(v))  # noqa: E731 (values keyed by training seed)
+    assert paired_verdict(s(1.0, 2.0, 3.0), s(0.0, 1.0, 2.0))["verdict"] == "better"  # exactly 1 lower each seed
+    assert paired_verdict(s(1.0, 2.0, 3.0), s(2.0, 3.0, 4.0))["verdict"] == "worse"
+    assert paired_verdict(s(1.0, 2.0, 3.0), s(2.0, 1.0, 3.0))["verdict"].startswith("not distinguishable")
+    assert paired_verdict(s(1.0), s(0.0))["verdict"] == "too few seeds to judge"
     ci = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t(0.975, 2) = 4.3027
     assert ci["mean"] == 2.0 and ci["half"] == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)
 
@@ -124,3 +130,60 @@ def test_runs_made_before_branch_heads_stay_reusable(tmp_path, tiny_teacher_file
     with pytest.raises(BdenseError, match=r"other options \(branch_heads\)"):
         check_reusable(tmp_path, distill_sfd(str(tiny_teacher_file), str(tmp_path), dry_run=True, branches=4,
                                              branch_heads="block", **kw)["options"])
+
+
+def test_seed_block_moves_every_seed_of_the_study_and_is_recorded(digits_assets, tmp_path):
+    from bdense.seeds import SeedBlock
+    from bdense.studies.compare import EVAL_SEED_BASE
+    assert SeedBlock(0).run_seeds(3) == [0, 1, 2] and SeedBlock(0).eval_seeds(2) == [EVAL_SEED_BASE, EVAL_SEED_BASE + 1]
+    assert SeedBlock(0).first_trajectory(2, 64, True) == 128 and SeedBlock(0).first_trajectory(2, 64, False) == 0
+    cfg = tiny_compare(digits_assets, tmp_path, seed_block=1, pool="fresh", settings=(Setting("baseline", 1),))
+    assert "training seeds 1000-1001, evaluation seeds 11000000000000-11000000000015" in cfg.describe_grid()
+    r = compare(cfg)
+    assert set(r["nfe"]["2"]["runs"]["baseline"]) == {1000, 1001} and r["config"]["seed_block"] == 1
+    for seed, first in ((1000, 10**13), (1001, 10**13 + 64)):  # block 1's pools: above every block-0 seed
+        opts = json.loads((tmp_path / f"runs/nfe2/baseline/seed{seed}/options.json").read_text())
+        assert opts["first_trajectory_seed"] == first and opts["seed"] == seed
+    assert r["protocol"]["eval_seeds"] == f"{10**13 + EVAL_SEED_BASE}-{10**13 + EVAL_SEED_BASE + 15}"
+    assert "seed block 1: training seeds 1000, 1001" in (tmp_path / "report.md").read_text()
+    with pytest.raises(BdenseError, match="seed block 1; use --seed-block 1"):
+        compare(tiny_compare(digits_assets, tmp_path, settings=(Setting("baseline", 1),)))
+    with pytest.raises(BdenseError, match="overlap the evaluation seeds"):
+        tiny_compare(digits_assets, tmp_path, seed_block=2, pool="fresh", seeds=100, trajectories=2 * 10**10)
+
+
+def test_report_only_merges_every_comparison_in_out_and_move_stale_keeps_old_runs(digits_assets, tmp_path):
+    from bdense.studies.union import report_union
+    base = (Setting("baseline", 1),)
+    compare(tiny_compare(digits_assets, tmp_path, seeds=1, settings=base))
+    compare(tiny_compare(digits_assets, tmp_path, seeds=1, nfes=(3,), settings=base + (Setting("bdense", 2, "end:0.5"),)))
+    assert list(json.loads((tmp_path / "results.json").read_text())["nfe"]) == ["3"]  # the last invocation only
+    report_union(tmp_path)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert list(r["nfe"]) == ["2", "3"] and set(r["nfe"]["2"]["runs"]) == {"baseline"}
+    assert set(r["nfe"]["3"]["runs"]) == {"baseline", "bdense"} and r["config"]["nfes"] == [2, 3]
+    text = (tmp_path / "report.md").read_text()
+    assert "### NFE 2" in text and "### NFE 3" in text and "2 more had too few paired seeds" in text  # 1 seed
+    part = next((tmp_path / "parts").glob("*.json"))
+    other = json.loads(part.read_text())
+    other["teacher_digest"] = "another teacher"
+    (tmp_path / "parts" / "results-other.json").write_text(json.dumps(other))
+    with pytest.raises(BdenseError, match="differ in teacher digest"):
+        report_union(tmp_path)
+    (tmp_path / "parts" / "results-other.json").unlink()
+    code, out, err = run_cli(["compare", "--report-only", "--out", str(tmp_path)])  # the command itself
+    assert code == 0 and "report.md" in out, err
+    assert run_cli(["compare", "--report-only", "--out", str(tmp_path / "empty")])[2].startswith(
+        "error: " + str(tmp_path / "empty") + " holds no compare results")
+    assert "compare needs --teacher" in run_cli(["compare", "--out", str(tmp_path / "x")])[2]
+    # a run made with other options is renamed aside (nothing deleted) and trained anew
+    compare(tiny_compare(digits_assets, tmp_path, seeds=1, settings=base, lr=1e-3, move_stale=True))
+    aside = list((tmp_path / "runs/nfe2/baseline").glob("seed0.stale-*"))
+    assert len(aside) == 1 and (aside[0] / "model.safetensors").exists()
+    assert json.loads((aside[0] / "options.json").read_text())["lr"] == 2e-4
+    assert json.loads((tmp_path / "runs/nfe2/baseline/seed0/options.json").read_text())["lr"] == 1e-3
+    # a trajectory cache made for another teacher grid is moved aside too, and made again
+    compare(tiny_compare(digits_assets, tmp_path, seeds=1, settings=base, lr=1e-3, move_stale=True,
+                         teacher_order_rule="dpm-solver"))
+    assert len(list((tmp_path / "cache").glob("nfe2.stale-*"))) == 1
+    assert json.loads((tmp_path / "cache/nfe2/manifest.json").read_text())["complete"]

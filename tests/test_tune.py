@@ -9,7 +9,8 @@ from bdense.distill.weights import parse_weights
 from bdense.errors import BdenseError
 from bdense.studies import tune as tune_mod
 from bdense.studies.compare import EVAL_SEED_BASE
-from bdense.studies.tune import (TuneConfig, Tuner, check_disjoint, parse_objective, suggest_spec, tune, tuning_seeds,
+from bdense.seeds import SeedBlock
+from bdense.studies.tune import (TuneConfig, Tuner, check_disjoint, parse_objective, suggest_spec, tune,
                               uniform_params)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -58,9 +59,12 @@ def test_tuning_seeds_are_disjoint_from_training_and_evaluation(assets, tmp_path
     assert min(tuner.seeds) >= tuner.cfg.trajectories and tuner.cmp.eval_seeds[0] == EVAL_SEED_BASE
     assert tuner.jobs == 1 and "CUDA" in tuner.notes[0]  # CPU: one trial at a time, and it says so
     with pytest.raises(BdenseError, match="overlap"):
-        check_disjoint(tuning_seeds(4), [tuning_seeds(4)[2]], 64)
+        check_disjoint(SeedBlock().tune_seeds(4), [SeedBlock().tune_seeds(4)[2]], 0, 64)
     with pytest.raises(BdenseError, match="overlap"):
-        check_disjoint([5], [EVAL_SEED_BASE], 64)
+        check_disjoint([5], [EVAL_SEED_BASE], 0, 64)
+    with pytest.raises(BdenseError, match="overlap"):  # a pool that starts below the tuning seeds and reaches them
+        check_disjoint([10, 11], [EVAL_SEED_BASE], 5, 6)
+    check_disjoint([10, 11], [EVAL_SEED_BASE], 12, 64)  # a pool above them
 
 
 def assert_best_is_the_argmin(doc, trials):
@@ -126,7 +130,7 @@ def test_pruning_and_final_check(assets, tmp_path, monkeypatch):
     runs = r["final"]["nfe"]["2"]["runs"]
     assert set(runs) == {"baseline", "uniform", "scheduled", "default"}  # the winner is uniform: no 'tuned' row
     lo, hi = (int(x) for x in r["final"]["protocol"]["eval_seeds"].split("-"))
-    assert not set(range(lo, hi + 1)) & set(tuning_seeds(cfg.tune_seeds))
+    assert not set(range(lo, hi + 1)) & set(SeedBlock().tune_seeds(cfg.tune_seeds))
     assert (tmp_path / "tune_report.md").exists() and (tmp_path / "final" / "report.md").exists()
     saved = json.loads((tmp_path / "tune.json").read_text())
     assert saved["spec"] == "1,1,1,1" and set(saved["final"]["2"]) == set(runs)

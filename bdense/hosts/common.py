@@ -1,6 +1,7 @@
 """What every host needs from a study directory: JSON read back safely, cached images, reuse of finished runs."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -30,20 +31,37 @@ def cached_images(path: Path, make) -> torch.Tensor:
     return images
 
 
-def check_reusable(d: Path, options: dict, missing: dict | None = None) -> None:
-    """A finished run is reused only if it was trained with the options this comparison asks for.
+def check_reusable(d: Path, options: dict, missing: dict | None = None, move_stale: bool = False) -> bool:
+    """A run is reused (or resumed) only if it was trained with the options this comparison asks for: True.
 
     Without this, changing --trajectories, --lr or a setting's weights but keeping --out would silently report
-    the old runs under the new settings.
+    the old runs under the new settings. A run made with other options stops the study, or with move_stale is
+    renamed to NAME.stale-TIME (nothing is deleted; one line says so) and False tells the caller to train anew.
     """
     # the cache itself is checked against teacher and plan, so its path may differ; with K = 1 every target mode
     # is the same computation (tested bit for bit), so a baseline made under another default mode is still valid
     old = dict(missing or {}, **read_json(d / "options.json"))  # missing: values of options older runs lack
     free = {"trajectory_cache"} | ({"branch_targets"} if old.get("branches") == options.get("branches") == 1 else set())
     diff = changed_options(old, options, free=free)
+    if diff and move_stale:
+        set_aside(d, f"made with other options ({', '.join(diff)})")
+        return False
     if diff:
         raise BdenseError(f"{d} holds a finished run made with other options ({', '.join(diff)}); "
                           f"use another --out or a new setting name, or delete that run directory")
+    return True
+
+
+def set_aside(d: Path, why: str) -> Path:
+    """Rename d to NAME.stale-TIME beside it (never delete a run) and say so in one line."""
+    stamp, n = time.strftime('%Y%m%d-%H%M%S'), 1
+    aside = d.with_name(f"{d.name}.stale-{stamp}")
+    while aside.exists():  # moved aside twice within a second
+        n += 1
+        aside = d.with_name(f"{d.name}.stale-{stamp}-{n}")
+    d.rename(aside)
+    print(f"moved aside {d} -> {aside.name}: {why}", flush=True)
+    return aside
 
 
 def snapshot_list(d: Path, lo: int = 0, hi: int | None = None) -> list[tuple[str, int, Path]]:

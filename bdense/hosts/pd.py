@@ -95,11 +95,13 @@ class PDHost:
         snaps = {r * r_it + max(1, round(f * r_it)) for r in range(len(self.plan.rounds)) for f in cfg.eval_points}
         kw = dict(self.run_options(setting.branches, setting.weights, r_it, self.device), seed=seed,
                   progress=cfg.progress, grid_seeds=16, snapshot_steps=tuple(sorted(snaps)))
-        if (d / "model.safetensors").exists():
+        finished = (d / "model.safetensors").exists()
+        if finished or (cfg.move_stale and (d / "options.json").exists()):
             # runs made before --student-param existed trained the teacher's own parameterization
             own = {"student_param": self.teacher.config["vp"]["parameterization"]}
-            check_reusable(d, distill_pd(cfg.teacher, str(d), dry_run=True, **kw)["options"], missing=own)
-        else:
+            options = distill_pd(cfg.teacher, str(d), dry_run=True, **kw)["options"]
+            finished = check_reusable(d, options, missing=own, move_stale=cfg.move_stale) and finished
+        if not finished:
             resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
             distill_pd(cfg.teacher, str(d), resume=resume, **kw)
         self.done.add((setting.name, seed))
@@ -179,11 +181,11 @@ class PDHost:
         return self.ddim(self.plan.rounds[r])
 
     def tune_run_options(self, tcfg, k: int, spec, device: str, fractions: tuple) -> dict:
-        """distill_pd keywords of one trial, seed 0; snapshots at `fractions` of all its iterations."""
+        """distill_pd keywords of one trial, the block's first seed; snapshots at `fractions` of all its iterations."""
         total = self.tune_iterations(tcfg)
         snaps = tuple(sorted({max(1, round(f * total)) for f in fractions}))
-        return dict(self.run_options(k, spec, tcfg.trial_round_iters, device), seed=0, progress=False,
-                    checkpoint_every=0, grid_seeds=1, snapshot_steps=snaps)
+        return dict(self.run_options(k, spec, tcfg.trial_round_iters, device), seed=self.study.block.run_seeds(1)[0],
+                    progress=False, checkpoint_every=0, grid_seeds=1, snapshot_steps=snaps)
 
     def tune_cost(self, tcfg, n_seeds: int, iters: int) -> dict:
         """Each iteration: 2 teacher DDIM steps and one student pass per image; references: start-steps DDIM."""

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..distill.sfd.cache import TrajectoryCache, write_cache
 from ..distill.sfd.plan import SFDPlan, teacher_fields
 from ..distill.sfd.run import distill_sfd, sfd_student_recipe
 from ..errors import BdenseError
 from ..sampling.recipe import Recipe
-from .common import cached_images, check_reusable, read_json, snapshot_list
+from .common import cached_images, check_reusable, read_json, set_aside, snapshot_list
 
 POOLS = ("shared", "fresh")
 
@@ -47,6 +48,9 @@ class SFDHost:
                 if cfg.pool != "shared":
                     raise BdenseError(f"SFD-v setting '{s.name}' trains from the shared per-NFE caches; use "
                                       f"--pool shared")
+                if cfg.seed_block:
+                    raise BdenseError(f"SFD-v setting '{s.name}' trains from the block-0 caches; drop --seed-block "
+                                      f"or compare per-NFE settings")
                 continue
             if s.dropout is not None and not 0 <= s.dropout < 1:
                 raise BdenseError(f"setting '{s.name}': dropout must be in [0, 1)")
@@ -76,14 +80,18 @@ class SFDHost:
         return SFDPlan(nfe=nfe, sigma_max=min(80.0, self.teacher.sigma_max), **teacher_options(self.cfg))
 
     def first_seed(self, seed: int) -> int:
-        """First noise seed of training seed `seed`'s trajectory pool: 0 for all (shared) or its own block (fresh).
-        Seed 0's pool is the same either way, so its runs are shared between the two modes' caches."""
-        return seed * self.cfg.trajectories if self.cfg.pool == "fresh" else 0
+        """First noise seed of training seed `seed`'s trajectory pool: the seed block's shared pool, or its own
+        (fresh). The block's first seed has the same pool either way, so its runs share the two modes' caches."""
+        return self.study.block.first_trajectory(seed, self.cfg.trajectories, self.cfg.pool == "fresh")
 
     def cache(self, nfe: int, seed: int = 0) -> Path:
-        from ..distill.sfd.cache import write_cache
         first = self.first_seed(seed)
         path = self.out / "cache" / (f"nfe{nfe}" if first == 0 else f"nfe{nfe}-from{first}")
+        if self.cfg.move_stale and read_json(path / "manifest.json").get("complete"):
+            try:
+                TrajectoryCache.open(path, self.study.teacher_digest, self.plan(nfe))
+            except BdenseError as e:
+                set_aside(path, str(e))
         if not read_json(path / "manifest.json").get("complete"):
             write_cache(self.teacher, self.study.teacher_digest, self.plan(nfe), self.cfg.trajectories, path,
                         batch=self.cfg.batch, shard_size=self.cfg.batch * 50, device=self.device,
@@ -141,9 +149,11 @@ class SFDHost:
         kw.update(nfe=nfe, **teacher_options(cfg), first_trajectory_seed=self.first_seed(seed), trajectories=cfg.trajectories, batch=cfg.batch,
                   lr=cfg.lr, seed=seed, device=self.device, progress=cfg.progress,
                   snapshot_fractions=cfg.eval_points, grid_seeds=16)
-        if (d / "model.safetensors").exists():
-            check_reusable(d, distill_sfd(cfg.teacher, str(d), dry_run=True, **kw)["options"])
-            return d
+        finished = (d / "model.safetensors").exists()
+        if finished or (cfg.move_stale and (d / "options.json").exists()):  # moved aside: trained anew below
+            options = distill_sfd(cfg.teacher, str(d), dry_run=True, **kw)["options"]
+            if check_reusable(d, options, move_stale=cfg.move_stale) and finished:
+                return d
         kw["trajectory_cache"] = str(self.cache(nfe, seed))
         resume = (d / "checkpoints").exists() and any((d / "checkpoints").iterdir())
         distill_sfd(cfg.teacher, str(d), resume=resume, **kw)
@@ -168,8 +178,9 @@ class SFDHost:
     def describe(self) -> dict:
         from ..studies.sfdv import SFDvSetting
         cfg = self.cfg
-        pool = ("seed s = its own pool of trajectories, noise seeds from s x budget" if cfg.pool == "fresh"
-                else "seed = order of the shared trajectory pool")
+        pool = ("seed = its own pool of trajectories: the block's i-th seed draws noise seeds from "
+                f"{self.study.block.base} + i x budget" if cfg.pool == "fresh"
+                else f"seed = order of the shared trajectory pool (noise seeds from {self.study.block.base})")
         return {"host": "SFD", "metrics": {"fid": "domain FID", "rmse": "RMSE to teacher reference"},
                 "budget": f"{cfg.trajectories} teacher trajectories (batch {cfg.batch}, lr {cfg.lr})" + "".join(
                     f"; SFD-v setting {s.name}: {cfg.trajectories} per count x {len(s.counts)} counts = "
@@ -192,7 +203,7 @@ class SFDHost:
 
     def tune_prepare(self, tcfg, seeds: list, folder: Path):
         """The shared trajectory cache, and the reference images of the tuning seeds (the distillation target)."""
-        self.tune_cache = self.cache(tcfg.nfe)
+        self.tune_cache = self.cache(tcfg.nfe, self.study.block.run_seeds(1)[0])
         return cached_images(folder / f"refs-nfe{tcfg.nfe}-{len(seeds)}.safetensors",
                              lambda: self.teacher_reference(tcfg.nfe, seeds))
 
@@ -207,11 +218,11 @@ class SFDHost:
         return Recipe(**sfd_student_recipe(self.plan(tcfg.nfe)))
 
     def tune_run_options(self, tcfg, k: int, spec, device: str, fractions: tuple) -> dict:
-        """distill_sfd keywords of one trial: the first --trial-trajectories of the cache, seed 0."""
+        """distill_sfd keywords of one trial: the first --trial-trajectories of the cache, the block's first seed."""
         return dict(nfe=tcfg.nfe, branches=k, branch_weights=spec, branch_targets=tcfg.branch_targets,
                     branch_heads=tcfg.branch_heads,
                     teacher_solver=tcfg.teacher_solver, trajectories=tcfg.trial_trajectories, batch=tcfg.batch,
-                    lr=tcfg.lr, seed=0, device=device, progress=False, checkpoint_every=0,
+                    lr=tcfg.lr, seed=self.study.block.run_seeds(1)[0], device=device, progress=False, checkpoint_every=0,
                     trajectory_cache=str(self.tune_cache), grid_seeds=1, snapshot_fractions=fractions)
 
     def tune_cost(self, tcfg, n_seeds: int, iters: int) -> dict:

@@ -7,6 +7,7 @@ is the host's business (bdense/hosts: SFD, progressive distillation); the report
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,9 @@ from ..sampling.recipe import Recipe
 from ..sampling.sample import generate
 from .protocol import check_folder, differs, read_measured, refuse, write_measured
 from .progress import Progress
+from ..seeds import EVAL_OFFSET, SeedBlock
 
-EVAL_SEED_BASE = 1_000_000_000_000  # evaluation noise seeds live far from every training pool
+EVAL_SEED_BASE = EVAL_OFFSET  # block 0's evaluation noise seeds: far from every training pool (bdense/seeds.py)
 
 
 SETTING_KEYS = {"targets": str, "dropout": float, "dense": int, "heads": str}  # name:K[:WEIGHTS][:key=value...]
@@ -120,6 +122,8 @@ class CompareConfig:
     weight_span: str = "round"  # pd
     eval_clip_denoised: bool = True  # pd: students and teacher references sample with x-hat clipped every step
     student_param: str = "auto"  # pd: the student's parameterization (bdense/distill/pd/run.py)
+    seed_block: int = 0  # where training trajectories, training and evaluation seeds come from (bdense/seeds.py)
+    move_stale: bool = False  # a run made with other options is renamed aside and trained anew (else: refused)
 
     def __post_init__(self):
         """The whole grid is checked here, before a cache, baseline or run is made: no late failures."""
@@ -143,6 +147,50 @@ class CompareConfig:
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= 1):
             raise BdenseError(f"--lr must be a finite number in (0, 1], got {self.lr!r}")
         host_class(self.method).check_config(self)
+        pool = self.trajectories * (self.seeds if self.pool == "fresh" else 1) if self.method == "sfd" else 0
+        SeedBlock(self.seed_block).check(runs=self.seeds, trajectories=pool, evals=self.eval_seeds)
+
+    def describe_grid(self) -> str:
+        """What a run of this comparison would train and measure (compare --dry-run)."""
+        block = SeedBlock(self.seed_block)
+        runs, evals = block.run_seeds(self.seeds), block.eval_seeds(self.eval_seeds)
+        points = (f"NFE {','.join(map(str, self.nfes))}" if self.method == "sfd" else
+                  f"rounds {self.start_steps} -> {self.end_steps} steps, {self.round_iters} iterations each")
+        pools = "" if self.method != "sfd" else (
+            f"; trajectories: {self.trajectories} per run from noise seed "
+            + (f"{block.first_trajectory(runs[0], self.trajectories, True)} (one pool per seed, fresh)"
+               if self.pool == "fresh" else f"{block.base} (one shared pool)"))
+        return "\n".join([
+            f"compare --method {self.method}: teacher {self.teacher}"
+            + ("" if Path(self.teacher).exists() else " (not there yet)") + f", out {self.out}", f"points: {points}",
+            "settings: " + ", ".join(f"{s.name} (K={s.branches})" for s in self.settings),
+            f"seed block {block.index}: training seeds {runs[0]}-{runs[-1]}, evaluation seeds {evals[0]}-{evals[-1]}"
+            + pools, f"runs: {len(self.settings) * len(runs) * (len(self.nfes) if self.method == 'sfd' else 1)}"])
+
+
+def part_name(results: dict) -> str:
+    """The file of one invocation's results in OUT/parts: the same invocation run again replaces its own."""
+    what = {k: v for k, v in results["config"].items() if k not in ("out", "progress", "device", "move_stale")}
+    digest = hashlib.sha256(json.dumps([what, results["settings"]], sort_keys=True, default=str).encode())
+    return f"results-{digest.hexdigest()[:16]}.json"
+
+
+def write_part(out: Path, results: dict) -> None:
+    (out / PARTS).mkdir(exist_ok=True)
+    atomic_write_text(out / PARTS / part_name(results), json.dumps(results, indent=1, default=str))
+
+
+PARTS = "parts"  # OUT/parts/: every invocation's results, for compare --report-only (bdense/studies/union.py)
+BLOCK_FILE = "seed-block.json"  # OUT of a study in a seed block other than 0 (absent: block 0, as before blocks)
+
+
+def check_block(out: Path, block: SeedBlock) -> None:
+    """OUT's references and runs belong to one seed block: refuse to mix another block into them."""
+    made = read_json(out / BLOCK_FILE).get("seed_block")
+    if made is None and ((out / "refs").exists() or (out / "runs").exists()):
+        made = 0  # made before seed blocks existed, or in block 0
+    if made is not None and made != block.index:
+        raise BdenseError(f"{out} holds a study in seed block {made}; use --seed-block {made} or another --out")
 
 
 class Comparison:
@@ -172,11 +220,15 @@ class Comparison:
                 raise BdenseError(f"--features {cfg.features} was trained on {a['channels']}x{a['resolution']}px "
                                   f"images but the teacher makes {self.teacher.channels}x{self.teacher.resolution}px; "
                                   f"train one with bdense train-features --resolution {self.teacher.resolution}")
-        self.eval_seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_seeds)]
+        self.block = SeedBlock(cfg.seed_block)
+        self.eval_seeds = self.block.eval_seeds(cfg.eval_seeds)
         self.host = host_class(cfg.method)(self)
+        check_block(self.out, self.block)
         self.out.mkdir(parents=True, exist_ok=True)
         lock_dir(self.out)  # one process per comparison folder (bdense/io.py)
         self.protocol = None  # what every number under OUT is measured with: set in run() (bdense/studies/protocol.py)
+        if self.block.index:
+            atomic_write_text(self.out / BLOCK_FILE, json.dumps({"seed_block": self.block.index}))
 
     # -- shared assets ---------------------------------------------------------------
     def extractor_and_ref(self):
@@ -266,6 +318,7 @@ class Comparison:
                    "protocol": {"extractor": ext.name, "extractor_digest": ext.digest, "ref": ref_stats["path"],
                                 "ref_sha256": ref_stats["sha256"], "ref_n": ref_stats["n"], "data": self.data,
                                 "eval_seeds": f"{self.eval_seeds[0]}-{self.eval_seeds[-1]}",
+                                "seed_block": self.block.index,
                                 "weights": "raw (no EMA)", "agreement": about["agreement"]},
                    host.grid_key: {}}
         self.protocol = {k: v for k, v in results["protocol"].items() if k != "ref"}  # a path: folders move
@@ -277,7 +330,7 @@ class Comparison:
                      "runs": {}}
             for s in cfg.settings:
                 per_seed = {}
-                for seed in range(cfg.seeds):
+                for seed in self.block.run_seeds(cfg.seeds):
                     t0 = progress.start(f"{host.point_name} {point}, {s.name} (K={s.branches}), training seed {seed}")
                     d = host.train(point, s, seed)
                     per_seed[seed] = {"dir": str(d), "evals": self.evaluate_run(d, point, refs, ext, ref_stats)}
@@ -286,6 +339,7 @@ class Comparison:
             entry["steps_total"] = host.steps_total(point)
             results[host.grid_key][str(point)] = entry
         atomic_write_text(self.out / "results.json", json.dumps(results, indent=1, default=str))
+        write_part(self.out, results)
         from .report import write_report
         write_report(self, results)
         return results

@@ -8,7 +8,7 @@ import torch
 
 from ..data.datasets import data_label
 from ..io import atomic_write_text
-from ..metrics.stats import fmt, paired_verdict, t_interval
+from ..metrics.stats import fmt, holm, paired_verdict, t_interval
 from ..train.rundir import read_metrics
 
 METRICS = {"fid": "domain FID", "rmse": "RMSE to teacher reference"}  # results without a host entry (SFD)
@@ -27,9 +27,69 @@ def point_name(results: dict) -> str:
     return results.get("host", {}).get("point_name", "NFE")
 
 
+FAMILY_ALPHA = 0.05
+
+
+def seed_values(runs: dict, step: int, metric: str) -> dict:
+    """{training seed: value at this step}; nan for a run without it (stopped early), so it is counted as missing
+    rather than silently left out. Verdicts pair baseline and setting on these keys, never on list position."""
+    return {seed: r["evals"][step][metric] if step in r["evals"] else float("nan") for seed, r in runs.items()}
+
+
 def _series(runs: dict, step: int, metric: str) -> list[float]:
-    """One value per training seed, in seed order (pairs baseline and B-DENSE by seed)."""
-    return [r["evals"][step][metric] for _, r in sorted(runs.items()) if step in r["evals"]]
+    return list(seed_values(runs, step, metric).values())
+
+
+def first_run(runs: dict) -> dict:
+    """The run of the lowest training seed (plots and sample grids show one seed)."""
+    return runs[min(runs, key=int)]
+
+
+def _cell(runs: dict, step: int, metric: str, asked: int) -> str:
+    """Mean ± interval; with the seed count when fewer seeds than asked made it (missing or diverged)."""
+    ci = t_interval(_series(runs, step, metric))
+    return fmt(ci) + (f" (n={ci['n']} of {asked})" if ci["n"] < asked else "")
+
+
+def family(results: dict) -> dict:
+    """{(point, setting, metric): paired verdict with its Holm-adjusted p-value 'p_holm' and family-wise verdict
+    'fw'} over every comparison with the baseline at the end of training in this report: one family."""
+    settings = [s["name"] for s in results["settings"]]
+    out = {}
+    for point, entry in grid(results).items():
+        step = _final_step(entry)
+        for s in settings[1:]:
+            if s in entry["runs"] and settings[0] in entry["runs"]:
+                for m in metrics(results):
+                    out[(point, s, m)] = paired_verdict(seed_values(entry["runs"][settings[0]], step, m),
+                                                        seed_values(entry["runs"][s], step, m))
+    for v, p in zip(out.values(), holm([v["p"] for v in out.values()])):
+        v["p_holm"] = p
+        v["fw"] = ("too few seeds" if not math.isfinite(p) else "not distinguishable" if p > FAMILY_ALPHA
+                   else "better" if v["diff_mean"] < 0 else "worse")
+    return out
+
+
+def family_caption(fam: dict) -> str:
+    judged = sum(math.isfinite(v["p_holm"]) for v in fam.values())
+    return (f"Family-wise: Holm-Bonferroni at {FAMILY_ALPHA:.0%} over the {judged} comparisons with the baseline in "
+            f"this report (cells x metrics x settings, end of training)"
+            + (f"; {len(fam) - judged} more had too few paired seeds to judge" if judged < len(fam) else "") + ".")
+
+
+def family_verdict(results: dict, fam: dict) -> list[str]:
+    """One line per setting: the family-wise count, and whether it is never worse and better somewhere."""
+    lines = []
+    for s in [x["name"] for x in results["settings"][1:]]:
+        mine = [v["fw"] for (_, name, _), v in fam.items() if name == s]
+        count = {w: mine.count(w) for w in ("better", "worse", "not distinguishable", "too few seeds")}
+        holds = count["worse"] == 0 and count["better"] > 0 and count["too few seeds"] == 0
+        lines.append(f"- {s}: better in {count['better']}, worse in {count['worse']}, not distinguishable in "
+                     f"{count['not distinguishable']}" + (f", not judged in {count['too few seeds']}"
+                                                          if count["too few seeds"] else "")
+                     + f" of {len(mine)} comparisons; never worse and better in at least one: "
+                     + ("yes" if holds else "no"))
+    return lines
 
 
 def _start(entry: dict, nfe: str, metric: str) -> float:
@@ -45,25 +105,32 @@ def table(results: dict) -> str:
     settings = [s["name"] for s in results["settings"]]
     base, mets, unit = settings[0], metrics(results), point_name(results)
     end = "end of training" if unit == "NFE" else "end of its round"
+    asked, fam = results["config"]["seeds"], family(results)
     lines = []
     for nfe, entry in grid(results).items():
         step = _final_step(entry)
-        lines += [f"### {unit} {nfe} ({end}, {results['config']['seeds']} training seeds, "
+        lines += [f"### {unit} {nfe} ({end}, {asked} training seeds, "
                   f"{len(range(results['config']['eval_seeds']))} evaluation seeds)", "",
-                  "| model | " + " | ".join(mets.values()) + " | verdict vs baseline |",
-                  "|---|" + "---|" * (len(mets) + 1)]
+                  "Per comparison: paired 95% t-interval of setting - baseline. " + family_caption(fam), "",
+                  "| model | " + " | ".join(mets.values()) + " | verdict vs baseline | family-wise (Holm) |",
+                  "|---|" + "---|" * (len(mets) + 2)]
         for name, row in entry["teacher"].items():
             lines.append(f"| {name} | " + " | ".join(f"{row[m]:.4g}" if math.isfinite(row[m]) else "0"
-                                                      for m in mets) + " | |")
+                                                      for m in mets) + " | | |")
         for s in settings:
-            cells, verdicts = [], []
+            if s not in entry["runs"]:
+                continue  # a union report: this setting was not run at this point
+            cells = [_cell(entry["runs"][s], step, m, asked) for m in mets]
+            verdicts, fws = [], []
             for m in mets:
-                cells.append(fmt(t_interval(_series(entry["runs"][s], step, m))))
-                if s != base:
-                    v = paired_verdict(_series(entry["runs"][base], step, m), _series(entry["runs"][s], step, m))
-                    verdicts.append(f"{mets[m]}: {v['verdict']} ({v['diff_mean']:+.3g} ± {v['diff_half']:.2g})")
+                v = fam.get((nfe, s, m))
+                if v is not None:
+                    pairs = f", {v['n']} pairs" if v["n"] < asked else ""
+                    verdicts.append(f"{mets[m]}: {v['verdict']} ({v['diff_mean']:+.3g} ± {v['diff_half']:.2g}{pairs})")
+                    fws.append(f"{mets[m]}: {v['fw']} (p={v['p_holm']:.2g})")
             k = next(x["branches"] for x in results["settings"] if x["name"] == s)
-            lines.append(f"| {s} (K={k}) | " + " | ".join(cells) + f" | {'; '.join(verdicts) or 'baseline'} |")
+            lines.append(f"| {s} (K={k}) | " + " | ".join(cells) + f" | {'; '.join(verdicts) or 'baseline'} | "
+                         f"{'; '.join(fws)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -78,7 +145,7 @@ def progress_table(results: dict, metric: str = "rmse") -> str:
         lines += [f"#### {unit} {nfe}: {metrics(results)[metric]} against training progress", "",
                   f"| setting | {zero} | " + " | ".join(f"{100 * st / _final_step(entry):.0f}%" for st in steps)
                   + " |", "|---|---|" + "---|" * len(steps)]
-        for s in settings:
+        for s in (s for s in settings if s in entry["runs"]):
             lines.append(f"| {s} | {_start(entry, nfe, metric):.4g} | "
                          + " | ".join(fmt(t_interval(_series(entry["runs"][s], st, metric))) for st in steps) + " |")
         lines.append("")
@@ -108,7 +175,7 @@ def plots(results: dict, out: Path) -> list[str]:
             steps = sorted({st for r in entry["runs"][settings[0]].values() for st in r["evals"]})
             x = [0.0] + [st * scale for st in steps]
             trained = []  # (low, high) of every trained point: the axis is theirs, not step 0's
-            for s in settings:
+            for s in (s for s in settings if s in entry["runs"]):
                 cis = [t_interval(_series(entry["runs"][s], st, metric)) for st in steps]
                 m = [_start(entry, nfe, metric)] + [c["mean"] for c in cis]
                 h = [0.0] + [c["half"] if math.isfinite(c["half"]) else 0 for c in cis]
@@ -125,9 +192,11 @@ def plots(results: dict, out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(5, 3.6))
         nfes = [int(n) for n in grid(results)]
         for s in settings:
-            cis = [t_interval(_series(e["runs"][s], _final_step(e), metric)) for e in grid(results).values()]
+            at = [(int(n), e) for n, e in grid(results).items() if s in e["runs"]]
+            cis = [t_interval(_series(e["runs"][s], _final_step(e), metric)) for _, e in at]
             half = [c["half"] if math.isfinite(c["half"]) else 0 for c in cis]
-            ax.errorbar(nfes, [c["mean"] for c in cis], yerr=[[min(h, c["mean"]) for h, c in zip(half, cis)], half],
+            ax.errorbar([n for n, _ in at], [c["mean"] for c in cis],
+                        yerr=[[min(h, c["mean"]) for h, c in zip(half, cis)], half],
                         marker="o", capsize=3, label=s)  # a bar stops at 0: the metrics are >= 0
         ax.set_xlabel(unit)
         ax.set_ylabel(label)
@@ -206,7 +275,7 @@ def branch_loss_plots(results: dict, out: Path) -> list[str]:
     dense = [s for s in results["settings"] if s["branches"] > 1 or s is results["settings"][0]]
     if results.get("host", {}).get("method") == "pd":
         entry = next(iter(grid(results).values()))
-        losses = {s["name"]: read_branch_losses(entry["runs"][s["name"]][0]["dir"]) for s in dense}
+        losses = {s["name"]: read_branch_losses(first_run(entry["runs"][s["name"]])["dir"]) for s in dense}
         steps = dict(enumerate([int(n) for n in grid(results)], 1))  # round r trains the steps[r]-step student
         rounds = sorted({i for ser in losses.values() for i, _ in ser})
         if not rounds:
@@ -215,26 +284,28 @@ def branch_loss_plots(results: dict, out: Path) -> list[str]:
                              "PD loss (SNR-truncated MSE)", out / "branch_losses_pd.png")]
     written = []
     for nfe, entry in grid(results).items():
-        losses = {s["name"]: read_branch_losses(entry["runs"][s["name"]][0]["dir"], int(nfe)) for s in dense}
+        here = [s for s in dense if s["name"] in entry["runs"]]
+        losses = {s["name"]: read_branch_losses(first_run(entry["runs"][s["name"]])["dir"], int(nfe)) for s in here}
         intervals = sorted({i for ser in losses.values() for i, _ in ser})
         if not intervals:
             continue
-        written.append(_loss_figure(losses, dense, intervals, lambda name, i: f"{name}, interval {i}",
+        written.append(_loss_figure(losses, here, intervals, lambda name, i: f"{name}, interval {i}",
                                     "L1 loss (summed over pixels)", out / f"branch_losses_nfe{nfe}.png"))
     return written
 
 
 def grids(cmp, results: dict, out: Path, n: int = 16) -> list[str]:
-    """Rows from the same evaluation seeds: teacher reference, then seed-0 student of each setting."""
+    """Rows from the same evaluation seeds: teacher reference, then the first seed's student of each setting."""
     from ..data.images import save_labeled_grid
     from ..sampling.sample import generate
     written = []
     seeds = cmp.eval_seeds[:n]
     for nfe, entry in grid(results).items():
         rows = [cmp.host.references(int(nfe))["rmse"][:n]]
-        names = ["teacher ref."] + [f"{s['name']} K={s['branches']}" for s in results["settings"]]
-        for s in results["settings"]:
-            m, rec = cmp.host.student(Path(entry["runs"][s["name"]][0]["dir"]), int(nfe))
+        here = [s for s in results["settings"] if s["name"] in entry["runs"]]
+        names = ["teacher ref."] + [f"{s['name']} K={s['branches']}" for s in here]
+        for s in here:
+            m, rec = cmp.host.student(Path(first_run(entry["runs"][s["name"]])["dir"]), int(nfe))
             rows.append(torch.cat([im for _, im, _ in generate(m, seeds, rec, device=cmp.device)]))
         name = f"samples_{cmp.host.tag(int(nfe))}.png"
         save_labeled_grid(torch.cat(rows), out / name, names, nrow=n)
@@ -265,28 +336,33 @@ def write_report(cmp, results: dict) -> Path:
                       + (f", branch heads {s['heads']}" if s.get("heads") else "") + ")"
                       for s in results["settings"])
     h = results["host"]
+    seeds = sorted({int(k) for e in grid(results).values() for runs in e["runs"].values() for k in runs})
+    fam = family(results)
     text = [
         "# bdense compare report", "",
         f"Teacher `{results['config']['teacher']}` (digest {results['teacher_digest']}), host {h['host']}, "
         f"settings: {names}.",
         f"Each setting trained on {h['budget']}, {results['config']['seeds']} training seeds ({h['seeds']}), "
-        f"evaluated on held-out seeds {p['eval_seeds']}.",
+        f"evaluated on held-out seeds {p['eval_seeds']} (seed block {p.get('seed_block', 0)}: training seeds "
+        f"{', '.join(map(str, seeds))}).",
         f"FID: {p['extractor']} features (weights {p['extractor_digest']}) against {p['ref_n']} images of "
         f"`{data_label(p['data'])}` (stats sha256 {p['ref_sha256']}). Agreement: {p['agreement']}. "
         f"Weights: {p['weights']}.",
         "Intervals are 95% t-intervals over training seeds; verdicts use the paired difference to the baseline "
         f"({h['pairing']}): 'better'/'worse' only when its interval excludes 0." + h["noise_note"],
-        "", "## Results", "", table(results), "## Against training progress", "",
+        "", "## Results", "", table(results), "## Family-wise verdict", "", family_caption(fam), "",
+        *family_verdict(results, fam), "", "## Against training progress", "",
         *[progress_table(results, m) for m in metrics(results) if m != "fid"], progress_table(results, "fid"),
         "## Plots", "", *[f"![{x}]({x})" for x in pics], "",
         "## Training loss per branch and " + ("round" if h.get("method") == "pd" else "interval")
-        + " (training seed 0)", "",
+        + " (the first training seed)", "",
         "Each panel is one student " + ("round (its step count)" if h.get("method") == "pd" else "interval")
         + " of one setting; the endpoint branch is the one sampled. A branch whose "
         "loss stays high while the endpoint's rises against the baseline's is competing with it.", "",
         *[f"![{x}]({x})" for x in loss_pics], "",
         "## Samples (same evaluation seeds)", "",
-        "Rows: teacher reference, then " + ", ".join(s["name"] for s in results["settings"]) + " (training seed 0).", "",
+        "Rows: teacher reference, then " + ", ".join(s["name"] for s in results["settings"])
+        + " (the first training seed).", "",
         *[f"![{g}]({g})" for g in grid_files], ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(text))

@@ -30,13 +30,12 @@ from ..distill.sfd.targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS, check_mode
 from ..distill.weights import parse_weights
 from ..errors import BdenseError, Interrupted
 from ..io import atomic_write_text, check_out_dir, lock_dir
-from .compare import EVAL_SEED_BASE, CompareConfig, Comparison, Setting, compare
+from .compare import CompareConfig, Comparison, Setting, compare
 from .protocol import differs
 from .progress import Progress
-from .report import grid
+from .report import grid, seed_values
 from ..metrics.stats import paired_verdict, t_interval
 
-TUNE_SEED_BASE = EVAL_SEED_BASE + 10**9  # tuning noise seeds: far from training (0..) and evaluation seeds
 STUDY = "bdense-tune"
 SCHEDULED = "decay:cosine:0"
 
@@ -79,6 +78,7 @@ class TuneConfig:
     weight_span: str = "round"
     eval_clip_denoised: bool = True
     student_param: str = "auto"
+    seed_block: int = 0  # the final runs' and the search's seeds and trajectories (bdense/seeds.py)
 
     def __post_init__(self):
         """Everything a study could trip over later is checked here, before any cache or trial is made."""
@@ -129,13 +129,9 @@ def _stop():
     raise KeyboardInterrupt  # the trainer caught Ctrl-C/SIGTERM and stopped early: stop the study, too
 
 
-def tuning_seeds(n: int) -> list[int]:
-    return list(range(TUNE_SEED_BASE, TUNE_SEED_BASE + n))
-
-
-def check_disjoint(tune: list[int], evaluation: list[int], n_train: int) -> None:
-    """Tuning seeds must be neither training trajectory seeds (0..n_train-1) nor evaluation seeds."""
-    if set(tune) & set(evaluation) or min(tune) < n_train:
+def check_disjoint(tune: list[int], evaluation: list[int], first_train: int, n_train: int) -> None:
+    """Tuning seeds must be neither training trajectory seeds (first_train.. +n_train) nor evaluation seeds."""
+    if set(tune) & set(evaluation) or (max(tune) >= first_train and min(tune) < first_train + n_train):
         raise BdenseError("tuning seeds overlap the training or evaluation seeds; lower --eval-seeds/--trajectories")
 
 
@@ -191,12 +187,14 @@ class Tuner:
                              seeds=cfg.final_seeds, trajectories=cfg.trajectories, batch=cfg.batch, lr=cfg.lr,
                              eval_points=cfg.eval_points, eval_seeds=cfg.eval_seeds, data=cfg.data,
                              features=cfg.features, teacher_solver=cfg.teacher_solver, device=cfg.device,
-                             progress=cfg.progress, **self._pd_options(cfg))
+                             progress=cfg.progress, seed_block=cfg.seed_block, **self._pd_options(cfg))
         self.cmp = Comparison(ccfg)  # owns the shared cache, feature net and reference stats (under OUT/final)
         lock_dir(self.out)  # one process per study folder (bdense/io.py)
         self.host = self.cmp.host
-        self.seeds = tuning_seeds(cfg.tune_seeds)
-        check_disjoint(self.seeds, self.cmp.eval_seeds, cfg.trajectories)
+        self.seeds = self.cmp.block.tune_seeds(cfg.tune_seeds)
+        self.cmp.block.check(runs=cfg.final_seeds, trajectories=cfg.trajectories, evals=cfg.eval_seeds,
+                             tunes=cfg.tune_seeds)
+        check_disjoint(self.seeds, self.cmp.eval_seeds, self.cmp.block.base, cfg.trajectories)
         n_cuda = torch.cuda.device_count() if cfg.device in (None, "cuda") and self.cmp.device == "cuda" else 0
         self.devices = [f"cuda:{i}" for i in range(n_cuda)] if n_cuda > 1 else [self.cmp.device]
         self.jobs = max(1, min(cfg.jobs, len(self.devices)))
@@ -301,6 +299,8 @@ class Tuner:
         study = self.open_study()
         # trial values made with one feature net are not comparable with another's (bdense/studies/protocol.py)
         setup = dict(self.host.tune_setup(cfg, self.points), extractor_digest=self.ext.digest)
+        if cfg.seed_block:  # block 0 studies made before blocks existed continue unchanged
+            setup["seed_block"] = cfg.seed_block
         if differs(study.user_attrs.get("setup", setup), setup):
             raise BdenseError(f"{self.out / 'optuna.db'} holds a study of another setup "
                               f"({study.user_attrs['setup']}); use another --out or the same options")
@@ -382,8 +382,7 @@ def _gain(results: dict, name: str, metric: str) -> list[str]:
     for nfe, e in grid(results).items():
         runs = e["runs"]
         if name in runs:
-            ser = [[r["evals"][e["steps_total"]][metric] for _, r in sorted(runs[s].items())] for s in ("uniform", name)]
-            v = paired_verdict(*ser)
+            v = paired_verdict(*[seed_values(runs[s], e["steps_total"], metric) for s in ("uniform", name)])
             out.append(f"NFE {nfe}: {name} - uniform = {v['diff_mean']:+.4g} ± {v['diff_half']:.2g} ({v['verdict']})")
     return out
 
@@ -414,7 +413,7 @@ def write_tune_report(tuner: Tuner, doc: dict | None, spec: str, results: dict |
                                                    f"{doc['uniform']['value']:.4g}" if doc["uniform"] else "")
                  + f"; baseline K=1 on the trial budget: rmse {doc['baseline_trial_budget']['rmse']:.4g}, "
                  f"fid {doc['baseline_trial_budget']['fid']:.4g}.",
-                 f"Measured on {cfg.tune_seeds} tuning seeds from {TUNE_SEED_BASE} (never used for training or "
+                 f"Measured on {cfg.tune_seeds} tuning seeds from {tuner.seeds[0]} (seed block {cfg.seed_block}; never used for training or "
                  f"for the evaluation below), {words['trial']}.",
                  *([f"Trials ran on {words['fraction']:.0%} of the final budget: a ranking of "
                     "short runs need not hold at full length (on digits the winner at 1/3 lost to uniform at the "
@@ -435,7 +434,7 @@ def write_tune_report(tuner: Tuner, doc: dict | None, spec: str, results: dict |
     text += [f"Reproduce or carry over: {words['reproduce'].replace('SPEC', spec)}.", ""]
     atomic_write_text(out / "tune_report.md", "\n".join(text))
     summary = {"spec": spec, "search": doc, "final": None if results is None else {
-        nfe: {s: {m: t_interval([r["evals"][e["steps_total"]][m] for _, r in sorted(runs.items())])
+        nfe: {s: {m: t_interval(list(seed_values(runs, e["steps_total"], m).values()))
                   for m in ("rmse", "fid")} for s, runs in e["runs"].items()} for nfe, e in grid(results).items()}}
     atomic_write_text(out / "tune.json", json.dumps(summary, indent=1, default=str))
     return out / "tune_report.md"

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The pre-registered confirmation of docs/confirmation.md, end to end: teachers, every SFD cell, the PD budget search,
+# the PD confirmation, then the reports regenerated from the run directories and the family-wise verdict.
+# Resumable: run it again after a stop; finished teachers, caches, runs and evaluations are reused (bdense compare
+# reuses everything under its --out; a teacher run continues from its checkpoints).
+#
+# CPU TIME: an ESTIMATE, not a measurement: about 27 h on the project's 2-core machine with one torch thread
+# (OMP_NUM_THREADS=1), ~14 h wall when two stages run at once (one per core). Derived from measured timings:
+#   - digits SFD: `make demo`'s comparison took ~18 min for 12 runs x 6,400 trajectories (README, 2026-11-28), i.e.
+#     ~14 ms per trained trajectory all-in (cache, training, evaluation) at NFE 2-3; x1.4 for NFE 2-5 (work grows
+#     with NFE) and +4 ms for one cache per seed (--pool fresh; 8.3 ms per cached trajectory, benchmarks/RESULTS.md
+#     bench_sfd_cost) -> ~24 ms x 768,000 trajectories per teacher = ~5 h per digits teacher, 10 h for two;
+#   - 16x16 (mnist16): the digits rate x3 for 4x the pixels (a guess until the teacher's card gives its speed)
+#     x 576,000 trajectories = ~9 h (the least certain line: +-50%);
+#   - 28x28 on CPU (mnist-short, 3 seeds, 5,120 trajectories): RESULTS.md's ~50 min estimate for this design at two
+#     threads, x1.7 for one thread, + 4 extra fresh-pool caches of ~11 min = ~2 h;
+#   - teachers: two digits teachers (~12 min each, README demo) and a digits v-teacher (7.9 min, docs/pd.md): 0.5 h;
+#   - PD: 0.11 s per iteration at batch 32 and ~0.6 s per 1,000-image tiny forward (docs/pd.md): the budget search
+#     0.3-2.7 h (it stops at the first budget that meets the criterion), the confirmation ~2.8 h at 1,000
+#     iterations per round (scales with the budget found).
+# The GPU 28x28 cell (CELL28=gpu) instead takes ~15 min on one H200 (docs/gpu-study.md: 4.7-12 min per 200k
+# trajectories) and is not in the CPU total.
+#
+# usage: bash benchmarks/confirm.sh [--dry-run] [STAGE ...]
+#   stages, in order (default: all): teachers sfd-digits-a sfd-digits-b sfd-mnist16 sfd-28 pd-search pd-confirm verdict
+#   --dry-run: train nothing; print the teacher commands and check every compare command with bdense's --dry-run
+#   env: R (output root, default runs/confirm), CELL28 (cpu | gpu, default cpu), BD (bdense), PY (python)
+# Two stages on two cores: `bash benchmarks/confirm.sh teachers` first, then e.g. `... sfd-digits-a &` beside
+# `... sfd-digits-b`; each stage has its own output folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+BD=${BD:-.venv/bin/bdense}
+PY=${PY:-.venv/bin/python}
+R=${R:-runs/confirm}
+CELL28=${CELL28:-cpu}
+DRY=""
+STAGES=()
+for a in "$@"; do
+  case "$a" in
+    --dry-run) DRY=1 ;;
+    teachers|sfd-digits-a|sfd-digits-b|sfd-mnist16|sfd-28|pd-search|pd-confirm|verdict) STAGES+=("$a") ;;
+    *) echo "error: unknown argument '$a'; use --dry-run and stage names (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(teachers sfd-digits-a sfd-digits-b sfd-mnist16 sfd-28 pd-search pd-confirm verdict)
+case "$CELL28" in cpu|gpu) ;; *) echo "error: CELL28 must be cpu or gpu, got '$CELL28'" >&2; exit 2 ;; esac
+
+# -- the frozen protocol (docs/confirmation.md; do not edit after results exist: add an amendment there instead) ----
+SFD_BLOCK=1 PD_SEARCH_BLOCK=2 PD_BLOCK=3
+SETTINGS=(--setting baseline:1 --setting 'bdense:4:end:0.6:uniform:targets=anchored-log')
+SFD=(--seed-block $SFD_BLOCK --pool fresh --lr 2e-4 --eval-seeds 1000 --eval-points 0.125,0.25,0.5,0.75,1.0
+     --teacher-solver dpmpp_3m --teacher-order-rule sfd "${SETTINGS[@]}")
+# the faithful SFD teacher (issue 22): dynamic thresholding and the AFS history; required for a real run
+if $BD compare --help 2>/dev/null | grep -q -- --teacher-threshold; then
+  SFD+=(--teacher-threshold dynamic --teacher-history afs)
+elif [ -z "$DRY" ]; then
+  echo "error: this bdense has no --teacher-threshold/--teacher-history (the faithful SFD teacher of issue 22);" \
+       "the protocol needs it: update bdense first" >&2
+  exit 2
+else
+  echo "note: dry run without the faithful-teacher options (not in this bdense yet)"
+fi
+PD=(--method pd --start-steps 256 --end-steps 8 --batch 32 --last-step-target x-pred --weight-span round)
+PD_GRID=("500 3e-4" "500 1e-4" "1000 3e-4" "1000 1e-4" "2000 3e-4" "2000 1e-4")  # cheapest first; first that passes
+
+T=$R/teachers
+say() { echo "== $(date -u +%H:%M:%S) $*"; }
+run() { echo "+ $*"; if [ -z "$DRY" ]; then "$@"; fi; }
+compare() {  # a compare command: checked with --dry-run in a dry run, else run (it resumes by itself)
+  if [ -n "$DRY" ]; then echo "+ bdense compare $*"; $BD compare "$@" --dry-run; else $BD compare "$@"; fi
+}
+teacher() {  # OUT ARGS...: train (or continue, or reuse) one teacher
+  local out=$1; shift
+  [ -f "$out/model.safetensors" ] && return 0
+  local resume=(); [ -d "$out/checkpoints" ] && resume=(--resume)
+  run $BD train-teacher --out "$out" "$@" "${resume[@]}"
+}
+need_teacher() {  # PATH-OR-NAME: stop with one line when a teacher this stage needs is missing
+  if [ -z "$DRY" ] && [ ! -f "$1" ] && [ ! -f "teachers/$1.safetensors" ]; then
+    echo "error: teacher $1 is missing; run the teachers stage first (or ship teachers/$1.safetensors)" >&2; exit 3
+  fi
+}
+
+for stage in "${STAGES[@]}"; do
+  say "stage $stage"
+  case $stage in
+    teachers)
+      teacher $T/digits-s101 --data digits --seed 101  # two new digits teachers: the demo's command, new seeds
+      teacher $T/digits-s102 --data digits --seed 102
+      teacher $T/digits-v-s101 --data digits --parameterization v --preset tiny --steps 4000 --batch 64 --lr 2e-3 \
+        --seed 101 ;;
+    sfd-digits-a|sfd-digits-b)
+      t=$T/digits-s10$([ $stage = sfd-digits-a ] && echo 1 || echo 2)/model.safetensors
+      need_teacher $t
+      compare --teacher $t --out $R/$stage --nfe 2,3,4,5 --seeds 5 --trajectories 19200 --batch 64 "${SFD[@]}" ;;
+    sfd-mnist16)
+      need_teacher mnist16
+      compare --teacher mnist16 --out $R/sfd-mnist16 --nfe 2,3,4 --seeds 5 --trajectories 19200 --batch 64 "${SFD[@]}" ;;
+    sfd-28)
+      need_teacher mnist-short
+      if [ "$CELL28" = gpu ]; then
+        compare --teacher mnist-short --out $R/sfd-28-gpu --nfe 2,3 --seeds 5 --trajectories 32000 --batch 128 \
+          --device cuda "${SFD[@]}"
+      else  # CPU-sized: 3 seeds and 5,120 trajectories (docs/confirmation.md says why), labelled so
+        compare --teacher mnist-short --out $R/sfd-28-cpu --nfe 2,3 --seeds 3 --trajectories 5120 --batch 64 \
+          "${SFD[@]}"
+      fi ;;
+    pd-search)
+      need_teacher $T/digits-v-s101/model.safetensors
+      for point in "${PD_GRID[@]}"; do
+        read -r iters lr <<< "$point"
+        out=$R/pd-search/i$iters-lr$lr
+        compare --teacher $T/digits-v-s101/model.safetensors --out $out "${PD[@]}" --round-iters $iters --lr $lr \
+          --seed-block $PD_SEARCH_BLOCK --seeds 2 --setting baseline:1 --eval-seeds 500 --eval-points 0.5,1.0
+        if [ -z "$DRY" ] && $PY benchmarks/pd_budget.py $out; then
+          echo "$iters $lr" > $R/pd-search/chosen.txt
+          say "PD budget: $iters iterations per round, lr $lr"
+          break
+        fi
+      done
+      if [ -z "$DRY" ] && [ ! -f $R/pd-search/chosen.txt ]; then
+        say "no budget of the grid makes K = 1 beat the teacher's DDIM: the PD confirmation is not run (plan, PD)"
+      fi ;;
+    pd-confirm)
+      if [ -n "$DRY" ]; then read -r iters lr <<< "${PD_GRID[0]}"; else
+        [ -f $R/pd-search/chosen.txt ] || { echo "PD confirmation skipped: no budget met the criterion" \
+          "(pd-search stage; docs/confirmation.md)"; continue; }
+        read -r iters lr < $R/pd-search/chosen.txt
+      fi
+      compare --teacher $T/digits-v-s101/model.safetensors --out $R/pd-confirm "${PD[@]}" --round-iters $iters \
+        --lr $lr --seed-block $PD_BLOCK --seeds 5 --setting baseline:1 --setting bdense:2:uniform \
+        --eval-seeds 1000 --eval-points 0.25,0.5,1.0 ;;
+    verdict)  # regenerate every report from its run directories, then Holm over all pre-registered SFD cells
+      cells=()
+      for d in sfd-digits-a sfd-digits-b sfd-mnist16 sfd-28-$CELL28 pd-confirm; do
+        if [ -f $R/$d/results.json ]; then
+          run $BD compare --report-only --out $R/$d
+          case $d in sfd-*) cells+=("$d=$R/$d") ;; esac
+        else
+          echo "missing: $R/$d (its stage has not finished)"
+        fi
+      done
+      if [ ${#cells[@]} -gt 0 ]; then run $PY benchmarks/confirm_verdict.py --expect 26 "${cells[@]}"; fi ;;
+  esac
+done
+say "done: ${STAGES[*]}"

@@ -1,0 +1,80 @@
+"""The confirmation's family-wise verdict (docs/confirmation.md): Holm-Bonferroni over every pre-registered
+comparison of several compare folders at once (the per-report Holm of `bdense compare` covers one folder only).
+
+    python benchmarks/confirm_verdict.py --expect 26 'digits A=runs/confirm/sfd-digits-a' 'digits B=...' ...
+
+Reads LABEL=DIR/results.json (regenerate it first with `bdense compare --report-only --out DIR`), pairs baseline and
+setting on training seeds at the end of training, adjusts all p-values together and prints a markdown table with
+the count of comparisons in its caption, then the pre-registered decision. --expect: the count the plan fixed; a
+different count (a missing cell, a seed with too few pairs) is printed, never hidden.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bdense.metrics.stats import holm  # noqa: E402
+from bdense.studies.report import FAMILY_ALPHA, family, metrics, point_name  # noqa: E402
+from bdense.studies.union import read_results  # noqa: E402
+
+
+def verdicts(folders: dict) -> list[dict]:
+    """One row per (cell, point, setting, metric) of every folder, with its Holm p over all of them."""
+    rows = []
+    for label, results in folders.items():
+        for (point, setting, metric), v in family(results).items():
+            rows.append(dict(v, cell=label, point=f"{point_name(results)} {point}", setting=setting,
+                             metric=metrics(results)[metric]))
+    for row, p in zip(rows, holm([r["p"] for r in rows])):
+        row["p_holm"] = p
+        row["fw"] = ("too few seeds" if p != p else "not distinguishable" if p > FAMILY_ALPHA
+                     else "better" if row["diff_mean"] < 0 else "worse")
+    return rows
+
+
+def decision(rows: list[dict]) -> str:
+    """The plan's rule: no family-wise 'worse' anywhere, and 'better' on a metric in a majority of cells."""
+    cells = {(r["cell"], r["point"]) for r in rows}
+    better = {(r["cell"], r["point"]) for r in rows if r["fw"] == "better"}
+    worse = sorted({f"{c} {p}" for c, p in ((r["cell"], r["point"]) for r in rows if r["fw"] == "worse")})
+    if worse:
+        return f"FAILS in {len(worse)} cell(s): {', '.join(worse)} (family-wise worse on a metric)"
+    if 2 * len(better) > len(cells):
+        return f"CONFIRMED: never worse, better on a metric in {len(better)} of {len(cells)} cells"
+    return f"NOT CONFIRMED: never worse, but better on a metric in only {len(better)} of {len(cells)} cells"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folders", nargs="+", help="LABEL=DIR of one compare output folder")
+    ap.add_argument("--expect", type=int, help="the number of comparisons the plan pre-registered")
+    a = ap.parse_args(argv)
+    folders = {}
+    for item in a.folders:
+        label, _, d = item.partition("=")
+        if not d or not (Path(d) / "results.json").exists():
+            print(f"error: {item}: no results.json there; write LABEL=DIR and run bdense compare --report-only "
+                  f"--out DIR first", file=sys.stderr)
+            return 2
+        folders[label] = read_results(Path(d) / "results.json")
+    rows = verdicts(folders)
+    judged = sum(r["p_holm"] == r["p_holm"] for r in rows)
+    print(f"Family-wise: Holm-Bonferroni at {FAMILY_ALPHA:.0%} over {judged} comparisons"
+          + (f" (the plan fixed {a.expect})" if a.expect is not None else "") + "; per comparison the paired "
+          "95% t-interval of setting - baseline over training seeds, end of training.\n")
+    print("| cell | point | setting | metric | setting - baseline | pairs | p | Holm p | family-wise |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['cell']} | {r['point']} | {r['setting']} | {r['metric']} | {r['diff_mean']:+.4g} ± "
+              f"{r['diff_half']:.2g} | {r['n']} | {r['p']:.3g} | {r['p_holm']:.3g} | {r['fw']} |")
+    print(f"\nDecision: {decision(rows)}")
+    if a.expect is not None and judged != a.expect:
+        print(f"Note: {judged} comparisons were judged, the plan fixed {a.expect}: the missing ones count as not "
+              f"confirmed.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The confirmation's tooling (docs/confirmation.md): benchmarks/confirm.sh parses and every compare command of the
+stages it is given passes bdense's own --dry-run; the cross-folder Holm verdict and the PD budget criterion."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_confirm_script_dry_run_checks_its_compare_commands(tmp_path):
+    bd = Path(sys.executable).parent / "bdense"
+    env = dict(os.environ, R=str(tmp_path / "confirm"), BD=str(bd), PY=sys.executable, OMP_NUM_THREADS="1",
+               HF_HUB_OFFLINE="1")
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "confirm.sh"), "--dry-run", "teachers", "sfd-digits-a",
+                        "pd-confirm"], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-3000:]
+    assert "ESTIMATE" in (ROOT / "benchmarks" / "confirm.sh").read_text()  # its CPU time, said to be an estimate
+    assert log.count("train-teacher") == 3 and "--seed 101" in log and "--seed 102" in log  # printed, not run
+    assert "points: NFE 2,3,4,5" in log and "settings: baseline (K=1), bdense (K=4)" in log and "runs: 40" in log
+    assert "seed block 1: training seeds 1000-1004" in log and "one pool per seed, fresh" in log
+    assert "seed block 3: training seeds 3000-3004" in log and "settings: baseline (K=1), bdense (K=2)" in log
+    assert not (tmp_path / "confirm").exists()  # nothing trained, nothing written
+    bad = subprocess.run(["bash", str(ROOT / "benchmarks" / "confirm.sh"), "--dry-run", "nonsense"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown argument 'nonsense'" in bad.stderr
+
+
+def results(cells: dict) -> dict:
+    """A results.json of one folder: {nfe: (baseline values, setting values)} keyed by training seed."""
+    runs = lambda vals: {k: {"dir": "", "evals": {2: {"fid": v, "rmse": v / 10}}} for k, v in enumerate(vals)}  # noqa: E731
+    return {"config": {"seeds": 3}, "host": {"metrics": {"fid": "FID", "rmse": "RMSE"}, "grid_key": "nfe"},
+            "settings": [{"name": "baseline", "branches": 1}, {"name": "bdense", "branches": 4}],
+            "nfe": {str(n): {"teacher": {}, "steps_total": 2, "runs": {"baseline": runs(b), "bdense": runs(s)}}
+                    for n, (b, s) in cells.items()}}
+
+
+def test_holm_runs_over_every_folder_and_the_decision_rule():
+    cv = bench("confirm_verdict")
+    base = [5.0, 7.0, 9.0]
+    one = results({2: (base, [4.0, 6.0, 8.0]), 3: (base, base)})  # NFE 2: 1 lower on each seed; NFE 3: equal
+    rows = cv.verdicts({"A": one, "B": results({2: (base, [4.0, 5.7, 8.3])})})
+    assert len(rows) == 6  # 3 cells x 2 metrics, one family
+    fw = {(r["cell"], r["point"], r["metric"]): r["fw"] for r in rows}
+    assert fw[("A", "NFE 2", "FID")] == "better" and fw[("A", "NFE 3", "FID")] == "not distinguishable"
+    b = next(r for r in rows if r["cell"] == "B" and r["metric"] == "FID")
+    assert b["p"] < 0.05 < b["p_holm"]  # better alone, not in the family of 6
+    assert cv.decision(rows).startswith("NOT CONFIRMED: never worse, but better on a metric in only 1 of 3")
+    rows = cv.verdicts({"A": results({2: (base, [4.0, 6.0, 8.0]), 3: (base, [6.0, 8.0, 10.0])})})
+    assert cv.decision(rows) == "FAILS in 1 cell(s): A NFE 3 (family-wise worse on a metric)"
+    rows = cv.verdicts({"A": results({2: (base, [4.0, 6.0, 8.0]), 3: (base, [4.0, 6.0, 8.0])})})
+    assert cv.decision(rows).startswith("CONFIRMED")
+
+
+@pytest.mark.parametrize("k1, met", [((8.0, 0.05), True), ((8.0, 0.07), False)])
+def test_pd_budget_criterion_needs_both_metrics_at_the_last_two_rounds(k1, met):
+    fid, rmse = k1
+    def entry(steps, teacher_fid, teacher_rmse):
+        return {"teacher": {f"teacher DDIM {steps} steps": {"fid": teacher_fid, "rmse": teacher_rmse}},
+                "steps_total": 10, "runs": {"baseline": {2000 + i: {"dir": "", "evals": {10: {
+                    "fid": fid + i, "rmse": rmse}}} for i in range(2)}}}
+    r = {"settings": [{"name": "baseline", "branches": 1}], "host": {"grid_key": "steps"},
+         "steps": {"32": entry(32, 1.0, 0.01), "16": entry(16, 9.0, 0.06), "8": entry(8, 10.0, 0.06)}}
+    rows = bench("pd_budget").budget_rows(r)
+    assert [(x["steps"], x["metric"]) for x in rows] == [(16, "fid"), (16, "rmse"), (8, "fid"), (8, "rmse")]
+    assert all(x["beats"] for x in rows) == met  # the 32-step round (lost) is not one of the last two
