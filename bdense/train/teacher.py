@@ -6,7 +6,7 @@ import torch
 from ..data.datasets import ImageData
 from ..models.denoisers import Denoiser
 from ..solvers.schedules import cosine_sigma
-from .loop import Task
+from .loop import Task, TrainConfig
 
 P_MEAN, P_STD = -1.2, 1.2
 
@@ -56,6 +56,11 @@ class TeacherTask(Task):
 PRESET_TRAINING = {"digits": (2800, 64, 2e-3), "mnist": (20000, 128, 5e-4), "fashion-mnist": (20000, 128, 5e-4)}
 
 
+def teacher_train_config(steps: int, **kw) -> TrainConfig:
+    """The loop settings of every teacher run (benchmarks/bench_teacher_step.py times this same loop)."""
+    return TrainConfig(steps=steps, warmup=min(200, steps // 10), grad_clip=1.0, **kw)
+
+
 def train_teacher(data_spec: str, out: str, parameterization: str = "edm", preset: str | None = None,
                   steps: int | None = None, batch: int | None = None, lr: float | None = None,
                   ema_decay: float = 0.999, class_cond: bool = False, resolution: int | None = None,
@@ -68,7 +73,7 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
     from ..models.checkpoint import save_model
     from ..models.factory import new_model
     from ..sampling.sample import generate, model_recipe
-    from .loop import TrainConfig, Trainer
+    from .loop import Trainer
     from .rundir import RunDir
 
     data = load_dataset(data_spec, resolution=resolution, pad=pad)
@@ -79,9 +84,8 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
                    steps=steps, batch=batch, lr=lr, ema_decay=ema_decay, class_cond=class_cond,
                    resolution=data.resolution, precision=precision, seed=seed, out=str(out),
                    **({"pad": pad} if pad != "none" else {}))
-    cfg = TrainConfig(steps=steps, lr=lr, ema_decay=ema_decay, precision=precision, seed=seed, warmup=min(200, steps // 10),
-                      grad_clip=1.0,
-                      checkpoint_every=checkpoint_every, progress=progress, device=device, log_every=log_every)
+    cfg = teacher_train_config(steps=steps, lr=lr, ema_decay=ema_decay, precision=precision, seed=seed,
+                               checkpoint_every=checkpoint_every, progress=progress, device=device, log_every=log_every)
     torch.manual_seed(seed)
     model = new_model(parameterization, data.channels, data.resolution,
                       num_classes=data.num_classes if class_cond else 0, preset=preset, data=data_spec)
