@@ -10,8 +10,8 @@ EDM loss, backward, the same Adam), interleaved round by round (A B, B A, ...), 
 pixel values, and no data set needs fetching. Checkpoints are not written (they are not the per-step cost).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_teacher_step.py              # digits, mnist, ddpm-cifar10
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_teacher_step.py --profile mnist --profile-steps 5
-    python benchmarks/bench_teacher_step.py --device cuda --batches digits=256,mnist=256,ddpm-cifar10=128
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_teacher_step.py --presets "" --profile mnist --profile-steps 5
+    python benchmarks/bench_teacher_step.py --device cuda --batches digits=256,mnist=256,ddpm-cifar10=128 --profile mnist
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def main():
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (medians over these)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU (0: torch's default)")
-    p.add_argument("--profile", default="", help="instead of timing, profile this preset's loop")
+    p.add_argument("--profile", default="", help="then profile this preset's loop (--presets '' for only that)")
     p.add_argument("--profile-steps", type=int, default=5)
     p.add_argument("--profile-rows", type=int, default=25)
     args = p.parse_args()
@@ -140,27 +140,25 @@ def main():
     def overrides(text):
         return {k: int(v) for k, v in (kv.split("=") for kv in text.split(",") if kv)}
     batches, steps = overrides(args.batches), overrides(args.steps)
-    unknown = [k for k in [*args.presets.split(","), *batches, *steps, *([args.profile] if args.profile else [])]
-               if k not in PRESETS]
+    presets = [k for k in args.presets.split(",") if k]
+    unknown = [k for k in [*presets, *batches, *steps, *([args.profile] if args.profile else [])] if k not in PRESETS]
     if unknown:
         sys.exit(f"unknown preset(s) {', '.join(unknown)}; use {', '.join(PRESETS)}")
     gpu = is_cuda(args.device)
     describe_machine(args)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.profile:
-            c, r, b, _ = PRESETS[args.profile]
-            profile(args.profile, batches.get(args.profile, b), args.profile_steps, args, tmp, args.profile_rows)
-            return
         rows = []
-        for preset in args.presets.split(","):
+        for preset in presets:
             _, _, b, n = PRESETS[preset]
-            b = batches.get(preset, b)
-            n = steps.get(preset, n * (10 if gpu else 1))
-            rows.append(measure(preset, b, n, args, tmp))
+            rows.append(measure(preset, batches.get(preset, b), steps.get(preset, n * (10 if gpu else 1)), args, tmp))
             print(f"# {preset} done", flush=True)
-        table("train-teacher loop vs bare step",
-              ["preset", "params", "batch", "steps/round", "bare it/s", "loop it/s", "loop/bare (wall)",
-               "loop/bare (CPU)", "spread bare / loop"], rows)
+        if rows:
+            table("train-teacher loop vs bare step",
+                  ["preset", "params", "batch", "steps/round", "bare it/s", "loop it/s", "loop/bare (wall)",
+                   "loop/bare (CPU)", "spread bare / loop"], rows)
+        if args.profile:
+            b = batches.get(args.profile, PRESETS[args.profile][2])
+            profile(args.profile, b, args.profile_steps, args, tmp, args.profile_rows)
 
 
 if __name__ == "__main__":
