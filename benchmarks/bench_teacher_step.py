@@ -134,7 +134,7 @@ def main():
     p.add_argument("--profile-steps", type=int, default=5)
     p.add_argument("--profile-rows", type=int, default=25)
     args = p.parse_args()
-    args.preset, args.resolution, args.channels, args.batch = args.presets, "-", "-", "per preset"
+    args.preset, args.resolution, args.channels, args.batch = args.presets, "R", "C", "per preset"  # the header line
     setup(args)
 
     def overrides(text):
