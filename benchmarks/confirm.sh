@@ -77,8 +77,8 @@ teacher() {  # OUT ARGS...: train (or continue, or reuse) one teacher
   run $BD train-teacher --out "$out" "$@" "${resume[@]}"
 }
 need_teacher() {  # PATH-OR-NAME: stop with one line when a teacher this stage needs is missing
-  if [ -z "$DRY" ] && [ ! -f "$1" ] && [ ! -f "teachers/$1.safetensors" ]; then
-    echo "error: teacher $1 is missing; run the teachers stage first (or ship teachers/$1.safetensors)" >&2; exit 3
+  if [ -z "$DRY" ] && [ ! -f "$1" ] && [ ! -f "bdense/teachers/$1.safetensors" ]; then
+    echo "error: teacher $1 is missing; run the teachers stage first (or ship bdense/teachers/$1.safetensors)" >&2; exit 3
   fi
 }
 
@@ -94,9 +94,10 @@ for stage in "${STAGES[@]}"; do
       t=$T/digits-s10$([ $stage = sfd-digits-a ] && echo 1 || echo 2)/model.safetensors
       need_teacher $t
       compare --teacher $t --out $R/$stage --nfe 2,3,4,5 --seeds 5 --trajectories 19200 --batch 64 "${SFD[@]}" ;;
-    sfd-mnist16)
-      need_teacher mnist16
-      compare --teacher mnist16 --out $R/sfd-mnist16 --nfe 2,3,4 --seeds 5 --trajectories 19200 --batch 64 "${SFD[@]}" ;;
+    sfd-mnist16)  # the 16x16 cell; its teacher is fashion-mnist-16 (docs/confirmation.md, amendment 1)
+      need_teacher fashion-mnist-16
+      compare --teacher fashion-mnist-16 --features bdense/teachers/features/fashion-mnist-16.safetensors \
+        --out $R/sfd-mnist16 --nfe 2,3,4 --seeds 5 --trajectories 19200 --batch 64 "${SFD[@]}" ;;
     sfd-28)
       need_teacher mnist-short
       if [ "$CELL28" = gpu ]; then

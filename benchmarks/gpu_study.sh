@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The GPU study (issue 16): one prepared script for one short GPU window (H100/H200, no network), at most 9 min.
-#   (a) CPU-vs-GPU consistency;
-#   (b) SFD NFE 2 at CIFAR size (35.7M-param DDPM UNet), K=1 and K=4: eager bf16 and fp32, then compiled bf16
-#       with a 4x teacher batch; extrapolated to 200k trajectories, with the teacher-rollout and student shares;
-#       measured on an H200 on 2026-11-28, so only with SPEED=1 now (the CPU dry run always runs it);
-#   (c) the 28x28 study: an mnist teacher trained here (started alongside (a); its Heun-35 samples come back for
-#       Inception FID on the CPU), then `bdense compare` baseline:1 vs bdense:4 (the project's default B-DENSE
-#       setting: no weight spec given) at NFE 2 and 3, 3 training seeds, domain FID and RMSE on held-out seeds,
-#       with progress curves; the two NFEs run as two processes at once on the one GPU;
-#   (d) the markdown tables, the trained teacher and the samples for Inception FID to $OUT.
-# Each python process costs ~20 s of start-up there (torch + CUDA), so the parts are few and (c1, c2) run in the
-# background during (a).
+# The GPU study (issues 16, 23): one prepared script for one short GPU window (H100/H200, no network), at most 9 min.
+#   (p) the teacher step (issue 23): train-teacher's loop against a bare step per preset (bench_teacher_step.py,
+#       the loop-overhead ratio), then a torch.profiler table of the mnist loop; about one minute;
+#   (c1, c2) an mnist 28x28 teacher trained with the fixed loop toward Inception FID <= 5 (its Heun-35 samples come
+#       back for Inception FID on the CPU: 10,000 samples against mnist's 10,000 images), and the domain feature
+#       net, in the background from the end of (p);
+#   (b) compiled K=1 against compiled K=4, SFD NFE 2 at CIFAR size (35.7M-param DDPM UNet, bf16, teacher batch 512;
+#       eager was 0.93-0.99): it shares the GPU with (c1), which trains meanwhile (both K see the same load;
+#       the absolute minutes are not clean, the ratio is what is asked);
+#   (c3) the 28x28 confirmation cells (issue 24): `bdense compare` baseline:1 vs bdense:4 (the frozen default
+#       B-DENSE setting) at NFE 2 and 3 with the new teacher, 5 training seeds, domain FID and RMSE on held-out
+#       seeds, progress curves; the two NFEs as two processes at once; sized to what the window leaves (CMP_TRAJ),
+#       issue 24 may refine them;
+#   (c4, d) samples for Inception FID, the markdown tables, the trained teacher to $OUT.
+#   With SPEED=1 (the dry run always) also: (a) CPU-vs-GPU consistency and (b1) the eager CIFAR-size timings
+#   (both measured on an H200 on 2026-11-28, benchmarks/RESULTS.md).
+# Each python process costs ~20 s of start-up there (torch + CUDA), so the parts are few.
 #
 # Prepare here:  bash benchmarks/prepare_gpu_study.sh      (wheels + the mnist npz into .whl/, git-ignored)
 # Run there:     run(command="bash benchmarks/gpu_study.sh", carry=[".whl"], timeout_s=600)
@@ -30,8 +35,8 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DRY=${BDENSE_GPU_DRYRUN:-0}
 BUDGET_S=${BUDGET_S:-540}
 SCALE=${LIMIT_SCALE:-1}   # multiplies every part's limit (the CPU test on a loaded machine raises it)
-# (b), the CIFAR-size timings, ran on an H200 on 2026-11-28 (benchmarks/RESULTS.md): off by default on a GPU since,
-# so the window goes to the 28x28 teacher and comparison; SPEED=1 runs it (the dry run always does)
+# (a) and (b1) ran on an H200 on 2026-11-28 (benchmarks/RESULTS.md): off by default on a GPU since, so the window
+# goes to the teacher and the cells; SPEED=1 runs them (the dry run always does)
 SPEED=${SPEED:-$DRY}
 OUT=${OUT:-$(mktemp -d)}
 W=${WORK:-/tmp/bdense-study}   # run directories, caches (GBs on the GPU machine): not under $OUT
@@ -47,6 +52,7 @@ if [ "$DRY" = 1 ]; then
   BIG=(--preset tiny --channels 1 --resolution 8 --batch 8); BIGTRAJ=32; TB=16
   DATA=digits; TEACHER=(--preset tiny --steps 30 --batch 16 --lr 2e-3)
   FEAT=(--steps 20); CMP=(--seeds 2 --trajectories 32 --batch 16 --eval-seeds 32 --eval-points 0.5,1.0)
+  STEPBENCH=(--presets digits --batches digits=8 --steps digits=2 --repeats 1 --warmup 0 --profile digits --profile-steps 2)
   SAMPLES=(--teacher-seeds 32 --eval-seeds 16 --batch 16); CMP_LIMIT=$(( 200 * SCALE ))
 else
   PY=${PY:-python3}; SITE=/tmp/site; DEV=cuda
@@ -56,8 +62,11 @@ else
   # cut at TEACHER_LIMIT, the teacher is finished where it got
   DATA=mnist; TEACHER=(--preset mnist --steps ${TEACHER_STEPS:-8000} --batch ${TEACHER_BATCH:-512} --lr 7e-4 --precision bf16)
   FEAT=(--steps 2000 --device cuda)
-  # 12,800 trajectories per run took 156 / 184 s for NFE 2 / 3 (both at once); what is left after the teacher fits ~9,600
-  CMP=(--seeds 3 --trajectories ${CMP_TRAJ:-$([ "$SPEED" = 1 ] && echo 32000 || echo 9600)} --batch 128 --eval-seeds 2000 --eval-points 0.1,0.25,0.5,1.0)
+  # 3 seeds x 12,800 trajectories per run took 156 / 184 s for NFE 2 / 3 (both at once); after (p), (c1) and (b)
+  # about 150 s are left: 5 seeds x 6,400 (issue 24 asks 32k+ per run: CMP_TRAJ=32000 in a window of its own)
+  CMP=(--seeds 5 --trajectories ${CMP_TRAJ:-6400} --batch 128 --eval-seeds 2000 --eval-points 0.1,0.25,0.5,1.0)
+  # the teacher step at train-teacher's GPU batches; ddpm-cifar10 at the 128 of the 67 ms bf16 step measured there
+  STEPBENCH=(--precision bf16 --batches digits=256,mnist=512,ddpm-cifar10=128 --repeats 3 --profile mnist --profile-steps 10)
   SAMPLES=(--teacher-seeds 10000 --eval-seeds 2000 --batch 1000); CMP_LIMIT=$(( 200 * SCALE ))
 fi
 export BDENSE_CACHE=${BDENSE_CACHE:-$PWD/.whl/data}   # the carried mnist.npz (prepare_gpu_study.sh)
@@ -112,8 +121,11 @@ if [ "$DRY" != 1 ] && [ ! -f "$BDENSE_CACHE/mnist.npz" ]; then log "WARNING: $BD
 B="$PY benchmarks"
 BD="$PY -m bdense.cli"
 
-# (c1, c2) the 28x28 teacher and the domain feature network, in the background from now on: they share the GPU
-# with (a), which measures no time, and are done before (b) times anything
+# (p) the teacher step first, on an idle GPU: loop vs bare step per preset, then the profile of the mnist loop
+part "(p) teacher step: train-teacher loop vs bare step, and profile" 75 $B/bench_teacher_step.py --device $DEV \
+  "${STEPBENCH[@]}"
+
+# (c1, c2) the 28x28 teacher and the domain feature network, in the background from now on
 bg() {  # bg NAME LIMIT CMD...: a background part, its output in $W/NAME.log
   local name=$1 limit=$(( $2 * SCALE )); shift 2
   log ""; log "== $name: started in the background at t=$(( $(date +%s) - T0 ))s (limit ${limit}s) =="; log "\$ $*"
@@ -128,7 +140,19 @@ bg c1-teacher "${TEACHER_LIMIT:-$([ "$SPEED" = 1 ] && echo 200 || echo 280)}" $B
 bg c2-features 120 $BD train-features --data $DATA --out "$W/features.safetensors" "${FEAT[@]}"
 
 # (a) GPU vs CPU: teacher trajectory and one SFD step (K=1, K=4), CPU fp32 vs CUDA fp32 / strict / bf16
-part "(a) consistency GPU vs CPU" 90 $B/gpu_consistency.py "${CONS[@]}"
+if [ "$SPEED" = 1 ]; then part "(a) consistency GPU vs CPU" 90 $B/gpu_consistency.py "${CONS[@]}"; fi
+
+# (b) SFD NFE 2 at CIFAR size, compiled K=1 vs compiled K=4 -> minutes per 200k trajectories (random weights: speed
+# only). Each K is a new graph to compile (1-2 min at this size); no untimed warm-up run: the first iteration
+# (compilation included) is reported apart, the steady state counts from the second teacher rollout on. It shares
+# the GPU with (c1): the K4/K1 ratio is the result, not the minutes.
+part "(b) SFD NFE 2 at CIFAR size, compiled teacher+student, bf16, teacher batch $TB, K=1 vs K=4" 230 \
+  $B/bench_sfd_cost.py --device $DEV "${BIG[@]}" --runs nocache --branches 1,4 --trajectories $BIGTRAJ --repeats 1 \
+  --warmup 0 --extrapolate 200000 --precisions bf16 --compile both --teacher-batch $TB
+if [ "$SPEED" = 1 ]; then
+part "(b1) SFD NFE 2 at CIFAR size, eager, bf16 and fp32" 110 $B/bench_sfd_cost.py --device $DEV "${BIG[@]}" \
+  --runs nocache --branches 1,4 --trajectories $BIGTRAJ --repeats 1 --extrapolate 200000 --precisions bf16,fp32
+fi
 
 log ""; log "== waiting for (c1) and (c2) (t=$(( $(date +%s) - T0 ))s) =="
 wait
@@ -146,20 +170,8 @@ if [ ! -f "$TEACHER_FILE" ] && ls "$W"/teacher/checkpoints/state-*.safetensors >
 fi
 [ -f "$TEACHER_FILE" ] || log "(c1) no teacher model: part (c) cannot run"
 
-# (b) SFD NFE 2 at CIFAR size, K=1 vs K=4 -> minutes per 200k trajectories (random weights: speed only)
-if [ "$SPEED" = 1 ]; then
-part "(b1) SFD NFE 2 at CIFAR size, eager, bf16 and fp32" 110 $B/bench_sfd_cost.py --device $DEV "${BIG[@]}" \
-  --runs nocache --branches 1,4 --trajectories $BIGTRAJ --repeats 1 --extrapolate 200000 --precisions bf16,fp32
-# compiled: K=4 only (each K is a new graph to compile, 1-2 min at this size); no untimed warm-up run: the first
-# iteration (compilation included) is reported apart, the steady state counts from the second teacher rollout on
-part "(b2) SFD NFE 2 at CIFAR size, compiled teacher+student, bf16, teacher batch $TB, K=4" 200 $B/bench_sfd_cost.py \
-  --device $DEV "${BIG[@]}" --runs nocache --branches 4 --trajectories $BIGTRAJ --repeats 1 --warmup 0 \
-  --extrapolate 200000 --precisions bf16 --compile both --teacher-batch $TB
-else
-  log ""; log "== (b) CIFAR-size timings: not run (SPEED=0; measured 2026-11-28, benchmarks/RESULTS.md) =="
-fi
-
-# (c3, c4) the comparison, one process per NFE, both at once on the one GPU; then the samples for Inception FID
+# (c3, c4) the 28x28 confirmation cells, one process per NFE, both at once on the one GPU; then the samples for
+# Inception FID
 if [ -f "$TEACHER_FILE" ]; then
   l=$(( $(left) - 45 )); [ "$l" -gt "$CMP_LIMIT" ] && l=$CMP_LIMIT   # leave time for the samples and (d)
   if [ "$l" -ge 20 ]; then

@@ -20,9 +20,10 @@ def test_gpu_study_dry_run(tmp_path):
     assert r.returncode == 0, log[-3000:]
     assert "SKIPPED" not in log and "TIMED OUT" not in log, log[-3000:]
     parts = [ln for ln in log.splitlines() if ln.startswith("== ") and ": rc=" in ln]
-    assert len(parts) == 6 and all(": rc=0 " in ln for ln in parts), "\n".join(parts)  # a, c1, c2, b1, b2, c4
+    assert len(parts) == 7 and all(": rc=0 " in ln for ln in parts), "\n".join(parts)  # p, a, b, b1, c1, c2, c4
+    assert "train-teacher loop vs bare step" in log and "### profile: digits" in log  # (p)
     assert "ALL AGREE" in log  # (a)
-    assert log.count("min for 200000 traj") == 2 and "compile both" in log  # (b1), (b2)
+    assert log.count("min for 200000 traj") == 2 and "compile both" in log  # (b), (b1)
     assert "-- NFE 2: rc=0" in log and "-- NFE 3: rc=0" in log  # (c3)
     assert "bdense (K=4)" in log and "## bdense compare, NFE 3" in log  # (d): the report tables
     out = tmp_path / "out"

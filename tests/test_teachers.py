@@ -1,6 +1,8 @@
 """Shipped teachers: `bdense teachers pack` stores bf16 weights and a card; `--teacher NAME` finds them; loading
 gives back an fp32 model equal to the bf16-rounded weights."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,8 @@ from bdense.cli import app
 from bdense.errors import BdenseError
 from bdense.models.checkpoint import load_model, save_model
 from bdense.models.shipped import pack, resolve, training_command
+
+TEACHERS = Path(__file__).resolve().parent.parent / "bdense" / "teachers"
 
 
 @pytest.fixture
@@ -79,22 +83,31 @@ def test_a_teacher_cut_by_a_time_limit_is_finished_where_it_got(tmp_path):
     assert "nan" not in log and "resumed with no steps left" in log  # the H200 run logged 'final loss nan' here
 
 
-def test_committed_teachers_match_their_cards_and_sample(monkeypatch):
-    """Every teacher shipped in bdense/teachers/ loads by its short name, is the file its card names (sha256
-    prefix), and samples finite images in [-1, 1] with its own recipe."""
-    import re
-    from pathlib import Path
-    from bdense.io import file_digest
-    from bdense.sampling.sample import generate, model_recipe
-    monkeypatch.delenv("BDENSE_TEACHERS", raising=False)
-    folder = Path(__file__).resolve().parent.parent / "bdense" / "teachers"
-    files = sorted(folder.glob("*.safetensors"))
+CHECK = re.compile(r"check \(tests/test_teachers\.py\): domain FID ([0-9.]+) ± ([0-9.]+), `bdense fid calc --ref (\S+) "
+                   r"--model (bdense/teachers/\S+\.safetensors) --seeds 0-(\d+) --nfe (\d+) --solver (\w+)`")
+
+
+def committed_teachers():
+    files = sorted(TEACHERS.glob("*.safetensors"))
     assert files, "no committed teachers"
-    for f in files:
-        card = (folder / f"{f.stem}.md").read_text()
-        assert re.search(rf"bf16 weights .*sha256 prefix `{file_digest(f)}`", card), f.name
-        model = load_model(resolve(f.stem))
-        recipe = model_recipe(model)
-        from dataclasses import replace
-        images = torch.cat([im for _, im, _ in generate(model, [0, 1], replace(recipe, nfe=5))])
-        assert torch.isfinite(images).all() and images.abs().max() <= 1.0, f.name
+    return [f.stem for f in files]
+
+
+@pytest.mark.parametrize("name", committed_teachers())
+def test_committed_teacher_keeps_its_cards_quality_claim(name, monkeypatch):
+    """Each teacher in the repository's teachers/ is the file its card names (sha256 prefix), loads by its short
+    name, and scores the domain FID its card's check line states, within the stated tolerance: a few hundred seeds
+    at a short solver against reference statistics shipped in teachers/features/ (its feature net beside them), so
+    a changed weight file, sampler, solver or feature path shows here, offline, in seconds."""
+    from bdense.io import file_digest
+    from bdense.metrics.fid import fid_calc
+    monkeypatch.delenv("BDENSE_TEACHERS", raising=False)
+    monkeypatch.chdir(TEACHERS.parent.parent)  # the card's command runs from the repository's top folder
+    card = (TEACHERS / f"{name}.md").read_text()
+    assert re.search(rf"bf16 weights .*sha256 prefix `{file_digest(TEACHERS / f'{name}.safetensors')}`", card)
+    m = CHECK.search(card)
+    assert m, f"{name}.md states no check line (see teachers/README.md)"
+    want, tol, ref, model, last, nfe, solver = m.groups()
+    assert model == f"bdense/teachers/{name}.safetensors" and load_model(name).resolution > 0  # the short name finds it
+    r = fid_calc(ref, model=model, seeds=f"0-{last}", nfe=int(nfe), solver=solver, device="cpu", progress=False)
+    assert abs(r["fid"] - float(want)) <= float(tol), (name, r["fid"], want, tol)

@@ -145,7 +145,7 @@ class Trainer:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if self.fast:
             return self._step_on_device(grads)
-        finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True  # one sync
+        finite = not bool(self._found_nonfinite(grads)) if grads else True  # one sync
         if finite:
             self.opt.step()
             self.opt_steps += 1
@@ -164,9 +164,7 @@ class Trainer:
         """The step without a host sync: fused Adam skips its update where found_inf is 1 (as under GradScaler),
         the skipped-step counters stay on the device, and sync_counters() reads them at log time. Returns None:
         whether this step was applied is not known on the host."""
-        found = torch.zeros((), device=self.device)  # 0-d: fused Adam subtracts it from its 0-d step counters
-        if grads:  # grads * 1.0 is exact: only the non-finite check matters
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones((), device=self.device))
+        found = self._found_nonfinite(grads)
         inner = self._inner_opt.optimizer if hasattr(self._inner_opt, "optimizer") else self._inner_opt
         inner.found_inf = found
         try:
@@ -180,6 +178,14 @@ class Trainer:
         self._tried += 1
         self.opt.zero_grad(set_to_none=True)
         return None
+
+    def _found_nonfinite(self, grads) -> torch.Tensor:
+        """A 0-d device tensor, 1.0 if any gradient holds inf/NaN: one foreach pass, no per-parameter Python (the
+        check AMP's GradScaler runs; grads * 1.0 is exact). 0-d: fused Adam subtracts it from its step counters."""
+        found = torch.zeros((), device=self.device)
+        if grads:
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones((), device=self.device))
+        return found
 
     def sync_counters(self) -> None:
         """Fast path: bring the skipped-step counters to the host (one sync) and stop a run that keeps failing."""
@@ -285,7 +291,8 @@ class Trainer:
                 lr = lr_at(cfg, *self.task.lr_position(self.step_idx, cfg.steps))
                 for g in self.opt.param_groups:
                     g["lr"] = lr
-                self.model.train()
+                if not self.model.training:  # train() walks every module: only after something set eval()
+                    self.model.train()
                 last = self.task.train_step(self, self.step_idx)
                 if self.ema is not None:
                     self.ema.update(self.model)

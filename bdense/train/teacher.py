@@ -1,12 +1,14 @@
 """Teacher training: the EDM loss (log-normal sigma) for EDM models, the truncated-SNR loss for VP cosine models."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..data.datasets import ImageData
 from ..models.denoisers import Denoiser
 from ..solvers.schedules import cosine_sigma
-from .loop import Task
+from .loop import Task, TrainConfig
 
 P_MEAN, P_STD = -1.2, 1.2
 
@@ -29,18 +31,46 @@ class TeacherTask(Task):
     def __init__(self, model: Denoiser, data: ImageData, batch: int):
         self.model, self.data, self.batch = model, data, batch
         self.conditional = model.num_classes > 0
+        self.device_gen, self._gen_state = None, None  # off the CPU: draws on the device (see to())
+
+    def to(self, device) -> None:
+        """Off the CPU the whole data set moves to the device and the batch is drawn there, from a generator of
+        the device: a host tensor copied in each step is a host sync (pageable copies wait for the stream), and
+        the GPU step of a small UNet is bound by such waits. On the CPU nothing changes (the same draws as ever)."""
+        super().to(device)
+        if torch.device(device).type != "cpu":
+            labels = self.data.labels.to(device) if self.data.labels is not None else None
+            self.data = replace(self.data, images=self.data.images.to(device), labels=labels)
+
+    def _gen(self, tr) -> torch.Generator:
+        if self.data.images.device.type == "cpu":
+            return tr.gen
+        if self.device_gen is None:  # seeded like tr.gen; a resumed run's state was kept by load_extra_state
+            self.device_gen = torch.Generator(self.data.images.device).manual_seed(tr.cfg.seed)
+            if self._gen_state is not None:
+                self.device_gen.set_state(self._gen_state)
+        return self.device_gen
+
+    def extra_state(self) -> tuple[dict, dict]:
+        return ({"device_gen": self.device_gen.get_state()} if self.device_gen is not None else {}), {}
+
+    def load_extra_state(self, tensors: dict, meta: dict) -> None:
+        self._gen_state = tensors.get("device_gen")
+        if self.device_gen is not None and self._gen_state is not None:
+            self.device_gen.set_state(self._gen_state)
 
     def train_step(self, tr, step):
-        n = len(self.data)
-        idx = torch.randint(n, (self.batch,), generator=tr.gen)
-        noise = torch.randn((self.batch,) + tuple(self.data.images.shape[1:]), generator=tr.gen)
+        n, g = len(self.data), self._gen(tr)
+        dev = g.device
+        idx = torch.randint(n, (self.batch,), generator=g, device=dev)
+        noise = torch.randn((self.batch,) + tuple(self.data.images.shape[1:]), generator=g, device=dev)
         x0 = tr.shard(self.data.images[idx])
         label = tr.shard(self.data.labels[idx]) if self.conditional else None
         noise = tr.shard(noise)
         if self.model.config["kind"] == "edm":
-            sigma = tr.shard((torch.randn(self.batch, generator=tr.gen) * P_STD + P_MEAN).exp())
+            sigma = tr.shard((torch.randn(self.batch, generator=g, device=dev) * P_STD + P_MEAN).exp())
         else:
-            sigma = tr.shard(cosine_sigma(torch.rand(self.batch, generator=tr.gen, dtype=torch.float64)).float())
+            sigma = tr.shard(cosine_sigma(torch.rand(self.batch, generator=g, dtype=torch.float64, device=dev)).float())
         with tr.autocast():
             d = tr.ddp_model(x0 + sigma.view(-1, 1, 1, 1) * noise, sigma, label)[:, -1].float()
         if self.model.config["kind"] == "edm":
@@ -56,6 +86,11 @@ class TeacherTask(Task):
 PRESET_TRAINING = {"digits": (2800, 64, 2e-3), "mnist": (20000, 128, 5e-4), "fashion-mnist": (20000, 128, 5e-4)}
 
 
+def teacher_train_config(steps: int, **kw) -> TrainConfig:
+    """The loop settings of every teacher run (benchmarks/bench_teacher_step.py times this same loop)."""
+    return TrainConfig(steps=steps, warmup=min(200, steps // 10), grad_clip=1.0, **kw)
+
+
 def train_teacher(data_spec: str, out: str, parameterization: str = "edm", preset: str | None = None,
                   steps: int | None = None, batch: int | None = None, lr: float | None = None,
                   ema_decay: float = 0.999, class_cond: bool = False, resolution: int | None = None,
@@ -68,7 +103,7 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
     from ..models.checkpoint import save_model
     from ..models.factory import new_model
     from ..sampling.sample import generate, model_recipe
-    from .loop import TrainConfig, Trainer
+    from .loop import Trainer
     from .rundir import RunDir
 
     data = load_dataset(data_spec, resolution=resolution, pad=pad)
@@ -79,9 +114,8 @@ def train_teacher(data_spec: str, out: str, parameterization: str = "edm", prese
                    steps=steps, batch=batch, lr=lr, ema_decay=ema_decay, class_cond=class_cond,
                    resolution=data.resolution, precision=precision, seed=seed, out=str(out),
                    **({"pad": pad} if pad != "none" else {}))
-    cfg = TrainConfig(steps=steps, lr=lr, ema_decay=ema_decay, precision=precision, seed=seed, warmup=min(200, steps // 10),
-                      grad_clip=1.0,
-                      checkpoint_every=checkpoint_every, progress=progress, device=device, log_every=log_every)
+    cfg = teacher_train_config(steps=steps, lr=lr, ema_decay=ema_decay, precision=precision, seed=seed,
+                               checkpoint_every=checkpoint_every, progress=progress, device=device, log_every=log_every)
     torch.manual_seed(seed)
     model = new_model(parameterization, data.channels, data.resolution,
                       num_classes=data.num_classes if class_cond else 0, preset=preset, data=data_spec)
