@@ -10,16 +10,10 @@ import typer
 
 from .distill.sfd.targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS
 from .errors import BdenseError, Interrupted
-from .options import check
+from .options import check, model_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Few-step diffusion students by distillation (SFD, progressive distillation) with B-DENSE.")
-
-
-def _model(value):
-    """Option callback: a path, or the short name of a shipped teacher (teachers/NAME.safetensors)."""
-    from .models.shipped import resolve
-    return resolve(value)
 
 
 def _print_version(value: bool) -> None:
@@ -73,7 +67,7 @@ def train_teacher(
 def sample(
     model: Path = typer.Argument(..., help="a bdense model file, run directory, bdense diffusers export or diffusers "
                                  "model directory, e.g. runs/sfd-k4/model.safetensors, or a shipped teacher's name",
-                                 callback=_model),
+                                 callback=model_spec),
     seeds: str = typer.Option("0-63", help="N-M ranges and numbers, e.g. 0-9999 or 0,5,7-9; image i depends only "
                               "on seed i"),
     solver: Optional[str] = typer.Option(None, help="euler | heun | dpmpp_2m | dpmpp_3m, e.g. heun (default: the "
@@ -148,7 +142,7 @@ def sample(
 @app.command("distill")
 def distill(
     teacher: Path = typer.Option(..., help="teacher model file (bdense), diffusers model directory, or shipped name",
-                                 callback=_model),
+                                 callback=model_spec),
     out: Path = typer.Option(..., help="run directory"),
     method: str = typer.Option("sfd", help="sfd (data-free) | pd (progressive distillation)"),
     branches: Optional[int] = typer.Option(None, help="K: 1 = the host baseline, >1 = B-DENSE (default: 1 for sfd, 2 for pd)"),
@@ -247,7 +241,7 @@ def distill(
 
 @app.command("trajectories")
 def trajectories(
-    teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
+    teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=model_spec),
     out: Path = typer.Option(..., help="cache directory"),
     nfe: str = typer.Option("2", help="student NFE the cache serves (fixes the grid); several write OUT/nfeN "
                             "for each (SFD-v), e.g. 2-5"),
@@ -292,7 +286,7 @@ def trajectories(
 @app.command("compare")
 def compare(
     teacher: Optional[Path] = typer.Option(None, help="teacher model (or a shipped name: bdense teachers list); "
-                                           "required unless --report-only", callback=_model),
+                                           "required unless --report-only", callback=model_spec),
     out: Path = typer.Option(..., help="report directory (runs, caches and evaluations are reused from it)"),
     nfe: str = typer.Option("2,3", help="student NFEs, comma-separated"),
     setting: Optional[list[str]] = typer.Option(None, help="NAME:K[:SPEC][:targets=MODE][:dropout=P][:dense=N][:heads=block], SPEC "
@@ -372,7 +366,7 @@ register_metrics(app)
 
 @app.command("tune")
 def tune(
-    teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=_model),
+    teacher: Path = typer.Option(..., help="teacher model (or a shipped name: bdense teachers list)", callback=model_spec),
     out: Path = typer.Option(..., help="study directory (OUT/optuna.db: run again to continue the study)"),
     nfe: int = typer.Option(2, help="sfd: student NFE the weights are tuned for"),
     branches: Optional[int] = typer.Option(None, help="K (default 4; pd: 2, the only K it has)"),

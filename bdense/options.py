@@ -21,6 +21,13 @@ from .seeds import MAX_SEED_BLOCK, MAX_SEEDS, SEED_MAX
 BIG = 10**9
 
 
+def model_spec(value):
+    """Option callback for every model option: a path, or the short name of a shipped teacher (`bdense teachers
+    list`). Imported lazily so that `--help` and option checks stay free of torch."""
+    from .models.shipped import resolve
+    return resolve(value)
+
+
 def _flag(name: str) -> str:
     """The option's flag: --name-with-dashes (every ruled option is named so; tests/test_options.py checks it)."""
     return "--" + name.replace("_", "-")

@@ -61,6 +61,27 @@ def test_short_names_work_in_commands(shipped, tmp_path):
         load_model("mnsit")
 
 
+def test_short_names_work_in_metric_commands(shipped, tmp_path, digits_assets):
+    """fid calc --model and agreement --teacher take a shipped name like every other model option."""
+    run = CliRunner().invoke
+    _, features = digits_assets
+    ref = tmp_path / "ref.npz"
+    r = run(app, ["fid", "ref", "--data", "digits", "--out", str(ref), "--extractor", "domain", "--features", features,
+                  "--max", "200"])
+    assert r.exit_code == 0, r.output
+    fids = []
+    for model in ("tiny", str(shipped[1])):
+        out = tmp_path / f"fid-{len(fids)}.json"
+        r = run(app, ["fid", "calc", "--ref", str(ref), "--model", model, "--seeds", "0-15", "--nfe", "2",
+                      "--solver", "euler", "--device", "cpu", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        fids.append(json.loads(out.read_text()))
+    assert fids[0]["fid"] == fids[1]["fid"] and fids[0]["model"] == str(shipped[1])
+    r = run(app, ["agreement", "--model", str(shipped[1]), "--teacher", "tiny", "--seeds", "0-3", "--teacher-nfe", "5",
+                  "--device", "cpu"])
+    assert r.exit_code == 0 and "rmse" in r.output.lower(), r.output
+
+
 def test_training_command_from_options():
     assert training_command({"command": "train-teacher", "data": "mnist", "class_cond": True, "seed": 0,
                              "preset": None}) == "bdense train-teacher --data mnist --class-cond --seed 0"

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..options import check
+from ..options import check, model_spec
 
 fid_app = typer.Typer(no_args_is_help=True, help="FID against reference statistics (Inception-v3 or a domain CNN).")
 
@@ -50,7 +50,8 @@ def fid_ref_cmd(
 def fid_calc_cmd(
     ref: Path = typer.Option(..., help="reference statistics from `bdense fid ref`"),
     samples: Optional[Path] = typer.Option(None, help="samples: an npz (bdense sample --npz), a folder of PNGs, or a stats npz"),
-    model: Optional[Path] = typer.Option(None, help="sample this model on the fly instead"),
+    model: Optional[Path] = typer.Option(None, help="sample this model (a path or a shipped teacher's name) on the "
+                                         "fly instead", callback=model_spec),
     seeds: str = typer.Option("0-1999", help="with --model: seeds to sample (image i depends only on seed i)"),
     nfe: Optional[int] = typer.Option(None, help="with --model: override the recipe's NFE"),
     solver: Optional[str] = typer.Option(None, help="with --model: override the recipe's solver"),
@@ -100,7 +101,8 @@ def train_features(
 
 def agreement_cmd(
     model: Path = typer.Option(..., help="student model"),
-    teacher: Optional[Path] = typer.Option(None, help="teacher (default: the path stored in the student)"),
+    teacher: Optional[Path] = typer.Option(None, help="teacher, a path or a shipped name (default: the path stored in "
+                                           "the student)", callback=model_spec),
     seeds: str = typer.Option("0-255", help="the same seeds (same x_T) for student and teacher"),
     teacher_nfe: Optional[int] = typer.Option(None, help="high-NFE reference: NFE (default: the teacher's recipe, e.g. heun 35)"),
     teacher_solver: Optional[str] = typer.Option(None, help="high-NFE reference: solver"),
