@@ -6,6 +6,7 @@ tests/test_bad_input.py, generated from the same registries, so docs/bad-input.m
 """
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import json
@@ -271,10 +272,10 @@ def _checkpoint(art, d):
 
 
 def _snapshot(art, d):
-    from bdense.models.checkpoint import load_tensors
+    from bdense.models.checkpoint import load_snapshot
     from bdense.train.rundir import RunDir
-    p = RunDir(d / "run", {}).save_snapshot(1, {"w": torch.ones(3)})
-    return p, p, lambda: load_tensors(p, "snapshot", "delete it", "bdense-snapshot")
+    p = RunDir(d / "run", {}).save_snapshot(1, art["t"].state_dict())
+    return p, p, lambda: load_snapshot(copy.deepcopy(art["t"]), p, "delete it")
 
 
 def _cached_images(art, d):
@@ -350,6 +351,18 @@ def test_every_loader_refuses_a_damaged_artefact_naming_it(art, tmp_path, loader
     with pytest.raises(BdenseError) as e:
         load()
     assert str(main) in str(e.value) or str(artefact) in str(e.value), str(e.value)
+
+
+def test_a_snapshot_of_another_network_is_one_line(art, tmp_path):
+    """A run folder whose snapshots another architecture wrote (a K=2 student's, here) is refused by name."""
+    from bdense.models.branches import widen
+    from bdense.models.checkpoint import load_snapshot
+    from bdense.train.rundir import RunDir
+    p = RunDir(tmp_path / "run", {}).save_snapshot(1, widen(art["t"], 2).state_dict())
+    with pytest.raises(BdenseError, match=r"snapshot .* does not fit this run's network \(RuntimeError: .*; "
+                       r"delete it$") as e:
+        load_snapshot(copy.deepcopy(art["t"]), p, "delete it")
+    assert "\n" not in str(e.value) and str(p) in str(e.value)
 
 
 def test_a_cache_shard_copied_over_another_is_refused_on_open(art, tmp_path):

@@ -124,13 +124,12 @@ class PDHost:
 
     def student(self, d: Path, n: int):
         """The run's student as it was at the end of the round that made it an n-step sampler."""
-        from ..models.checkpoint import load_model, load_tensors
+        from ..models.checkpoint import load_model, load_snapshot
         m = load_model(d / "model.safetensors", device=self.device)
         end = [p for _, step, p in self.snapshots(d, n) if step == self.cfg.round_iters]
         if not end:
             raise BdenseError(f"{d} has no snapshot at the end of the {n}-step round; delete that run directory")
-        m.load_state_dict(load_tensors(end[0], "snapshot", "delete that run directory to train it again",
-                                       "bdense-snapshot"))
+        load_snapshot(m, end[0], "delete that run directory to train it again")
         return m.eval(), self.ddim(n)
 
     def describe(self) -> dict:

@@ -51,6 +51,23 @@ def load_tensors(path: str | Path, what: str, fix: str, fmt: str | None = None) 
     return tensors
 
 
+def mismatch(e: Exception) -> str:
+    """The first line of a load_state_dict error (missing/unexpected keys, a shape), short enough for one line."""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
+
+
+def load_snapshot(model, path, fix: str):
+    """Load a weight snapshot (bdense-snapshot file) into `model`; a foreign, corrupt or other-architecture
+    snapshot is one line naming the file and `fix`, never a raw state-dict error."""
+    tensors = load_tensors(path, "snapshot", fix, "bdense-snapshot")
+    try:
+        model.load_state_dict(tensors)
+    except Exception as e:  # missing/unexpected keys or another shape: made for another network
+        raise BdenseError(f"snapshot {path} does not fit this run's network ({mismatch(e)}): it was made by another "
+                          f"model or setting; {fix}") from None
+    return model
+
+
 def model_bytes(denoiser: Denoiser, meta: dict | None = None, path=None) -> bytes:
     config = dict(denoiser.config)
     if meta is not None:
@@ -116,9 +133,8 @@ def load_model(path: str | Path, device="cpu", trust_pickle: bool = False) -> De
     except BdenseError:
         raise
     except Exception as e:
-        raise BdenseError(f"{path}: weights do not match its config ({type(e).__name__}: "
-                          f"{(str(e).splitlines() or [''])[0][:120]}); the file is corrupt or was edited: "
-                          f"use another checkpoint") from None
+        raise BdenseError(f"{path}: weights do not match its config ({mismatch(e)}); the file is corrupt or was "
+                          f"edited: use another checkpoint") from None
     check_finite(state, str(path), "the model diverged or the file is corrupt: use an earlier checkpoint")
     return model.to(device).eval()
 

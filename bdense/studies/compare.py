@@ -21,7 +21,7 @@ from ..errors import BdenseError
 from ..hosts import host_class
 from ..hosts.common import check_reusable, read_json  # noqa: F401 (check_reusable: part of this module's API)
 from ..io import atomic_write_text, file_digest, lock_dir
-from ..models.checkpoint import load_model, load_tensors
+from ..models.checkpoint import load_model, load_snapshot
 from ..models.denoisers import HEAD_MODES
 from ..options import unused_options
 from ..sampling.recipe import Recipe
@@ -299,8 +299,7 @@ class Comparison:
             student, recipe = self.host.student(d, point)
             for key, _, p in snaps:
                 if key not in done:
-                    student.load_state_dict(load_tensors(p, "snapshot", "delete it and the run's evals.json to "
-                                                         "train that run again", "bdense-snapshot"))
+                    load_snapshot(student, p, "delete it and the run's evals.json to train that run again")
                     done[key] = self.measure(student.eval(), recipe, refs, ext, ref_stats)
                     write_measured(path, done, self.protocol)
         return {step: done[key] for key, step, _ in snaps}
