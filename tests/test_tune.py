@@ -1,12 +1,13 @@
 """bdense tune: search space as weight specs, seed separation, best <= uniform, resumable study, pruning, final check."""
 import json
+import signal
 
 import optuna
 import pytest
 import torch
 
 from bdense.distill.weights import parse_weights
-from bdense.errors import BdenseError
+from bdense.errors import BdenseError, Interrupted
 from bdense.studies import tune as tune_mod
 from bdense.studies.compare import EVAL_SEED_BASE
 from bdense.seeds import SeedBlock
@@ -77,14 +78,21 @@ def assert_best_is_the_argmin(doc, trials):
     assert [r["trial"] for r in doc["top"]] == [t.number for t in sorted(done, key=lambda t: t.value)[:5]]
 
 
-def test_search_is_resumable_and_best_is_the_argmin(assets, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_search_is_resumable_and_best_is_the_argmin(assets, tmp_path, monkeypatch, stop):
     out, storage = tmp_path / "study", f"sqlite:///{tmp_path / 'study' / 'optuna.db'}"
     real = tune_mod.distill_sfd
 
-    def ctrl_c_in_trial_1(teacher, d, **kw):  # the trainer stops early on Ctrl-C and reports it not completed
-        return {"completed": False} if d.endswith("00001") else real(teacher, d, **kw)
-    monkeypatch.setattr(tune_mod, "distill_sfd", ctrl_c_in_trial_1)
-    with pytest.raises(KeyboardInterrupt):
+    def stop_in_trial_1(teacher, d, **kw):
+        """Ctrl-C: the trainer stops early and reports it not completed; SIGTERM: it raises Interrupted (a
+        BaseException optuna does not catch), after writing its checkpoint."""
+        if not d.endswith("00001"):
+            return real(teacher, d, **kw)
+        if stop == "sigterm":
+            raise Interrupted(signal.SIGTERM, "checkpoint of step 1")
+        return {"completed": False}
+    monkeypatch.setattr(tune_mod, "distill_sfd", stop_in_trial_1)
+    with pytest.raises(KeyboardInterrupt if stop == "ctrl-c" else Interrupted):
         tune(tiny_cfg(assets, out, trials=3))
     monkeypatch.setattr(tune_mod, "distill_sfd", real)
     study = lambda: optuna.load_study(study_name="bdense-tune", storage=storage)  # noqa: E731

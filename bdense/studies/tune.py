@@ -272,8 +272,10 @@ class Tuner:
         try:
             self.short_run(self.out / "trials" / f"{trial.number:05d}", self.cfg.branches, spec,
                            self.devices[trial.number % len(self.devices)], on_measure)
-        except (KeyboardInterrupt, Interrupted):
+        except (KeyboardInterrupt, Interrupted) as e:
             trial.set_user_attr("interrupted", True)  # failed now, redone by the next `bdense tune`
+            if isinstance(e, Interrupted):  # a BaseException optuna does not catch: it would leave the trial RUNNING
+                trial.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
             raise
         finally:
             self.progress.finish(t0)
