@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bad_input_files import poison  # noqa: E402
-from test_bad_input import OUTPUT_OPTIONS, WRITER_BASE, cli_commands, run_cli, writers  # noqa: E402
+from bad_input_cases import OUTPUT_OPTIONS, WRITER_BASE, cli_commands, writers  # noqa: E402
+from test_bad_input import run_cli  # noqa: E402
 
 from bdense.errors import BdenseError  # noqa: E402
 
