@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bdense.metrics.stats import holm  # noqa: E402
-from bdense.studies.report import FAMILY_ALPHA, family, metrics, point_name  # noqa: E402
+from bdense.metrics.stats import t_interval  # noqa: E402
+from bdense.studies.report import FAMILY_ALPHA, family, grid, metrics, point_name, seed_values  # noqa: E402
 from bdense.studies.union import read_results  # noqa: E402
 
 
@@ -31,6 +32,28 @@ def verdicts(folders: dict) -> list[dict]:
         row["p_holm"] = p
         row["fw"] = ("too few seeds" if p != p else "not distinguishable" if p > FAMILY_ALPHA
                      else "better" if row["diff_mean"] < 0 else "worse")
+    return rows
+
+
+CONVERGED = 0.02  # the plan: the baseline's mean RMSE moves by less than 2% (relative) from 75% to 100% of training
+
+
+def convergence(folders: dict, at: float = 0.75) -> list[dict]:
+    """Per cell and point: the baseline's mean RMSE at the evaluation nearest `at` of training and at the end, the
+    relative change and whether it is below CONVERGED (docs/confirmation.md, Convergence)."""
+    rows = []
+    for label, results in folders.items():
+        base = results["settings"][0]["name"]
+        for point, entry in grid(results).items():
+            runs, end = entry["runs"].get(base, {}), entry["steps_total"]
+            steps = sorted({s for r in runs.values() for s in r["evals"] if s < end})
+            if not runs or not steps:
+                continue
+            early = min(steps, key=lambda s: abs(s - at * end))
+            a, b = (t_interval(list(seed_values(runs, s, "rmse").values()))["mean"] for s in (early, end))
+            change = (b - a) / a if a == a and a else float("nan")
+            rows.append({"cell": label, "point": f"{point_name(results)} {point}", "from": early / end, "rmse_from": a,
+                         "rmse_end": b, "change": change, "converged": abs(change) < CONVERGED})
     return rows
 
 
@@ -70,6 +93,13 @@ def main(argv=None) -> int:
         print(f"| {r['cell']} | {r['point']} | {r['setting']} | {r['metric']} | {r['diff_mean']:+.4g} ± "
               f"{r['diff_half']:.2g} | {r['n']} | {r['p']:.3g} | {r['p_holm']:.3g} | {r['fw']} |")
     print(f"\nDecision: {decision(rows)}")
+    print(f"\nConvergence (the plan: the baseline's mean RMSE changes by less than {CONVERGED:.0%} from 75% to 100% "
+          f"of training):\n")
+    print("| cell | point | baseline RMSE at 75% | at 100% | change | converged |")
+    print("|---|---|---|---|---|---|")
+    for c in convergence(folders):
+        print(f"| {c['cell']} | {c['point']} | {c['rmse_from']:.4g} | {c['rmse_end']:.4g} | {c['change']:+.1%} | "
+              f"{'yes' if c['converged'] else 'no: not converged at this budget'} |")
     if a.expect is not None and judged != a.expect:
         print(f"Note: {judged} comparisons were judged, the plan fixed {a.expect}: the missing ones count as not "
               f"confirmed.")

@@ -75,3 +75,16 @@ def test_pd_budget_criterion_needs_both_metrics_at_the_last_two_rounds(k1, met):
     rows = bench("pd_budget").budget_rows(r)
     assert [(x["steps"], x["metric"]) for x in rows] == [(16, "fid"), (16, "rmse"), (8, "fid"), (8, "rmse")]
     assert all(x["beats"] for x in rows) == met  # the 32-step round (lost) is not one of the last two
+
+
+def test_convergence_compares_the_baseline_at_75_and_100_percent():
+    cv = bench("confirm_verdict")
+    runs = lambda at75, at100: {k: {"dir": "", "evals": {2: {"rmse": 9.0}, 6: {"rmse": at75}, 8: {"rmse": at100}}}  # noqa: E731
+                                for k in range(3)}
+    r = {"config": {"seeds": 3}, "host": {"metrics": {"rmse": "RMSE"}, "grid_key": "nfe"},
+         "settings": [{"name": "baseline", "branches": 1}, {"name": "bdense", "branches": 4}],
+         "nfe": {"2": {"steps_total": 8, "runs": {"baseline": runs(0.100, 0.099)}},
+                 "3": {"steps_total": 8, "runs": {"baseline": runs(0.100, 0.095)}}}}
+    rows = {c["point"]: c for c in cv.convergence({"A": r})}
+    assert rows["NFE 2"]["from"] == 0.75 and rows["NFE 2"]["change"] == pytest.approx(-0.01)
+    assert rows["NFE 2"]["converged"] and not rows["NFE 3"]["converged"]  # -1% is converged, -5% is not
