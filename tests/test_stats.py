@@ -71,3 +71,14 @@ def test_family_wise_verdict_is_stricter_than_each_interval():
     r["nfe"]["4"] = cell([4.0, 6.0, 8.0])
     assert family(r)[("4", "bdense", "fid")]["fw"] == "better"
     assert "over the 3 comparisons" in table(r)
+
+
+def test_a_baseline_only_report_says_it_has_no_comparison():
+    """A K = 1 budget search (one setting) has no family: the caption says so instead of 'over the 0 comparisons'."""
+    r = results({}, {})
+    r["settings"] = r["settings"][:1]
+    r["nfe"] = {"2": {"teacher": {}, "steps_total": 2, "runs": {
+        "baseline": {k: {"dir": "", "evals": {2: {"fid": v}}} for k, v in {0: 5.0, 1: 7.0}.items()}}}}
+    assert family(r) == {}
+    text = table(r)
+    assert "it has the baseline only" in text and "over the 0" not in text

@@ -71,6 +71,8 @@ def family(results: dict) -> dict:
 
 
 def family_caption(fam: dict) -> str:
+    if not fam:
+        return "No comparison with the baseline in this report (it has the baseline only)."
     judged = sum(math.isfinite(v["p_holm"]) for v in fam.values())
     return (f"Family-wise: Holm-Bonferroni at {FAMILY_ALPHA:.0%} over the {judged} comparisons with the baseline in "
             f"this report (cells x metrics x settings, end of training)"
