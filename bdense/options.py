@@ -271,7 +271,7 @@ def _cross_checks(command: str, v: dict) -> None:
     """Options valid alone but not together: refused here, before any work, rather than after it."""
     from .distill.weights import parse_weights
     if command == "distill":
-        k = v.get("branches") or (1 if v.get("method") == "sfd" else 2)
+        k = v.get("branches") or 1
         parse_weights(v.get("branch_weights"), k)
         if v.get("method") == "sfd":
             if v["teacher_substeps"] % k:

@@ -95,10 +95,11 @@ def main(argv=None) -> int:
     print(f"\nDecision: {decision(rows)}")
     print(f"\nConvergence (the plan: the baseline's mean RMSE changes by less than {CONVERGED:.0%} from 75% to 100% "
           f"of training):\n")
-    print("| cell | point | baseline RMSE at 75% | at 100% | change | converged |")
+    print("| cell | point | baseline RMSE at the evaluation nearest 75% | at 100% | change | converged |")
     print("|---|---|---|---|---|---|")
     for c in convergence(folders):
-        print(f"| {c['cell']} | {c['point']} | {c['rmse_from']:.4g} | {c['rmse_end']:.4g} | {c['change']:+.1%} | "
+        print(f"| {c['cell']} | {c['point']} | {c['rmse_from']:.4g} (at {c['from']:.0%}) | {c['rmse_end']:.4g} | "
+              f"{c['change']:+.1%} | "
               f"{'yes' if c['converged'] else 'no: not converged at this budget'} |")
     if a.expect is not None and judged != a.expect:
         print(f"Note: {judged} comparisons were judged, the plan fixed {a.expect}: the missing ones count as not "

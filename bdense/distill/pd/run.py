@@ -66,7 +66,7 @@ def _param_text(own: str, param: str) -> str:
             f"gradient are the same functions of the weights: docs/pd.md)")
 
 
-def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: int = 2, branch_weights=None,
+def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: int = 1, branch_weights=None,
                start_steps: int = 64, end_steps: int = 8, round_iters: int | None = None, batch: int | None = None,
                lr: float | None = None, precision: str = "fp32", seed: int = 0, resume: bool = False,
                dry_run: bool = False,
