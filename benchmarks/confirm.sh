@@ -4,6 +4,11 @@
 # Resumable: run it again after a stop; finished teachers, caches, runs and evaluations are reused (bdense compare
 # reuses everything under its --out; a teacher run continues from its checkpoints).
 #
+# CPU TIME MEASURED so far (2026-12-02, one torch thread per stage, two stages at once on the 2-core machine):
+#   teachers 19 min (7.3 + 6.7 + 4.7); pd-search 9.4 min (the first grid point met the criterion); pd-confirm 65 min;
+#   sfd-28 (CPU-sized): ~16 min per NFE-2 baseline run (its fresh 5,120-trajectory cache included), ~7 min per NFE-2
+#   B-DENSE run (cache reused), ~22 min per NFE-3 baseline run: ~3.2 h for the stage.
+# The rest is an ESTIMATE (the digits and 16x16 cells have not run), first made for the whole script as follows:
 # CPU TIME: an ESTIMATE, not a measurement: about 27 h on the project's 2-core machine with one torch thread
 # (OMP_NUM_THREADS=1), ~14 h wall when two stages run at once (one per core). Derived from measured timings:
 #   - digits SFD: `make demo`'s comparison took ~18 min for 12 runs x 6,400 trajectories (README, 2026-11-28), i.e.
