@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from .defaults import studied
 from .distill.sfd.targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS
 from .errors import BdenseError, Interrupted
 from .options import check, model_spec
@@ -177,14 +178,16 @@ def distill(
     teacher_substeps: int = typer.Option(4, help="sfd: teacher steps per student interval (K must divide it)"),
     afs: bool = typer.Option(True, help="sfd: analytical first step"),
     trajectories: Optional[int] = typer.Option(None, help="sfd: teacher trajectories to train on, over all NFE "
-                                               "(default 6400 per NFE, the studied budget; SFD paper: 200000)"),
+                                               f"(default {studied('sfd', 'trajectories')} per NFE, the studied budget; "
+                                               "SFD paper: 200000)"),
     trajectory_cache: Optional[str] = typer.Option(None, "--trajectories-from", help="sfd: a cache written by bdense "
                                                    "trajectories (several --nfe: the folder of its nfeN caches)"),
     data: Optional[str] = typer.Option(None, help="pd: data set (default: the teacher's)"),
     start_steps: int = typer.Option(64, help="pd: teacher sampling steps of the first round"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
-    round_iters: Optional[int] = typer.Option(None, help="pd: optimizer steps per halving round (default 150, "
-                                              "docs/pd.md; PD paper: 50000)"),
+    round_iters: Optional[int] = typer.Option(None, help="pd: optimizer steps per halving round (default "
+                                              f"{studied('pd', 'round_iters')}, docs/confirmation.md; PD paper: "
+                                              "50000)"),
     last_step_target: str = typer.Option("x-pred", help="pd: target of the last step t = 1/N: x-pred (reference) | "
                                          "ddim, e.g. ddim"),
     weight_span: str = typer.Option("round", help="pd: a branch-weight schedule restarts each round | spans all, "
@@ -195,9 +198,11 @@ def distill(
                                       "teacher's) | eps | x | v, converted exactly at step 0, e.g. x"),
     random_flip: bool = typer.Option(False, help="pd: flip training images left-right with probability 1/2, as PD's "
                                      "reference does on CIFAR-10 (for data where a mirror image is in the domain)"),
-    batch: Optional[int] = typer.Option(None, help="global batch (default: sfd 64, pd 32, the studied ones)"),
-    lr: Optional[float] = typer.Option(None, help="learning rate (default: sfd 2e-4, / 10 at half way; pd 5e-4 "
-                                       "annealed to 0 each round: the studied ones, bdense/defaults.py)"),
+    batch: Optional[int] = typer.Option(None, help=f"global batch (default: sfd {studied('sfd', 'batch')}, pd "
+                                       f"{studied('pd', 'batch')}, the studied ones)"),
+    lr: Optional[float] = typer.Option(None, help=f"learning rate (default: sfd {studied('sfd', 'lr'):g}, / 10 at half "
+                                       f"way; pd {studied('pd', 'lr'):g} annealed to 0 each round: the studied ones, "
+                                       "bdense/defaults.py)"),
     precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16"),
     seed: int = 0,
     resume: bool = False,
@@ -301,9 +306,12 @@ def compare(
     pool: str = typer.Option("shared", help="shared (seeds reorder one trajectory pool) | fresh (each seed its own pool)"),
     seed_block: int = typer.Option(0, help="take training trajectories, training and evaluation seeds from this block "
                                    "(0: as always; N: never overlapping another block), e.g. 1"),
-    trajectories: Optional[int] = typer.Option(None, help="teacher trajectories per run (the budget; default 6400)"),
-    batch: Optional[int] = typer.Option(None, help="global batch (default: sfd 64, pd 32)"),
-    lr: Optional[float] = typer.Option(None, help="learning rate (default: sfd 2e-4, pd 5e-4; bdense/defaults.py)"),
+    trajectories: Optional[int] = typer.Option(None, help="teacher trajectories per run (the budget; default "
+                                               f"{studied('sfd', 'trajectories')})"),
+    batch: Optional[int] = typer.Option(None, help=f"global batch (default: sfd {studied('sfd', 'batch')}, pd "
+                                       f"{studied('pd', 'batch')})"),
+    lr: Optional[float] = typer.Option(None, help=f"learning rate (default: sfd {studied('sfd', 'lr'):g}, pd "
+                                       f"{studied('pd', 'lr'):g}; bdense/defaults.py)"),
     eval_points: str = typer.Option("0.1,0.25,0.5,1.0", help="fractions of training at which to evaluate"),
     eval_seeds: int = typer.Option(1000, help="held-out evaluation seeds"),
     data: Optional[str] = typer.Option(None, help="data set for the FID reference (default: the teacher's)"),
@@ -317,8 +325,8 @@ def compare(
     method: str = typer.Option("sfd", help="host: sfd | pd (progressive distillation, a row per round), e.g. pd"),
     start_steps: int = typer.Option(64, help="pd: teacher DDIM steps of round 1 (and of the RMSE reference)"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
-    round_iters: Optional[int] = typer.Option(None, help="pd: iterations per halving round (the budget; default 150; "
-                                              "PD paper: 50000)"),
+    round_iters: Optional[int] = typer.Option(None, help="pd: iterations per halving round (the budget; default "
+                                              f"{studied('pd', 'round_iters')}; PD paper: 50000)"),
     last_step_target: str = typer.Option("x-pred", help="pd: x-pred (reference) | ddim, e.g. ddim"),
     weight_span: str = typer.Option("round", help="pd: round (schedules restart each round) | all, e.g. all"),
     eval_clip_denoised: bool = typer.Option(True, help="pd: sample students and teacher references with x-hat "
@@ -382,9 +390,11 @@ def tune(
     trial_trajectories: Optional[int] = typer.Option(None, help="training budget of one trial (default: "
                                                      "--trajectories; short trials misled, docs/weights.md)"),
     trajectories: Optional[int] = typer.Option(None, help="budget of the final runs (and size of the shared cache; "
-                                               "default 6400)"),
-    batch: Optional[int] = typer.Option(None, help="global batch (default: sfd 64, pd 32)"),
-    lr: Optional[float] = typer.Option(None, help="learning rate (default: sfd 2e-4, pd 5e-4; bdense/defaults.py)"),
+                                               f"default {studied('sfd', 'trajectories')})"),
+    batch: Optional[int] = typer.Option(None, help=f"global batch (default: sfd {studied('sfd', 'batch')}, pd "
+                                       f"{studied('pd', 'batch')})"),
+    lr: Optional[float] = typer.Option(None, help=f"learning rate (default: sfd {studied('sfd', 'lr'):g}, pd "
+                                       f"{studied('pd', 'lr'):g}; bdense/defaults.py)"),
     tune_seeds: int = typer.Option(500, help="tuning seeds (disjoint from training and evaluation seeds)"),
     report_points: str = typer.Option("0.25,0.5,0.75,1.0", help="fractions of a trial at which it may be pruned"),
     jobs: int = typer.Option(1, help="parallel trials, one per CUDA device (1 on CPU or one GPU)"),
@@ -403,7 +413,8 @@ def tune(
     method: str = typer.Option("sfd", help="host: sfd | pd (a trial is a PD run over every round), e.g. pd"),
     start_steps: int = typer.Option(64, help="pd: teacher DDIM steps of round 1 (and of the RMSE reference)"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round (trials are scored there)"),
-    round_iters: Optional[int] = typer.Option(None, help="pd: iterations per round of the final runs (default 150)"),
+    round_iters: Optional[int] = typer.Option(None, help="pd: iterations per round of the final runs (default "
+                                              f"{studied('pd', 'round_iters')})"),
     trial_round_iters: Optional[int] = typer.Option(None, help="pd: iterations per round of a trial (default: "
                                                     "--round-iters / 4), e.g. 100"),
     last_step_target: str = typer.Option("x-pred", help="pd: x-pred (reference) | ddim, e.g. ddim"),
