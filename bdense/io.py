@@ -200,7 +200,7 @@ def check_outputs(outputs: dict, inputs=(), overwrite: bool = False) -> None:
 # a directory holding one of these was made by bdense (a run, cache, comparison or study): commands reuse or refuse it
 # by their own rules; any other non-empty directory is the user's and is never written into
 BDENSE_DIR_MARKERS = ("options.json", "manifest.json", "protocol.json", "results.json", "optuna.db", "runs", "trials",
-                      "features.safetensors", "ref-stats.npz", "final")
+                      "features.safetensors", "ref-stats.npz", "final", "seed-block.json")
 
 
 def is_bdense_dir(path: Path) -> bool:

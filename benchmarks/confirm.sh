@@ -30,6 +30,9 @@
 #   stages, in order (default: all): teachers sfd-digits-a sfd-digits-b sfd-mnist16 sfd-28 pd-search pd-confirm verdict
 #   --dry-run: train nothing; print the teacher commands and check every compare command with bdense's --dry-run
 #   env: R (output root, default runs/confirm), CELL28 (cpu | gpu, default cpu), BD (bdense), PY (python)
+#   an SFD stage with @N (e.g. sfd-28@3) runs that cell's NFE N alone, into its own folder CELL-nfeN: the same runs,
+#   seeds and pools as the whole cell (a run depends only on its NFE, setting and seed), so two shards of one cell run
+#   on two cores at once; the verdict stage merges a cell's shards (their parts/) into CELL before reporting it.
 # Two stages on two cores: `bash benchmarks/confirm.sh teachers` first, then e.g. `... sfd-digits-a &` beside
 # `... sfd-digits-b`; each stage has its own output folder.
 set -euo pipefail
@@ -45,6 +48,7 @@ for a in "$@"; do
   case "$a" in
     --dry-run) DRY=1 ;;
     teachers|sfd-digits-a|sfd-digits-b|sfd-mnist16|sfd-28|pd-search|pd-confirm|verdict) STAGES+=("$a") ;;
+    sfd-digits-a@[2-5]|sfd-digits-b@[2-5]|sfd-mnist16@[2-4]|sfd-28@[23]) STAGES+=("$a") ;;
     *) echo "error: unknown argument '$a'; use --dry-run and stage names (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -75,6 +79,34 @@ run() { echo "+ $*"; if [ -z "$DRY" ]; then "$@"; fi; }
 compare() {  # a compare command: checked with --dry-run in a dry run, else run (it resumes by itself)
   if [ -n "$DRY" ]; then echo "+ bdense compare $*"; $BD compare "$@" --dry-run; else $BD compare "$@"; fi
 }
+cell() {  # OUT NFES ARGS...: one SFD cell, or with SHARD set one NFE of it into OUT-nfeSHARD
+  local out=$1 nfes=$2; shift 2
+  if [ -n "$SHARD" ]; then
+    case ",$nfes," in *",$SHARD,"*) ;; *) echo "error: $out has no NFE $SHARD (its NFEs: $nfes)" >&2; exit 2 ;; esac
+    local sib
+    if [ -z "$DRY" ]; then  # one feature net per cell: a shard reuses the one a sibling shard trained
+      mkdir -p "$out-nfe$SHARD"
+      for sib in "$out"-nfe*/features.safetensors; do
+        if [ -f "$sib" ] && [ ! -f "$out-nfe$SHARD/features.safetensors" ]; then cp "$sib" "$out-nfe$SHARD/"; fi
+      done
+    fi
+    out=$out-nfe$SHARD nfes=$SHARD
+  fi
+  compare --out "$out" --nfe "$nfes" "$@"
+}
+merge_shards() {  # CELL: copy the parts of CELL-nfe*/ into CELL (with what its report needs) once every shard finished
+  local d=$1 s f shards=("$1"-nfe*); MERGED=""
+  [ -d "${shards[0]}" ] || return 0
+  for s in "${shards[@]}"; do
+    [ -f "$s/results.json" ] || { echo "missing: $s (a shard that has not finished)"; return 0; }
+  done
+  run mkdir -p "$d/parts"
+  for s in "${shards[@]}"; do run cp "$s"/parts/*.json "$d/parts/"; done
+  for f in features.safetensors ref-stats.npz seed-block.json; do  # the same in every shard: the first one's
+    if [ -f "${shards[0]}/$f" ] && [ ! -f "$d/$f" ]; then run cp "${shards[0]}/$f" "$d/"; fi
+  done
+  MERGED=1
+}
 teacher() {  # OUT ARGS...: train (or continue, or reuse) one teacher
   local out=$1; shift
   [ -f "$out/model.safetensors" ] && return 0
@@ -89,6 +121,7 @@ need_teacher() {  # PATH-OR-NAME: stop with one line when a teacher this stage n
 
 for stage in "${STAGES[@]}"; do
   say "stage $stage"
+  SHARD=""; case $stage in *@*) SHARD=${stage#*@}; stage=${stage%@*} ;; esac
   case $stage in
     teachers)
       teacher $T/digits-s101 --data digits --seed 101  # two new digits teachers: the demo's command, new seeds
@@ -98,18 +131,19 @@ for stage in "${STAGES[@]}"; do
     sfd-digits-a|sfd-digits-b)
       t=$T/digits-s10$([ $stage = sfd-digits-a ] && echo 1 || echo 2)/model.safetensors
       need_teacher $t
-      compare --teacher $t --out $R/$stage --nfe 2,3,4,5 --seeds 5 --trajectories 19200 --batch 64 "${SFD[@]}" ;;
+      cell $R/$stage 2,3,4,5 --teacher $t --seeds 5 --trajectories 19200 --batch 64 "${SFD[@]}" ;;
     sfd-mnist16)  # the 16x16 cell; its teacher is fashion-mnist-16 (docs/confirmation.md, amendment 1)
       need_teacher fashion-mnist-16
-      compare --teacher fashion-mnist-16 --features bdense/teachers/features/fashion-mnist-16.safetensors \
-        --out $R/sfd-mnist16 --nfe 2,3,4 --seeds 5 --trajectories 19200 --batch 64 "${SFD[@]}" ;;
+      cell $R/sfd-mnist16 2,3,4 --teacher fashion-mnist-16 \
+        --features bdense/teachers/features/fashion-mnist-16.safetensors --seeds 5 --trajectories 19200 --batch 64 \
+        "${SFD[@]}" ;;
     sfd-28)
       need_teacher mnist-short
       if [ "$CELL28" = gpu ]; then
-        compare --teacher mnist-short --out $R/sfd-28-gpu --nfe 2,3 --seeds 5 --trajectories 32000 --batch 128 \
+        cell $R/sfd-28-gpu 2,3 --teacher mnist-short --seeds 5 --trajectories 32000 --batch 128 \
           --device cuda "${SFD[@]}"
       else  # CPU-sized: 3 seeds and 5,120 trajectories (docs/confirmation.md says why), labelled so
-        compare --teacher mnist-short --out $R/sfd-28-cpu --nfe 2,3 --seeds 3 --trajectories 5120 --batch 64 \
+        cell $R/sfd-28-cpu 2,3 --teacher mnist-short --seeds 3 --trajectories 5120 --batch 64 \
           "${SFD[@]}"
       fi ;;
     pd-search)
@@ -140,7 +174,8 @@ for stage in "${STAGES[@]}"; do
     verdict)  # regenerate every report from its run directories, then Holm over all pre-registered SFD cells
       cells=()
       for d in sfd-digits-a sfd-digits-b sfd-mnist16 sfd-28-$CELL28 pd-confirm; do
-        if [ -f $R/$d/results.json ]; then
+        merge_shards $R/$d
+        if [ -f $R/$d/results.json ] || [ -n "$MERGED" ]; then
           run $BD compare --report-only --out $R/$d
           case $d in sfd-*) cells+=("$d=$R/$d") ;; esac
         else

@@ -150,6 +150,13 @@ def test_seed_block_moves_every_seed_of_the_study_and_is_recorded(digits_assets,
         compare(tiny_compare(digits_assets, tmp_path, settings=(Setting("baseline", 1),)))
     with pytest.raises(BdenseError, match="overlap the evaluation seeds"):
         tiny_compare(digits_assets, tmp_path, seed_block=2, pool="fresh", seeds=100, trajectories=2 * 10**10)
+    # a start that stopped after recording its block (e.g. the data set was not fetched yet) is resumed, not refused
+    from bdense.io import check_out_dir
+    from bdense.studies.compare import Comparison
+    stopped = tmp_path / "stopped"
+    Comparison(tiny_compare(digits_assets, stopped, seed_block=1, pool="fresh"))
+    assert [p.name for p in stopped.iterdir()] == ["seed-block.json"]
+    check_out_dir("--out", stopped)  # raised "holds files bdense did not write" before
 
 
 def test_report_only_merges_every_comparison_in_out_and_move_stale_keeps_old_runs(digits_assets, tmp_path):

@@ -32,9 +32,34 @@ def test_confirm_script_dry_run_checks_its_compare_commands(tmp_path):
     assert "seed block 1: training seeds 1000-1004" in log and "one pool per seed, fresh" in log
     assert "seed block 3: training seeds 3000-3004" in log and "settings: baseline (K=1), bdense (K=2)" in log
     assert not (tmp_path / "confirm").exists()  # nothing trained, nothing written
-    bad = subprocess.run(["bash", str(ROOT / "benchmarks" / "confirm.sh"), "--dry-run", "nonsense"], env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "unknown argument 'nonsense'" in bad.stderr
+    for arg in ("nonsense", "sfd-28@4"):  # sfd-28 has no NFE 4
+        bad = subprocess.run(["bash", str(ROOT / "benchmarks" / "confirm.sh"), "--dry-run", arg], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and f"unknown argument '{arg}'" in bad.stderr
+
+
+def test_confirm_script_shards_a_cell_by_nfe_and_the_verdict_merges_the_shards(tmp_path):
+    """sfd-28@3 is the cell's NFE 3 alone in its own folder (two shards run on two cores); the verdict stage copies
+    the finished shards' parts into the cell's folder and reports it, and waits while a shard is unfinished."""
+    bd, r = Path(sys.executable).parent / "bdense", tmp_path / "confirm"
+    env = dict(os.environ, R=str(r), BD=str(bd), PY=sys.executable, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    script = ["bash", str(ROOT / "benchmarks" / "confirm.sh"), "--dry-run"]
+    log = subprocess.run(script + ["sfd-28@3"], env=env, capture_output=True, text=True, timeout=300).stdout
+    assert f"--out {r}/sfd-28-cpu-nfe3 --nfe 3 " in log and "points: NFE 3\n" in log and "runs: 6" in log
+    assert not r.exists()
+    for n in (2, 3):  # two shards, the second unfinished
+        (r / f"sfd-28-cpu-nfe{n}/parts").mkdir(parents=True)
+        (r / f"sfd-28-cpu-nfe{n}/parts/results-{n}.json").write_text("{}")
+        (r / f"sfd-28-cpu-nfe{n}/ref-stats.npz").write_text("")
+    (r / "sfd-28-cpu-nfe2/results.json").write_text("{}")
+    log = subprocess.run(script + ["verdict"], env=env, capture_output=True, text=True, timeout=300).stdout
+    assert f"missing: {r}/sfd-28-cpu-nfe3 (a shard that has not finished)" in log and "report-only" not in log
+    (r / "sfd-28-cpu-nfe3/results.json").write_text("{}")
+    log = subprocess.run(script + ["verdict"], env=env, capture_output=True, text=True, timeout=300).stdout
+    for n in (2, 3):
+        assert f"+ cp {r}/sfd-28-cpu-nfe{n}/parts/results-{n}.json {r}/sfd-28-cpu/parts/" in log
+    assert log.count("ref-stats.npz") == 1 and f"+ cp {r}/sfd-28-cpu-nfe2/ref-stats.npz {r}/sfd-28-cpu/" in log
+    assert f"compare --report-only --out {r}/sfd-28-cpu" in log and "sfd-28-cpu=" in log
 
 
 def results(cells: dict) -> dict:
