@@ -1,6 +1,7 @@
 """The confirmation's tooling (docs/confirmation.md): benchmarks/confirm.sh parses and every compare command of the
 stages it is given passes bdense's own --dry-run; the cross-folder Holm verdict and the PD budget criterion."""
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -86,6 +87,26 @@ def test_holm_runs_over_every_folder_and_the_decision_rule():
     assert cv.decision(rows) == "FAILS in 1 cell(s): A NFE 3 (family-wise worse on a metric)"
     rows = cv.verdicts({"A": results({2: (base, [4.0, 6.0, 8.0]), 3: (base, [4.0, 6.0, 8.0])})})
     assert cv.decision(rows).startswith("CONFIRMED")
+
+
+def test_an_incomplete_family_is_read_against_the_whole_family(tmp_path, capsys):
+    """With 4 of 26 comparisons in, only what Holm over 26 cannot change is called: 26 x p <= 5% or p > 5%."""
+    cv = bench("confirm_verdict")
+    base = [5.0, 7.0, 9.0]
+    r = results({2: (base, [4.0, 6.0, 8.0]), 3: (base, [4.0, 5.9, 8.1])})  # NFE 2: p = 0; NFE 3: p ~ 0.003
+    rows = cv.verdicts({"28": r})
+    assert cv.interim(rows, 26).startswith("INTERIM (4 of 26 comparisons in): not decided; settled better on a "
+                                           "metric in 1 cell-point(s), settled worse in none, 2 comparison(s) open")
+    fw = {(x["point"], x["metric"]): (x["settled"], x["fw"]) for x in rows}
+    assert fw[("NFE 3", "FID")] == ("open", "better")  # Holm over the 4 present alone would call it better
+    assert fw[("NFE 2", "FID")][0] == "better"
+    worse = cv.verdicts({"28": results({2: (base, [6.0, 8.0, 10.0])})})
+    assert cv.interim(worse, 26).endswith("FAILS in 1 cell(s): 28 NFE 2 (family-wise worse whatever the rest shows)")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c/results.json").write_text(json.dumps(r))
+    assert cv.main(["--expect", "26", f"28x28={tmp_path / 'c'}"]) == 0
+    out = capsys.readouterr().out
+    assert "| 26 x p | settled |" in out and "Holm p" not in out and "Decision: INTERIM (4 of 26" in out
 
 
 @pytest.mark.parametrize("k1, met", [((8.0, 0.05), True), ((8.0, 0.07), False)])

@@ -2,9 +2,11 @@
 training-seed keys (not list position), and seeds that are missing or diverged shown instead of dropped."""
 import math
 
+import numpy as np
+
 import pytest
 
-from bdense.metrics.stats import holm, paired_t_p, paired_verdict
+from bdense.metrics.stats import holm, holm_settled, paired_t_p, paired_verdict
 from bdense.studies.report import family, table
 
 
@@ -82,3 +84,22 @@ def test_a_baseline_only_report_says_it_has_no_comparison():
     assert family(r) == {}
     text = table(r)
     assert "it has the baseline only" in text and "over the 0" not in text
+
+
+def test_holm_settled_agrees_with_holm_over_any_rest_of_the_family():
+    """A comparison 'settled' before the family is complete keeps that verdict whatever p-values the others get."""
+    assert holm_settled(0.001, 26) == "significant" and holm_settled(0.0019, 26) == "significant"  # 26 x p <= 0.05
+    assert holm_settled(0.002, 26) == "open" and holm_settled(0.05, 26) == "open"
+    assert holm_settled(0.051, 26) == "not significant" and holm_settled(float("nan"), 26) == "not judged"
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        m = int(rng.integers(2, 30))
+        known = list(rng.choice([1e-5, 5e-4, 0.0019, 0.004, 0.03, 0.06, 0.5], size=int(rng.integers(1, m + 1))))
+        rest = list(10 ** rng.uniform(-6, 0, size=m - len(known)))  # the comparisons still to come: anything
+        adjusted = holm(known + rest)[:len(known)]
+        for p, a in zip(known, adjusted):
+            verdict = holm_settled(p, m)
+            if verdict == "significant":
+                assert a <= 0.05
+            elif verdict == "not significant":
+                assert a > 0.05

@@ -64,6 +64,20 @@ def holm(pvalues: list[float]) -> list[float]:
     return out
 
 
+def holm_settled(p: float, family: int, alpha: float = 0.05) -> str:
+    """What Holm over a family of `family` comparisons will say about one with p-value p, before the others exist.
+
+    Holm's adjusted p of any comparison is at most family x p (each term (m - j + 1) p_(j) of its running maximum
+    has m - j + 1 <= m and p_(j) <= p) and at least p (its own term, with a factor >= 1). So family x p <= alpha is
+    'significant' and p > alpha 'not significant' whatever the rest of the family shows; anything between is
+    'open' until the whole family is in. A p that is not finite (too few pairs) is 'not judged'."""
+    if not _finite(p):
+        return "not judged"
+    if family * p <= alpha:
+        return "significant"
+    return "not significant" if p > alpha else "open"
+
+
 def fmt(ci: dict, digits: int = 4) -> str:
     if ci["n"] == 0 or not math.isfinite(ci["mean"]):
         return "-"
