@@ -306,6 +306,8 @@ def compare(
     pool: str = typer.Option("shared", help="shared (seeds reorder one trajectory pool) | fresh (each seed its own pool)"),
     seed_block: int = typer.Option(0, help="take training trajectories, training and evaluation seeds from this block "
                                    "(0: as always; N: never overlapping another block), e.g. 1"),
+    only_seeds: Optional[str] = typer.Option(None, help="train only these of the --seeds training seeds (0-based): a "
+                                             "shard of the comparison, merged by --report-only, e.g. 3,4"),
     trajectories: Optional[int] = typer.Option(None, help="teacher trajectories per run (the budget; default "
                                                f"{studied('sfd', 'trajectories')})"),
     batch: Optional[int] = typer.Option(None, help=f"global batch (default: sfd {studied('sfd', 'batch')}, pd "
@@ -360,7 +362,7 @@ def compare(
                         device=device, method=method, start_steps=start_steps, end_steps=end_steps,
                         round_iters=round_iters, last_step_target=last_step_target, weight_span=weight_span,
                         eval_clip_denoised=eval_clip_denoised, student_param=student_param,
-                        seed_block=seed_block, move_stale=move_stale)
+                        seed_block=seed_block, only_seeds=v["only_seeds"], move_stale=move_stale)
     if dry_run:
         typer.echo(cfg.describe_grid())
         return

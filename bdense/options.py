@@ -170,7 +170,7 @@ RULES = {
     "branch_heads": Choice(("shared", "block")),  # bdense.models.denoisers.HEAD_MODES (that module needs torch)
     "last_step_target": Choice(("x-pred", "ddim")), "weight_span": Choice(("round", "all")),
     "first_seed": Int(0, SEED_MAX), "check_seeds": Int(1, 10000), "student_param": Choice(("auto", "eps", "x", "v")),
-    "trial_round_iters": COUNT, "seed_block": Int(0, MAX_SEED_BLOCK),
+    "trial_round_iters": COUNT, "seed_block": Int(0, MAX_SEED_BLOCK), "only_seeds": IntList(0, 99, max_len=100),
 }
 STUDIED_COMMANDS = ("distill", "compare", "tune")  # their training options default to bdense/defaults.py
 # the same name with another meaning in one command

@@ -33,6 +33,8 @@
 #   an SFD stage with @N (e.g. sfd-28@3) runs that cell's NFE N alone, into its own folder CELL-nfeN: the same runs,
 #   seeds and pools as the whole cell (a run depends only on its NFE, setting and seed), so two shards of one cell run
 #   on two cores at once; the verdict stage merges a cell's shards (their parts/) into CELL before reporting it.
+#   @N:I,J (e.g. sfd-mnist16@2:3,4) runs only training seeds I,J (0-based) of NFE N, into CELL-nfeN-seedsI+J
+#   (compare --only-seeds), for a shard that would not finish in one sitting.
 # Two stages on two cores: `bash benchmarks/confirm.sh teachers` first, then e.g. `... sfd-digits-a &` beside
 # `... sfd-digits-b`; each stage has its own output folder.
 set -euo pipefail
@@ -49,6 +51,7 @@ for a in "$@"; do
     --dry-run) DRY=1 ;;
     teachers|sfd-digits-a|sfd-digits-b|sfd-mnist16|sfd-28|pd-search|pd-confirm|verdict) STAGES+=("$a") ;;
     sfd-digits-a@[2-5]|sfd-digits-b@[2-5]|sfd-mnist16@[2-4]|sfd-28@[23]) STAGES+=("$a") ;;
+    sfd-digits-a@[2-5]:[0-4]*|sfd-digits-b@[2-5]:[0-4]*|sfd-mnist16@[2-4]:[0-4]*|sfd-28@[23]:[0-2]*) STAGES+=("$a") ;;
     *) echo "error: unknown argument '$a'; use --dry-run and stage names (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -79,20 +82,20 @@ run() { echo "+ $*"; if [ -z "$DRY" ]; then "$@"; fi; }
 compare() {  # a compare command: checked with --dry-run in a dry run, else run (it resumes by itself)
   if [ -n "$DRY" ]; then echo "+ bdense compare $*"; $BD compare "$@" --dry-run; else $BD compare "$@"; fi
 }
-cell() {  # OUT NFES ARGS...: one SFD cell, or with SHARD set one NFE of it into OUT-nfeSHARD
-  local out=$1 nfes=$2; shift 2
+cell() {  # CELL NFES ARGS...: one SFD cell, or with SHARD set its NFE SHARD (and with SEEDIX those seeds) alone
+  local root=$1 out=$1 nfes=$2 only=() sib; shift 2
   if [ -n "$SHARD" ]; then
-    case ",$nfes," in *",$SHARD,"*) ;; *) echo "error: $out has no NFE $SHARD (its NFEs: $nfes)" >&2; exit 2 ;; esac
-    local sib
+    case ",$nfes," in *",$SHARD,"*) ;; *) echo "error: $root has no NFE $SHARD (its NFEs: $nfes)" >&2; exit 2 ;; esac
+    out=$root-nfe$SHARD${SEEDIX:+-seeds${SEEDIX//,/+}} nfes=$SHARD
+    if [ -n "$SEEDIX" ]; then only=(--only-seeds "$SEEDIX"); fi
     if [ -z "$DRY" ]; then  # one feature net per cell: a shard reuses the one a sibling shard trained
-      mkdir -p "$out-nfe$SHARD"
-      for sib in "$out"-nfe*/features.safetensors; do
-        if [ -f "$sib" ] && [ ! -f "$out-nfe$SHARD/features.safetensors" ]; then cp "$sib" "$out-nfe$SHARD/"; fi
+      mkdir -p "$out"
+      for sib in "$root"-nfe*/features.safetensors; do
+        if [ -f "$sib" ] && [ ! -f "$out/features.safetensors" ]; then cp "$sib" "$out/"; fi
       done
     fi
-    out=$out-nfe$SHARD nfes=$SHARD
   fi
-  compare --out "$out" --nfe "$nfes" "$@"
+  compare --out "$out" --nfe "$nfes" "$@" "${only[@]}"
 }
 merge_shards() {  # CELL: copy the parts of CELL-nfe*/ into CELL (with what its report needs) once every shard finished
   local d=$1 s f shards=("$1"-nfe*); MERGED=""
@@ -121,7 +124,8 @@ need_teacher() {  # PATH-OR-NAME: stop with one line when a teacher this stage n
 
 for stage in "${STAGES[@]}"; do
   say "stage $stage"
-  SHARD=""; case $stage in *@*) SHARD=${stage#*@}; stage=${stage%@*} ;; esac
+  SHARD="" SEEDIX=""; case $stage in *@*) SHARD=${stage#*@}; stage=${stage%@*} ;; esac
+  case $SHARD in *:*) SEEDIX=${SHARD#*:}; SHARD=${SHARD%%:*} ;; esac
   case $stage in
     teachers)
       teacher $T/digits-s101 --data digits --seed 101  # two new digits teachers: the demo's command, new seeds

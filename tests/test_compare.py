@@ -194,3 +194,31 @@ def test_report_only_merges_every_comparison_in_out_and_move_stale_keeps_old_run
                          teacher_order_rule="dpm-solver"))
     assert len(list((tmp_path / "cache").glob("nfe2.stale-*"))) == 1
     assert json.loads((tmp_path / "cache/nfe2/manifest.json").read_text())["complete"]
+
+
+def test_seed_shards_train_the_runs_of_the_whole_comparison_and_merge_into_it(digits_assets, tmp_path):
+    """--only-seeds trains a subset of the --seeds training seeds: a shard's run is byte-identical to the same seed's
+    run of the whole comparison (its fresh pool is drawn by seed, not by position in the invocation), and
+    --report-only over the shards' parts is the whole comparison."""
+    from bdense.studies.union import report_union
+    base = (Setting("baseline", 1),)
+    kw = dict(seeds=2, settings=base, seed_block=1, pool="fresh")
+    whole = compare(tiny_compare(digits_assets, tmp_path / "whole", **kw))
+    shard = tiny_compare(digits_assets, tmp_path / "shards", only_seeds=(1,), **kw)
+    assert "training seeds 1001-1001" in shard.describe_grid() and "runs: 1" in shard.describe_grid()
+    r = compare(shard)
+    assert set(r["nfe"]["2"]["runs"]["baseline"]) == {1001}
+    run = "runs/nfe2/baseline/seed1001/model.safetensors"
+    assert (tmp_path / "shards" / run).read_bytes() == (tmp_path / "whole" / run).read_bytes()
+    compare(tiny_compare(digits_assets, tmp_path / "shards", only_seeds=(0,), **kw))
+    merged = json.loads(report_union(tmp_path / "shards").parent.joinpath("results.json").read_text())
+    want = whole["nfe"]["2"]["runs"]["baseline"]
+    got = merged["nfe"]["2"]["runs"]["baseline"]
+    assert {int(k): v["evals"] for k, v in got.items()} == {k: {str(s): m for s, m in v["evals"].items()}
+                                                            for k, v in want.items()}
+    assert merged["config"]["only_seeds"] is None and merged["config"]["seeds"] == 2
+    with pytest.raises(BdenseError, match="--only-seeds 2: each must be a training seed index from 0 to 1"):
+        tiny_compare(digits_assets, tmp_path / "bad", only_seeds=(2,), **kw)
+    code, out, err = run_cli(["compare", "--teacher", digits_assets[0], "--out", str(tmp_path / "cli"), "--seeds", "5",
+                              "--only-seeds", "3,4", "--dry-run"])
+    assert code == 0 and "training seeds 3-4" in out, err

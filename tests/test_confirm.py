@@ -45,8 +45,11 @@ def test_confirm_script_shards_a_cell_by_nfe_and_the_verdict_merges_the_shards(t
     bd, r = Path(sys.executable).parent / "bdense", tmp_path / "confirm"
     env = dict(os.environ, R=str(r), BD=str(bd), PY=sys.executable, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     script = ["bash", str(ROOT / "benchmarks" / "confirm.sh"), "--dry-run"]
-    log = subprocess.run(script + ["sfd-28@3"], env=env, capture_output=True, text=True, timeout=300).stdout
+    log = subprocess.run(script + ["sfd-28@3", "sfd-mnist16@2:3,4"], env=env, capture_output=True, text=True,
+                         timeout=300).stdout
     assert f"--out {r}/sfd-28-cpu-nfe3 --nfe 3 " in log and "points: NFE 3\n" in log and "runs: 6" in log
+    assert f"--out {r}/sfd-mnist16-nfe2-seeds3+4 --nfe 2 " in log and "--only-seeds 3,4" in log  # two seeds of 5
+    assert "training seeds 1003-1004" in log and "from noise seed 10000000057600" in log and "runs: 4" in log
     assert not r.exists()
     for n in (2, 3):  # two shards, the second unfinished
         (r / f"sfd-28-cpu-nfe{n}/parts").mkdir(parents=True)

@@ -123,6 +123,7 @@ class CompareConfig:
     eval_clip_denoised: bool = True  # pd: students and teacher references sample with x-hat clipped every step
     student_param: str = "auto"  # pd: the student's parameterization (bdense/distill/pd/run.py)
     seed_block: int = 0  # where training trajectories, training and evaluation seeds come from (bdense/seeds.py)
+    only_seeds: tuple | None = None  # a shard: these of the --seeds training seeds (0-based), the rest run elsewhere
     move_stale: bool = False  # a run made with other options is renamed aside and trained anew (else: refused)
 
     def __post_init__(self):
@@ -149,11 +150,22 @@ class CompareConfig:
         host_class(self.method).check_config(self)
         pool = self.trajectories * (self.seeds if self.pool == "fresh" else 1) if self.method == "sfd" else 0
         SeedBlock(self.seed_block).check(runs=self.seeds, trajectories=pool, evals=self.eval_seeds)
+        if self.only_seeds is not None:
+            self.only_seeds = tuple(sorted(self.only_seeds))
+            if not self.only_seeds or any(not 0 <= i < self.seeds for i in self.only_seeds):
+                raise BdenseError(f"--only-seeds {','.join(map(str, self.only_seeds))}: each must be a training seed "
+                                  f"index from 0 to {self.seeds - 1} (--seeds {self.seeds})")
+
+    def run_seeds(self) -> list[int]:
+        """The training seeds this invocation trains: the block's first --seeds, or the --only-seeds of them. A seed's
+        run (its pool with --pool fresh, init, data order) is the same whichever invocation trains it."""
+        seeds = SeedBlock(self.seed_block).run_seeds(self.seeds)
+        return seeds if self.only_seeds is None else [seeds[i] for i in self.only_seeds]
 
     def describe_grid(self) -> str:
         """What a run of this comparison would train and measure (compare --dry-run)."""
         block = SeedBlock(self.seed_block)
-        runs, evals = block.run_seeds(self.seeds), block.eval_seeds(self.eval_seeds)
+        runs, evals = self.run_seeds(), block.eval_seeds(self.eval_seeds)
         points = (f"NFE {','.join(map(str, self.nfes))}" if self.method == "sfd" else
                   f"rounds {self.start_steps} -> {self.end_steps} steps, {self.round_iters} iterations each")
         pools = "" if self.method != "sfd" else (
@@ -322,14 +334,15 @@ class Comparison:
                    host.grid_key: {}}
         self.protocol = {k: v for k, v in results["protocol"].items() if k != "ref"}  # a path: folders move
         check_folder(self.out, self.protocol)
-        progress = Progress(self.out / "log.txt", len(host.points()) * len(cfg.settings) * cfg.seeds, cfg.progress)
+        progress = Progress(self.out / "log.txt", len(host.points()) * len(cfg.settings) * len(cfg.run_seeds()),
+                            cfg.progress)
         for point in host.points():
             refs = host.references(point)
             entry = {"teacher": self.teacher_rows(point, refs, ext, ref_stats), "start": host.start_row(point),
                      "runs": {}}
             for s in cfg.settings:
                 per_seed = {}
-                for seed in self.block.run_seeds(cfg.seeds):
+                for seed in cfg.run_seeds():
                     t0 = progress.start(f"{host.point_name} {point}, {s.name} (K={s.branches}), training seed {seed}")
                     d = host.train(point, s, seed)
                     per_seed[seed] = {"dir": str(d), "evals": self.evaluate_run(d, point, refs, ext, ref_stats)}

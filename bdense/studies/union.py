@@ -18,7 +18,7 @@ from .compare import PARTS, CompareConfig, Comparison, Setting
 from .report import grid, write_report
 from .sfdv import SFDvSetting
 
-FREE = {"nfes", "seeds", "eval_points", "out", "progress", "device", "move_stale"}  # may differ between invocations
+FREE = {"nfes", "seeds", "only_seeds", "eval_points", "out", "progress", "device", "move_stale"}  # may differ between invocations
 
 
 def _ints(results: dict) -> dict:
@@ -62,6 +62,7 @@ def merge(parts: list[dict], where: Path) -> dict:
             for s, runs in entry["runs"].items():
                 mine["runs"].setdefault(s, {}).update(runs)
         union["config"]["seeds"] = max(union["config"]["seeds"], r["config"]["seeds"])
+    union["config"]["only_seeds"] = None  # the union holds whichever seeds its parts trained
     union["settings"] = list(settings.values())
     union[key] = dict(sorted(union[key].items(), key=lambda kv: -int(kv[0]) if key == "steps" else int(kv[0])))
     if key == "nfe":
