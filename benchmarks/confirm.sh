@@ -29,7 +29,8 @@
 # usage: bash benchmarks/confirm.sh [--dry-run] [STAGE ...]
 #   stages, in order (default: all): teachers sfd-digits-a sfd-digits-b sfd-mnist16 sfd-28 pd-search pd-confirm verdict
 #   --dry-run: train nothing; print the teacher commands and check every compare command with bdense's --dry-run
-#   env: R (output root, default runs/confirm), CELL28 (cpu | gpu, default cpu), BD (bdense), PY (python)
+#   env: R (output root, default runs/confirm), CELL28 (cpu | gpu, default cpu), BD (bdense), PY (python),
+#   KEPT (the committed digits teachers, default benchmarks/confirm-teachers: used instead of training them)
 #   an SFD stage with @N (e.g. sfd-28@3) runs that cell's NFE N alone, into its own folder CELL-nfeN: the same runs,
 #   seeds and pools as the whole cell (a run depends only on its NFE, setting and seed), so two shards of one cell run
 #   on two cores at once; the verdict stage merges a cell's shards (their parts/) into CELL before reporting it.
@@ -110,11 +111,19 @@ merge_shards() {  # CELL: copy the parts of CELL-nfe*/ into CELL (with what its 
   done
   MERGED=1
 }
-teacher() {  # OUT ARGS...: train (or continue, or reuse) one teacher
-  local out=$1; shift
-  [ -f "$out/model.safetensors" ] && return 0
-  local resume=(); [ -d "$out/checkpoints" ] && resume=(--resume)
-  run $BD train-teacher --out "$out" "$@" "${resume[@]}"
+KEPT=${KEPT:-benchmarks/confirm-teachers}  # the SFD cells' teachers, committed once trained (see teacher below)
+teacher() {  # OUT ARGS...: train (or continue, or reuse) one teacher; an SFD cell's teacher is kept in $KEPT
+  local out=$1 kept=$KEPT/$(basename "$1").safetensors; shift
+  if [ -f "$out/model.safetensors" ]; then :
+  elif [ -f "$kept" ]; then  # the committed bytes: training is not bit-identical across machines, and a cell may
+    run mkdir -p "$out"; run cp "$kept" "$out/model.safetensors"  # span machines
+  else
+    local resume=(); [ -d "$out/checkpoints" ] && resume=(--resume)
+    run $BD train-teacher --out "$out" "$@" "${resume[@]}"
+  fi
+  case $(basename "$out") in digits-s10[12])  # commit this copy: every later sitting distils the same teacher
+    if [ -z "$DRY" ] && [ ! -f "$kept" ]; then mkdir -p "$KEPT"; cp "$out/model.safetensors" "$kept"; fi ;;
+  esac
 }
 need_teacher() {  # PATH-OR-NAME: stop with one line when a teacher this stage needs is missing
   if [ -z "$DRY" ] && [ ! -f "$1" ] && [ ! -f "bdense/teachers/$1.safetensors" ]; then

@@ -33,6 +33,13 @@ def test_confirm_script_dry_run_checks_its_compare_commands(tmp_path):
     assert "seed block 1: training seeds 1000-1004" in log and "one pool per seed, fresh" in log
     assert "seed block 3: training seeds 3000-3004" in log and "settings: baseline (K=1), bdense (K=2)" in log
     assert not (tmp_path / "confirm").exists()  # nothing trained, nothing written
+    kept = tmp_path / "kept"  # a committed teacher is copied, not trained again (a cell may span machines)
+    kept.mkdir()
+    (kept / "digits-s101.safetensors").write_bytes(b"x")
+    log = subprocess.run(["bash", str(ROOT / "benchmarks" / "confirm.sh"), "--dry-run", "teachers"],
+                         env=dict(env, KEPT=str(kept)), capture_output=True, text=True, timeout=60, cwd=tmp_path).stdout
+    assert f"+ cp {kept}/digits-s101.safetensors {tmp_path}/confirm/teachers/digits-s101/model.safetensors" in log
+    assert log.count("train-teacher") == 2 and "--data digits --seed 101" not in log
     for arg in ("nonsense", "sfd-28@4"):  # sfd-28 has no NFE 4
         bad = subprocess.run(["bash", str(ROOT / "benchmarks" / "confirm.sh"), "--dry-run", arg], env=env,
                              capture_output=True, text=True, timeout=60)
