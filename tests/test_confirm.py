@@ -144,3 +144,19 @@ def test_convergence_compares_the_baseline_at_75_and_100_percent():
     rows = {c["point"]: c for c in cv.convergence({"A": r})}
     assert rows["NFE 2"]["from"] == 0.75 and rows["NFE 2"]["change"] == pytest.approx(-0.01)
     assert rows["NFE 2"]["converged"] and not rows["NFE 3"]["converged"]  # -1% is converged, -5% is not
+
+
+def test_publish_report_commits_the_chosen_figures_and_names_the_others(tmp_path):
+    pub = bench("publish_report")
+    run, docs = tmp_path / "run", tmp_path / "docs"
+    run.mkdir()
+    docs.mkdir()
+    (run / "report.md").write_text("# r\n\n![fid_vs_nfe.png](fid_vs_nfe.png)\n![samples_nfe2.png](samples_nfe2.png)\n")
+    (run / "fid_vs_nfe.png").write_bytes(b"png")
+    (run / "samples_nfe2.png").write_bytes(b"png2")
+    assert pub.publish(run, docs / "r.md", "c-", {"fid_vs_nfe.png"}) == ["c-fid_vs_nfe.png"]
+    assert (docs / "r.md").read_text() == ("# r\n\n![fid_vs_nfe.png](c-fid_vs_nfe.png)\n"
+                                           "(figure `samples_nfe2.png`: in the run folder, not committed)\n")
+    assert (docs / "c-fid_vs_nfe.png").read_bytes() == b"png" and not (docs / "c-samples_nfe2.png").exists()
+    with pytest.raises(SystemExit, match="has no figure nope.png; choose among fid_vs_nfe.png, samples_nfe2.png"):
+        pub.publish(run, docs / "r.md", "c-", {"nope.png"})

@@ -1,0 +1,56 @@
+"""Copy a compare report into docs/ with the figures chosen for it: every committed page's links must resolve.
+
+    python benchmarks/publish_report.py runs/confirm/sfd-28-cpu docs/confirmation-sfd28-report.md \
+        --prefix confirm-sfd28- --figures fid_vs_nfe.png,rmse_vs_progress.png
+
+A chosen figure is copied beside the page as PREFIX + its name and the image points there; any other figure of the
+report becomes the line "(figure `NAME`: in the run folder, not committed)", so the page never names a missing file.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def publish(run: Path, page: Path, prefix: str, figures: set[str]) -> list[str]:
+    """Write `page` from run/report.md; return the figure files copied."""
+    src = run / "report.md"
+    if not src.is_file():
+        raise SystemExit(f"error: {src} is missing; run bdense compare --report-only --out {run} first")
+    missing = sorted(f for f in figures if not (run / f).is_file())
+    if missing:
+        raise SystemExit(f"error: {run} has no figure {', '.join(missing)}; choose among "
+                         f"{', '.join(sorted(p.name for p in run.glob('*.png')))}")
+    copied = []
+
+    def link(m: re.Match) -> str:
+        name = m.group(2)
+        if name not in figures:
+            return f"(figure `{name}`: in the run folder, not committed)"
+        shutil.copyfile(run / name, page.parent / (prefix + name))
+        copied.append(prefix + name)
+        return f"![{m.group(1)}]({prefix + name})"
+
+    page.write_text(IMAGE.sub(link, src.read_text()))
+    return copied
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="a compare output folder holding report.md")
+    ap.add_argument("page", type=Path, help="the docs page to write, e.g. docs/confirmation-sfd28-report.md")
+    ap.add_argument("--prefix", required=True, help="prepended to each copied figure's name")
+    ap.add_argument("--figures", default="", help="comma-separated figure names of the report to commit")
+    a = ap.parse_args(argv)
+    copied = publish(a.run, a.page, a.prefix, {f for f in a.figures.split(",") if f})
+    print(f"wrote {a.page}" + (f" and {', '.join(copied)}" if copied else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
