@@ -42,6 +42,18 @@ def parse_seeds(spec: str | int | list[int], flag: str = "--seeds") -> list[int]
     return [s for lo, hi in parts for s in range(lo, hi + 1)]
 
 
+def format_seeds(seeds: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8': the inverse of parse_seeds, for plans and reports."""
+    parts, run = [], []
+    for s in sorted(seeds):
+        if run and s != run[-1] + 1:
+            parts.append(run)
+            run = []
+        run.append(s)
+    parts += [run] if run else []
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in parts)
+
+
 def seed_noise(seeds: list[int], shape: tuple[int, ...], device="cpu", dtype=torch.float32) -> torch.Tensor:
     """Standard normal noise [len(seeds), *shape]; row i drawn from its own generator seeded with seeds[i]."""
     rows = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]

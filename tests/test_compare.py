@@ -205,7 +205,9 @@ def test_seed_shards_train_the_runs_of_the_whole_comparison_and_merge_into_it(di
     kw = dict(seeds=2, settings=base, seed_block=1, pool="fresh")
     whole = compare(tiny_compare(digits_assets, tmp_path / "whole", **kw))
     shard = tiny_compare(digits_assets, tmp_path / "shards", only_seeds=(1,), **kw)
-    assert "training seeds 1001-1001" in shard.describe_grid() and "runs: 1" in shard.describe_grid()
+    assert "training seeds 1001, evaluation" in shard.describe_grid() and "runs: 1" in shard.describe_grid()
+    assert "training seeds 1000, 1002-1003, evaluation" in tiny_compare(
+        digits_assets, tmp_path / "x", **dict(kw, seeds=4), only_seeds=(0, 2, 3)).describe_grid()
     r = compare(shard)
     assert set(r["nfe"]["2"]["runs"]["baseline"]) == {1001}
     run = "runs/nfe2/baseline/seed1001/model.safetensors"
@@ -222,3 +224,10 @@ def test_seed_shards_train_the_runs_of_the_whole_comparison_and_merge_into_it(di
     code, out, err = run_cli(["compare", "--teacher", digits_assets[0], "--out", str(tmp_path / "cli"), "--seeds", "5",
                               "--only-seeds", "3,4", "--dry-run"])
     assert code == 0 and "training seeds 3-4" in out, err
+
+
+@pytest.mark.parametrize("seeds", [[0], [3, 4], [1000, 1002, 1003], [0, 1, 2, 5, 7, 8], [9, 2, 3]])
+def test_format_seeds_round_trips_through_parse_seeds(seeds):
+    from bdense.seeds import format_seeds, parse_seeds
+    assert parse_seeds(format_seeds(seeds).replace(" ", "")) == sorted(seeds)
+    assert format_seeds([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"

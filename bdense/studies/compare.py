@@ -28,7 +28,7 @@ from ..sampling.recipe import Recipe
 from ..sampling.sample import generate
 from .protocol import check_folder, differs, read_measured, refuse, write_measured
 from .progress import Progress
-from ..seeds import EVAL_OFFSET, SeedBlock
+from ..seeds import EVAL_OFFSET, SeedBlock, format_seeds
 
 EVAL_SEED_BASE = EVAL_OFFSET  # block 0's evaluation noise seeds: far from every training pool (bdense/seeds.py)
 
@@ -176,7 +176,7 @@ class CompareConfig:
             f"compare --method {self.method}: teacher {self.teacher}"
             + ("" if Path(self.teacher).exists() else " (not there yet)") + f", out {self.out}", f"points: {points}",
             "settings: " + ", ".join(f"{s.name} (K={s.branches})" for s in self.settings),
-            f"seed block {block.index}: training seeds {runs[0]}-{runs[-1]}, evaluation seeds {evals[0]}-{evals[-1]}"
+            f"seed block {block.index}: training seeds {format_seeds(runs)}, evaluation seeds {evals[0]}-{evals[-1]}"
             + pools, f"runs: {len(self.settings) * len(runs) * (len(self.nfes) if self.method == 'sfd' else 1)}"])
 
 
