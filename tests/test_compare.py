@@ -177,6 +177,15 @@ def test_report_only_merges_every_comparison_in_out_and_move_stale_keeps_old_run
     (tmp_path / "parts" / "results-other.json").write_text(json.dumps(other))
     with pytest.raises(BdenseError, match="differ in teacher digest"):
         report_union(tmp_path)
+    other["teacher_digest"] = json.loads(part.read_text())["teacher_digest"]
+    other["protocol"]["ref"] = "another-shard-folder/ref-stats.npz"  # an NFE shard run in its own folder (confirm.sh)
+    (tmp_path / "parts" / "results-other.json").write_text(json.dumps(other))
+    report_union(tmp_path)  # the same statistics (ref_sha256) wherever their file lay: merged
+    assert json.loads((tmp_path / "results.json").read_text())["protocol"]["ref"] == str(tmp_path / "ref-stats.npz")
+    other["protocol"]["ref_sha256"] = "other statistics"
+    (tmp_path / "parts" / "results-other.json").write_text(json.dumps(other))
+    with pytest.raises(BdenseError, match="differ in protocol"):
+        report_union(tmp_path)
     (tmp_path / "parts" / "results-other.json").unlink()
     code, out, err = run_cli(["compare", "--report-only", "--out", str(tmp_path)])  # the command itself
     assert code == 0 and "report.md" in out, err
