@@ -22,7 +22,7 @@ def bench(name: str):
 def test_confirm_script_dry_run_checks_its_compare_commands(tmp_path):
     bd = Path(sys.executable).parent / "bdense"
     env = dict(os.environ, R=str(tmp_path / "confirm"), BD=str(bd), PY=sys.executable, OMP_NUM_THREADS="1",
-               HF_HUB_OFFLINE="1")
+               HF_HUB_OFFLINE="1", KEPT=str(tmp_path / "none"))  # not the committed teachers: the plan trains them
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "confirm.sh"), "--dry-run", "teachers", "sfd-digits-a",
                         "pd-confirm"], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     log = r.stdout + r.stderr
