@@ -6,8 +6,12 @@
 #
 # CPU TIME MEASURED so far (2026-12-02, one torch thread per stage, two stages at once on the 2-core machine):
 #   teachers 19 min (7.3 + 6.7 + 4.7); pd-search 9.4 min (the first grid point met the criterion); pd-confirm 65 min;
-#   sfd-28 (CPU-sized): ~16 min per NFE-2 baseline run (its fresh 5,120-trajectory cache included), ~7 min per NFE-2
-#   B-DENSE run (cache reused), ~22 min per NFE-3 baseline run: ~3.2 h for the stage.
+#   sfd-28 (CPU-sized), second attempt as two NFE shards side by side (amendment 2): NFE 2 ~19 min per baseline run
+#   (its fresh 5,120-trajectory cache included), 7-9 min per B-DENSE run (cache reused), 107 min for the shard; NFE 3
+#   ~28 min per baseline run, ~11 min per B-DENSE run, ~140 min; plus ~16 min per shard for the references and
+#   teacher rows and 4 min for the feature net: ~2.6 h wall, ~4.5 CPU-hours. verdict: 8.5 min.
+#   teachers, second time (2026-12-03): digits-s101 9.0 min, digits-s102 8.8 min, digits-v-s101 6.9 min.
+#   sfd-digits-a@2 (19,200 trajectories, 5 seeds, beside another stage): ~6.5 min per baseline run.
 # The rest is an ESTIMATE (the digits and 16x16 cells have not run), first made for the whole script as follows:
 # CPU TIME: an ESTIMATE, not a measurement: about 27 h on the project's 2-core machine with one torch thread
 # (OMP_NUM_THREADS=1), ~14 h wall when two stages run at once (one per core). Derived from measured timings:
@@ -30,7 +34,9 @@
 #   stages, in order (default: all): teachers sfd-digits-a sfd-digits-b sfd-mnist16 sfd-28 pd-search pd-confirm verdict
 #   --dry-run: train nothing; print the teacher commands and check every compare command with bdense's --dry-run
 #   env: R (output root, default runs/confirm), CELL28 (cpu | gpu, default cpu), BD (bdense), PY (python),
-#   KEPT (the committed digits teachers, default benchmarks/confirm-teachers: used instead of training them)
+#   KEPT (the committed digits teachers, default benchmarks/confirm-teachers: used instead of training them),
+#   RES (committed copies of every finished cell's and shard's results, default benchmarks/confirm-results: the
+#   verdict reads its numbers there, so a cell's shards may finish on different machines and runs/ may be lost)
 #   an SFD stage with @N (e.g. sfd-28@3) runs that cell's NFE N alone, into its own folder CELL-nfeN: the same runs,
 #   seeds and pools as the whole cell (a run depends only on its NFE, setting and seed), so two shards of one cell run
 #   on two cores at once; the verdict stage merges a cell's shards (their parts/) into CELL before reporting it.
@@ -97,6 +103,14 @@ cell() {  # CELL NFES ARGS...: one SFD cell, or with SHARD set its NFE SHARD (an
     fi
   fi
   compare --out "$out" --nfe "$nfes" "$@" "${only[@]}"
+  keep_results "$out" "$root"
+}
+RES=${RES:-benchmarks/confirm-results}  # committed copies of each cell's results (parts/*.json, a few KB a shard)
+keep_results() {  # OUT CELL: copy a finished compare's parts into $RES/CELL/parts, to be committed: the verdict's
+  local name; name=$(basename "$2")  # numbers survive a lost runs/ folder (the report's figures do not)
+  if [ -z "$DRY" ] && [ -f "$1/results.json" ] && compgen -G "$1/parts/*.json" > /dev/null; then
+    mkdir -p "$RES/$name/parts"; cp "$1"/parts/*.json "$RES/$name/parts/"
+  fi
 }
 merge_shards() {  # CELL: copy the parts of CELL-nfe*/ into CELL (with what its report needs) once every shard finished
   local d=$1 s f shards=("$1"-nfe*); MERGED=""
@@ -190,9 +204,14 @@ for stage in "${STAGES[@]}"; do
         merge_shards $R/$d
         if [ -f $R/$d/results.json ] || [ -n "$MERGED" ]; then
           run $BD compare --report-only --out $R/$d
-          case $d in sfd-*) cells+=("$d=$R/$d") ;; esac
-        else
+          for s in $R/$d $R/$d-nfe*; do [ -d "$s" ] && keep_results "$s" $R/$d; done
+        fi
+        # the numbers: the committed parts (every shard finished on any machine), else this machine's folder
+        if [ -d $RES/$d/parts ]; then src=$RES/$d; elif [ -f $R/$d/results.json ] || [ -n "$MERGED" ]; then src=$R/$d; else src=""; fi
+        if [ -z "$src" ]; then
           echo "missing: $R/$d (its stage has not finished)"
+        else
+          case $d in sfd-*) cells+=("$d=$src") ;; esac
         fi
       done
       if [ ${#cells[@]} -gt 0 ]; then run $PY benchmarks/confirm_verdict.py --expect 26 "${cells[@]}"; fi ;;

@@ -3,7 +3,8 @@ comparison of several compare folders at once (the per-report Holm of `bdense co
 
     python benchmarks/confirm_verdict.py --expect 26 'digits A=runs/confirm/sfd-digits-a' 'digits B=...' ...
 
-Reads LABEL=DIR/results.json (regenerate it first with `bdense compare --report-only --out DIR`), pairs baseline and
+Reads LABEL=DIR: the union of DIR/results.json and DIR/parts/*.json (a compare folder, or a folder of committed
+parts files alone, benchmarks/confirm-results/CELL, when the runs are gone), pairs baseline and
 setting on training seeds at the end of training, adjusts all p-values together and prints a markdown table with
 the count of comparisons in its caption, then the pre-registered decision. --expect: the count the plan fixed; a
 different count (a missing cell, a seed with too few pairs) is printed, never hidden.
@@ -23,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bdense.metrics.stats import holm, holm_settled  # noqa: E402
 from bdense.metrics.stats import t_interval  # noqa: E402
 from bdense.studies.report import FAMILY_ALPHA, family, grid, metrics, point_name, seed_values  # noqa: E402
-from bdense.studies.union import read_results  # noqa: E402
+from bdense.errors import BdenseError  # noqa: E402
+from bdense.studies.union import union_results  # noqa: E402
 
 
 def verdicts(folders: dict) -> list[dict]:
@@ -99,11 +101,14 @@ def main(argv=None) -> int:
     folders = {}
     for item in a.folders:
         label, _, d = item.partition("=")
-        if not d or not (Path(d) / "results.json").exists():
-            print(f"error: {item}: no results.json there; write LABEL=DIR and run bdense compare --report-only "
-                  f"--out DIR first", file=sys.stderr)
+        if not d:
+            print(f"error: {item}: write LABEL=DIR, DIR a compare output folder", file=sys.stderr)
             return 2
-        folders[label] = read_results(Path(d) / "results.json")
+        try:
+            folders[label] = union_results(d)
+        except BdenseError as e:
+            print(f"error: {item}: {e}", file=sys.stderr)
+            return 2
     rows = verdicts(folders)
     judged = sum(r["p_holm"] == r["p_holm"] for r in rows)
     if a.expect is not None and len(rows) < a.expect:

@@ -3,6 +3,7 @@ stages it is given passes bdense's own --dry-run; the cross-folder Holm verdict 
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,8 +50,9 @@ def test_confirm_script_dry_run_checks_its_compare_commands(tmp_path):
 def test_confirm_script_shards_a_cell_by_nfe_and_the_verdict_merges_the_shards(tmp_path):
     """sfd-28@3 is the cell's NFE 3 alone in its own folder (two shards run on two cores); the verdict stage copies
     the finished shards' parts into the cell's folder and reports it, and waits while a shard is unfinished."""
-    bd, r = Path(sys.executable).parent / "bdense", tmp_path / "confirm"
-    env = dict(os.environ, R=str(r), BD=str(bd), PY=sys.executable, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    bd, r, res = Path(sys.executable).parent / "bdense", tmp_path / "confirm", tmp_path / "committed"
+    env = dict(os.environ, R=str(r), BD=str(bd), PY=sys.executable, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               RES=str(res))
     script = ["bash", str(ROOT / "benchmarks" / "confirm.sh"), "--dry-run"]
     log = subprocess.run(script + ["sfd-28@3", "sfd-mnist16@2:3,4"], env=env, capture_output=True, text=True,
                          timeout=300).stdout
@@ -70,7 +72,14 @@ def test_confirm_script_shards_a_cell_by_nfe_and_the_verdict_merges_the_shards(t
     for n in (2, 3):
         assert f"+ cp {r}/sfd-28-cpu-nfe{n}/parts/results-{n}.json {r}/sfd-28-cpu/parts/" in log
     assert log.count("ref-stats.npz") == 1 and f"+ cp {r}/sfd-28-cpu-nfe2/ref-stats.npz {r}/sfd-28-cpu/" in log
-    assert f"compare --report-only --out {r}/sfd-28-cpu" in log and "sfd-28-cpu=" in log
+    assert f"compare --report-only --out {r}/sfd-28-cpu" in log and f"sfd-28-cpu={r}/sfd-28-cpu" in log
+    # the committed copies of a cell's results (its shards may have finished on other machines) are what is judged
+    (res / "sfd-28-cpu/parts").mkdir(parents=True)
+    log = subprocess.run(script + ["verdict"], env=env, capture_output=True, text=True, timeout=300).stdout
+    assert f"sfd-28-cpu={res}/sfd-28-cpu" in log and f"compare --report-only --out {r}/sfd-28-cpu" in log
+    shutil.rmtree(r)
+    log = subprocess.run(script + ["verdict"], env=env, capture_output=True, text=True, timeout=300).stdout
+    assert f"sfd-28-cpu={res}/sfd-28-cpu" in log and "report-only" not in log  # runs/ lost: the numbers remain
 
 
 def results(cells: dict) -> dict:
@@ -117,6 +126,15 @@ def test_an_incomplete_family_is_read_against_the_whole_family(tmp_path, capsys)
     assert cv.main(["--expect", "26", f"28x28={tmp_path / 'c'}"]) == 0
     out = capsys.readouterr().out
     assert "| 26 x p | settled |" in out and "Holm p" not in out and "Decision: INTERIM (4 of 26" in out
+    # a folder of committed parts alone (one per NFE shard, runs gone) is the same cell
+    (tmp_path / "p/parts").mkdir(parents=True)
+    for n in ("2", "3"):
+        part = dict(r, nfe={n: r["nfe"][n]}, teacher_digest="t", protocol={"ref": f"shard{n}/ref-stats.npz"})
+        (tmp_path / f"p/parts/results-{n}.json").write_text(json.dumps(part))
+    assert cv.main(["--expect", "26", f"28x28={tmp_path / 'p'}"]) == 0
+    assert capsys.readouterr().out == out
+    assert cv.main(["--expect", "26", f"28x28={tmp_path / 'none'}"]) == 2
+    assert "holds no compare results" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("k1, met", [((8.0, 0.05), True), ((8.0, 0.07), False)])

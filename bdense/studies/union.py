@@ -68,7 +68,7 @@ def merge(parts: list[dict], where: Path) -> dict:
             for s, runs in entry["runs"].items():
                 mine["runs"].setdefault(s, {}).update(runs)
         union["config"]["seeds"] = max(union["config"]["seeds"], r["config"]["seeds"])
-    if (where / "ref-stats.npz").exists():  # a merged folder's own copy (shards from other folders name theirs)
+    if "protocol" in union and (where / "ref-stats.npz").exists():  # a merged folder's own copy (shards from other folders name theirs)
         union["protocol"]["ref"] = str(where / "ref-stats.npz")
     union["config"]["only_seeds"] = None  # the union holds whichever seeds its parts trained
     union["settings"] = list(settings.values())
@@ -82,8 +82,9 @@ def _setting(d: dict):
     return SFDvSetting(**dict(d, counts=tuple(d["counts"]))) if "counts" in d else Setting(**d)
 
 
-def report_union(out: str | Path, device: str | None = None) -> Path:
-    """Merge OUT/parts/*.json and OUT/results.json, write the union's results.json and report.md."""
+def union_results(out: str | Path) -> dict:
+    """The union of OUT/parts/*.json and OUT/results.json, written nowhere: the numbers alone, so a folder holding
+    only the small parts files (e.g. committed copies of a study's results, its runs gone) can still be judged."""
     out = Path(out)
     files = sorted((out / PARTS).glob("*.json")) + ([out / "results.json"] if (out / "results.json").exists() else [])
     if not files:
@@ -93,7 +94,13 @@ def report_union(out: str | Path, device: str | None = None) -> Path:
     parts = [read_json(f) for f in files]
     for r in parts:  # results made before an option existed ran with its default
         r["config"] = {k: v for k, v in dict(defaults, **r["config"]).items() if k != "settings"}
-    results = merge(parts, out)
+    return merge(parts, out)
+
+
+def report_union(out: str | Path, device: str | None = None) -> Path:
+    """Merge OUT/parts/*.json and OUT/results.json, write the union's results.json and report.md."""
+    out = Path(out)
+    results = union_results(out)
     names = {f.name for f in fields(CompareConfig)} - {"settings"}
     cfg = CompareConfig(**{k: v for k, v in results["config"].items() if k in names},
                         settings=tuple(_setting(s) for s in results["settings"]))
