@@ -26,7 +26,7 @@ from ..models.denoisers import HEAD_MODES
 from ..options import unused_options
 from ..sampling.recipe import Recipe
 from ..sampling.sample import generate
-from .protocol import check_folder, differs, read_measured, refuse, write_measured
+from .protocol import check_folder, differs, measured, read_measured, refuse, write_measured
 from .progress import Progress
 from ..seeds import EVAL_OFFSET, SeedBlock, format_seeds
 
@@ -332,7 +332,7 @@ class Comparison:
                                 "seed_block": self.block.index,
                                 "weights": "raw (no EMA)", "agreement": about["agreement"]},
                    host.grid_key: {}}
-        self.protocol = {k: v for k, v in results["protocol"].items() if k != "ref"}  # a path: folders move
+        self.protocol = measured(results["protocol"])
         check_folder(self.out, self.protocol)
         progress = Progress(self.out / "log.txt", len(host.points()) * len(cfg.settings) * len(cfg.run_seeds()),
                             cfg.progress)

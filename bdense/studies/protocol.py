@@ -20,6 +20,12 @@ TAG = "_protocol"  # the key of an evals file that holds its protocol digest
 ADDED = ("extractor_digest",)
 
 
+def measured(protocol: dict) -> dict:
+    """What a protocol measured with: the reference statistics by digest (ref_sha256), without the path of the file
+    that held them ("ref"), which changes when a folder moves or a shard ran in its own folder."""
+    return {k: v for k, v in protocol.items() if k != "ref"}
+
+
 def differs(old: dict, new: dict) -> list[str]:
     """Keys whose values differ (sorted); a key of ADDED missing from `old` does not count."""
     return sorted(k for k in set(old) | set(new) if old.get(k, new.get(k) if k in ADDED else None) != new.get(k))
@@ -42,9 +48,8 @@ def check_folder(out: Path, protocol: dict, flag: str = "--out") -> None:
     fix = f"rerun with the options it was made with, or choose a new {flag} to measure with these"
     old = read_json_file(path, f"delete {path} or choose a new {flag}")
     if not old:
-        old = read_json_file(out / "results.json", f"delete {out / 'results.json'} so that it is made again").get(
-            "protocol", {})
-        old.pop("ref", None)  # the path of OUT/ref-stats.npz, which changes when the folder moves
+        old = measured(read_json_file(out / "results.json",
+                                      f"delete {out / 'results.json'} so that it is made again").get("protocol", {}))
     if old:  # a new folder has nothing measured yet
         refuse(out, differs(old, protocol), old, protocol, fix)
     if not path.exists():

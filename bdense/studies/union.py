@@ -15,6 +15,7 @@ from ..errors import BdenseError
 from ..hosts.common import read_json
 from ..io import atomic_write_text
 from .compare import PARTS, CompareConfig, Comparison, Setting
+from .protocol import measured
 from .report import grid, write_report
 from .sfdv import SFDvSetting
 
@@ -40,11 +41,6 @@ def _same(a, b, what: str, where: Path) -> None:
         raise BdenseError(f"the comparisons in {where} differ in {what}; report them from separate --out folders")
 
 
-def _measured(protocol: dict) -> dict:
-    """What a protocol measured with: the reference statistics by digest, not by the path of the folder holding them."""
-    return {k: v for k, v in protocol.items() if k != "ref"}
-
-
 def merge(parts: list[dict], where: Path) -> dict:
     """The union of several results: points, settings and training seeds; everything else must agree."""
     first = parts[0]
@@ -57,7 +53,7 @@ def merge(parts: list[dict], where: Path) -> dict:
                 _same(r["config"].get(k), first["config"].get(k), f"--{k.replace('_', '-')}", where)
         for k in ("teacher_digest", "host"):
             _same(r[k], first[k], k.replace("_", " "), where)
-        _same(_measured(r["protocol"]), _measured(first["protocol"]), "protocol", where)
+        _same(measured(r["protocol"]), measured(first["protocol"]), "protocol", where)
         _same(r["settings"][0]["name"], first["settings"][0]["name"], "the baseline setting's name", where)
         for s in r["settings"]:
             _same(settings.setdefault(s["name"], s), s, f"the setting named {s['name']}", where)
@@ -68,7 +64,7 @@ def merge(parts: list[dict], where: Path) -> dict:
             for s, runs in entry["runs"].items():
                 mine["runs"].setdefault(s, {}).update(runs)
         union["config"]["seeds"] = max(union["config"]["seeds"], r["config"]["seeds"])
-    if "protocol" in union and (where / "ref-stats.npz").exists():  # a merged folder's own copy (shards from other folders name theirs)
+    if "protocol" in union and (where / "ref-stats.npz").exists():  # shards from other folders name their own copy
         union["protocol"]["ref"] = str(where / "ref-stats.npz")
     union["config"]["only_seeds"] = None  # the union holds whichever seeds its parts trained
     union["settings"] = list(settings.values())
