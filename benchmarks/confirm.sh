@@ -34,7 +34,10 @@
 #   stages, in order (default: all): teachers sfd-digits-a sfd-digits-b sfd-mnist16 sfd-28 pd-search pd-confirm verdict
 #   --dry-run: train nothing; print the teacher commands and check every compare command with bdense's --dry-run
 #   env: R (output root, default runs/confirm), CELL28 (cpu | gpu, default cpu), BD (bdense), PY (python),
-#   KEPT (the committed digits teachers, default benchmarks/confirm-teachers: used instead of training them),
+#   DEV28 (the GPU cell's --device, default cuda; cpu only to dry-run it on a machine without CUDA),
+#   KEPT (committed bytes, default benchmarks/confirm-teachers: the digits teachers, used instead of training
+#   them, and CELL-features.safetensors / CELL-ref-stats.npz, copied into each of CELL's folders: the GPU 28x28
+#   cell runs as seed shards over several GPU windows, each a fresh machine, and all must measure alike),
 #   RES (committed copies of every finished cell's and shard's results, default benchmarks/confirm-results: the
 #   verdict reads its numbers there, so a cell's shards may finish on different machines and runs/ may be lost)
 #   an SFD stage with @N (e.g. sfd-28@3) runs that cell's NFE N alone, into its own folder CELL-nfeN: the same runs,
@@ -58,7 +61,7 @@ for a in "$@"; do
     --dry-run) DRY=1 ;;
     teachers|sfd-digits-a|sfd-digits-b|sfd-mnist16|sfd-28|pd-search|pd-confirm|verdict) STAGES+=("$a") ;;
     sfd-digits-a@[2-5]|sfd-digits-b@[2-5]|sfd-mnist16@[2-4]|sfd-28@[23]) STAGES+=("$a") ;;
-    sfd-digits-a@[2-5]:[0-4]*|sfd-digits-b@[2-5]:[0-4]*|sfd-mnist16@[2-4]:[0-4]*|sfd-28@[23]:[0-2]*) STAGES+=("$a") ;;
+    sfd-digits-a@[2-5]:[0-4]*|sfd-digits-b@[2-5]:[0-4]*|sfd-mnist16@[2-4]:[0-4]*|sfd-28@[23]:[0-4]*) STAGES+=("$a") ;;
     *) echo "error: unknown argument '$a'; use --dry-run and stage names (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -102,6 +105,11 @@ cell() {  # CELL NFES ARGS...: one SFD cell, or with SHARD set its NFE SHARD (an
       done
     fi
   fi
+  local f kept  # a cell measured on several machines: its committed instrument (feature net, reference statistics)
+  for f in features.safetensors ref-stats.npz; do  # so that every shard's FIDs are made with the same bytes
+    kept=$KEPT/$(basename "$root")-$f
+    if [ -f "$kept" ] && [ ! -f "$out/$f" ]; then run mkdir -p "$out"; run cp "$kept" "$out/$f"; fi
+  done
   compare --out "$out" --nfe "$nfes" "$@" "${only[@]}"
   keep_results "$out" "$root"
 }
@@ -168,7 +176,7 @@ for stage in "${STAGES[@]}"; do
       need_teacher mnist-short
       if [ "$CELL28" = gpu ]; then
         cell $R/sfd-28-gpu 2,3 --teacher mnist-short --seeds 5 --trajectories 32000 --batch 128 \
-          --device cuda "${SFD[@]}"
+          --device "${DEV28:-cuda}" "${SFD[@]}"
       else  # CPU-sized: 3 seeds and 5,120 trajectories (docs/confirmation.md says why), labelled so
         cell $R/sfd-28-cpu 2,3 --teacher mnist-short --seeds 3 --trajectories 5120 --batch 64 \
           "${SFD[@]}"

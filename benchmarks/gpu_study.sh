@@ -5,14 +5,16 @@
 #   (c1, c2) an mnist 28x28 teacher trained with the fixed loop toward Inception FID <= 5 (its Heun-35 samples come
 #       back for Inception FID on the CPU: 10,000 samples against mnist's 10,000 images), and the domain feature
 #       net, in the background from the end of (p);
+#   (c3) the pre-registered 28x28 GPU cell of the confirmation (issue 24, docs/confirmation.md, amendment 5): its
+#       exact commands (`CELL28=gpu benchmarks/confirm.sh sfd-28@N:I`: mnist-short, 32,000 trajectories, 5 seeds,
+#       seed block 1, fresh pools, the frozen default), one training seed per shard, NFE 2 and NFE 3 as two processes
+#       at once, the seeds that benchmarks/confirm-results/sfd-28-gpu does not hold yet (benchmarks/confirm_todo.py),
+#       until its limit (CONFIRM_LIMIT, default 330 s); every finished seed's parts come back in
+#       confirm-results.tar.gz; a seed cut by the limit is lost (the next window runs it again);
 #   (b) compiled K=1 against compiled K=4, SFD NFE 2 at CIFAR size (35.7M-param DDPM UNet, bf16, teacher batch 512;
-#       eager was 0.93-0.99): it shares the GPU with (c1), which trains meanwhile (both K see the same load;
-#       the absolute minutes are not clean, the ratio is what is asked);
-#   (c3) the 28x28 confirmation cells (issue 24): `bdense compare` baseline:1 vs bdense:4 (the frozen default
-#       B-DENSE setting) at NFE 2 and 3 with the new teacher, 5 training seeds, domain FID and RMSE on held-out
-#       seeds, progress curves; the two NFEs as two processes at once; sized to what the window leaves (CMP_TRAJ),
-#       issue 24 may refine them;
-#   (c4, d) samples for Inception FID, the markdown tables, the trained teacher to $OUT.
+#       eager was 0.93-0.99), with what the window has left (the confirmation comes first: issue 24 is the most
+#       important); it shares the GPU with (c1) when that still trains (the ratio is what is asked);
+#   (c4, d) teacher samples for Inception FID, the markdown tables, the trained teacher to $OUT.
 #   With SPEED=1 (the dry run always) also: (a) CPU-vs-GPU consistency and (b1) the eager CIFAR-size timings
 #   (both measured on an H200 on 2026-11-28, benchmarks/RESULTS.md).
 # Each python process costs ~20 s of start-up there (torch + CUDA), so the parts are few.
@@ -21,12 +23,14 @@
 # Run there:     run(command="bash benchmarks/gpu_study.sh", carry=[".whl"], timeout_s=600)
 # Dry run here:  BDENSE_GPU_DRYRUN=1 bash benchmarks/gpu_study.sh   (CPU, tiny sizes, the same code paths; the
 #                compiled part traces with dynamo but skips inductor: BDENSE_COMPILE_BACKEND=eager)
-# Afterwards, on the CPU: benchmarks/gpu_study_fid.py on samples-*.npz (Inception FID; see its --help).
+# Afterwards, on the CPU: `tar xzf confirm-results.tar.gz -C benchmarks` (the GPU cell's finished seeds, into
+# benchmarks/confirm-results/sfd-28-gpu/parts: commit them), and benchmarks/gpu_study_fid.py on samples-teacher.npz
+# (Inception FID; see its --help).
 #
 # Every part is one python process under `timeout`; a global deadline (BUDGET_S, default 540 s) shortens or skips
 # what no longer fits, and a failing part is reported while the next one still runs. Everything goes to $OUT:
 #   study.txt (the log and all tables), study-runs.tar.gz (reports, plots, metrics, logs, options), the teacher
-#   teacher-mnist-fp32.safetensors, samples-teacher.npz, samples-students.npz (5 files; what comes back: at most
+#   teacher-mnist-fp32.safetensors, samples-teacher.npz, confirm-results.tar.gz (5 files; what comes back: at most
 #   8, 16 MiB each). The teacher is packed for bdense/teachers/ on the CPU, once its Inception FID is known:
 #   bdense teachers pack teacher-mnist-fp32.safetensors --name mnist --quality "..." --command "..." --out bdense/teachers
 set -uo pipefail
@@ -51,9 +55,9 @@ if [ "$DRY" = 1 ]; then
   CONS=(--dry-run --batch 8)
   BIG=(--preset tiny --channels 1 --resolution 8 --batch 8); BIGTRAJ=32; TB=16
   DATA=digits; TEACHER=(--preset tiny --steps 30 --batch 16 --lr 2e-3)
-  FEAT=(--steps 20); CMP=(--seeds 2 --trajectories 32 --batch 16 --eval-seeds 32 --eval-points 0.5,1.0)
+  FEAT=(--steps 20); CONFIRM=(--dry-run); export DEV28=cpu  # (c3) checks its commands with compare --dry-run
   STEPBENCH=(--presets digits --batches digits=8 --steps digits=2 --repeats 1 --warmup 0 --profile digits --profile-steps 2)
-  SAMPLES=(--teacher-seeds 32 --eval-seeds 16 --batch 16); CMP_LIMIT=$(( 200 * SCALE ))
+  SAMPLES=(--teacher-seeds 32 --batch 16); CONFIRM_LIMIT=$(( 60 * SCALE ))
 else
   PY=${PY:-python3}; SITE=/tmp/site; DEV=cuda
   CONS=(--batch 64)
@@ -62,12 +66,12 @@ else
   # cut at TEACHER_LIMIT, the teacher is finished where it got
   DATA=mnist; TEACHER=(--preset mnist --steps ${TEACHER_STEPS:-8000} --batch ${TEACHER_BATCH:-512} --lr 7e-4 --precision bf16)
   FEAT=(--steps 2000 --device cuda)
-  # 3 seeds x 12,800 trajectories per run took 156 / 184 s for NFE 2 / 3 (both at once); after (p), (c1) and (b)
-  # about 150 s are left: 5 seeds x 6,400 (issue 24 asks 32k+ per run: CMP_TRAJ=32000 in a window of its own)
-  CMP=(--seeds 5 --trajectories ${CMP_TRAJ:-6400} --batch 128 --eval-seeds 2000 --eval-points 0.1,0.25,0.5,1.0)
+  # (c3): 12,800-trajectory SFD runs took 16-20 s with two processes on the GPU (2026-11-28), so a 32,000-trajectory
+  # seed (a fresh-pool baseline run, then B-DENSE on its cache) should take ~2.5-3 min: about 2 seeds per NFE
+  CONFIRM=()
   # the teacher step at train-teacher's GPU batches; ddpm-cifar10 at the 128 of the 67 ms bf16 step measured there
   STEPBENCH=(--precision bf16 --batches digits=256,mnist=512,ddpm-cifar10=128 --repeats 3 --profile mnist --profile-steps 10)
-  SAMPLES=(--teacher-seeds 10000 --eval-seeds 2000 --batch 1000); CMP_LIMIT=$(( 200 * SCALE ))
+  SAMPLES=(--teacher-seeds 10000 --batch 1000); CONFIRM_LIMIT=$(( ${CONFIRM_LIMIT:-330} * SCALE ))
 fi
 export BDENSE_CACHE=${BDENSE_CACHE:-$PWD/.whl/data}   # the carried mnist.npz (prepare_gpu_study.sh)
 [ "$DRY" = 1 ] && unset BDENSE_CACHE
@@ -142,13 +146,49 @@ bg c2-features 120 $BD train-features --data $DATA --out "$W/features.safetensor
 # (a) GPU vs CPU: teacher trajectory and one SFD step (K=1, K=4), CPU fp32 vs CUDA fp32 / strict / bf16
 if [ "$SPEED" = 1 ]; then part "(a) consistency GPU vs CPU" 90 $B/gpu_consistency.py "${CONS[@]}"; fi
 
+# (c3) the pre-registered GPU 28x28 cell (issue 24), one training seed per shard, NFE 2 and 3 at once; its own
+# output roots under $W; confirm.sh copies each finished shard's parts into $W/confirm-results/sfd-28-gpu/parts
+c3() {  # NFE: the seeds the committed results lack, one shard each, in one confirm.sh process (one start-up)
+  local nfe=$1 todo stages=() i
+  todo=$($PY benchmarks/confirm_todo.py benchmarks/confirm-results/sfd-28-gpu --nfe "$nfe" --seeds 5 --seed-block 1)
+  [ "$DRY" = 1 ] && todo=${todo%% *}  # the dry run checks one shard's command per NFE
+  for i in $todo; do stages+=("sfd-28@$nfe:$i"); done
+  if [ ${#stages[@]} -eq 0 ]; then echo "NFE $nfe: every seed is committed already"; return 0; fi
+  echo "NFE $nfe: seeds (0-based) $todo to run, in this order"
+  CELL28=gpu R=$W/confirm RES=$W/confirm-results BD="$BD" PY="$PY" bash benchmarks/confirm.sh "${CONFIRM[@]}" \
+    "${stages[@]}"
+}
+l=$(( $(left) - 150 )); [ "$l" -gt "$CONFIRM_LIMIT" ] && l=$CONFIRM_LIMIT   # leave time for (c1)'s end, (c4), (d)
+if [ "$l" -ge 60 ]; then
+  log ""; log "== (c3) the GPU 28x28 confirmation cell, NFE 2 and NFE 3 at once (limit ${l}s, t=$(( $(date +%s) - T0 ))s) =="
+  C3PIDS=()
+  for nfe in 2 3; do
+    ( timeout --kill-after=5 "$l" bash -c "$(declare -f c3); $(declare -p W DRY PY BD CONFIRM); c3 $nfe" \
+        > "$W/c3-nfe$nfe.log" 2>&1; echo "rc=$?" >> "$W/c3-nfe$nfe.log" ) &
+    C3PIDS+=($!)
+  done
+  wait "${C3PIDS[@]}"
+  for nfe in 2 3; do
+    log "-- NFE $nfe: $(grep -h '^NFE\|^== \|^+ bdense\|^error' "$W/c3-nfe$nfe.log" | tail -8 | tr '\n' ' ')$(tail -1 "$W/c3-nfe$nfe.log")"
+  done
+  done_parts=$(find "$W/confirm-results" -name '*.json' 2>/dev/null | wc -l)
+  log "== (c3) done at t=$(( $(date +%s) - T0 ))s: $done_parts finished seed shard(s) =="
+  if [ "$done_parts" -gt 0 ]; then tar czf "$OUT/confirm-results.tar.gz" -C "$W" confirm-results; fi
+else
+  log ""; log "== (c3) SKIPPED: ${l}s left for it =="
+fi
+
 # (b) SFD NFE 2 at CIFAR size, compiled K=1 vs compiled K=4 -> minutes per 200k trajectories (random weights: speed
 # only). Each K is a new graph to compile (1-2 min at this size); no untimed warm-up run: the first iteration
 # (compilation included) is reported apart, the steady state counts from the second teacher rollout on. It shares
-# the GPU with (c1): the K4/K1 ratio is the result, not the minutes.
-part "(b) SFD NFE 2 at CIFAR size, compiled teacher+student, bf16, teacher batch $TB, K=1 vs K=4" 230 \
+# the GPU with (c1) when it still trains: the K4/K1 ratio is the result, not the minutes. After (c3): it gets what
+# the window has left (skipped when that is under ~200 s).
+if [ $(( $(left) - 150 )) -lt 200 ]; then
+  log ""; log "== (b): SKIPPED, $(left)s left (it needs ~200 s beside the 150 s kept for (c1)'s end, (c4), (d)) =="
+else part "(b) SFD NFE 2 at CIFAR size, compiled teacher+student, bf16, teacher batch $TB, K=1 vs K=4" 230 \
   $B/bench_sfd_cost.py --device $DEV "${BIG[@]}" --runs nocache --branches 1,4 --trajectories $BIGTRAJ --repeats 1 \
   --warmup 0 --extrapolate 200000 --precisions bf16 --compile both --teacher-batch $TB
+fi
 if [ "$SPEED" = 1 ]; then
 part "(b1) SFD NFE 2 at CIFAR size, eager, bf16 and fp32" 110 $B/bench_sfd_cost.py --device $DEV "${BIG[@]}" \
   --runs nocache --branches 1,4 --trajectories $BIGTRAJ --repeats 1 --extrapolate 200000 --precisions bf16,fp32
@@ -170,35 +210,18 @@ if [ ! -f "$TEACHER_FILE" ] && ls "$W"/teacher/checkpoints/state-*.safetensors >
 fi
 [ -f "$TEACHER_FILE" ] || log "(c1) no teacher model: part (c) cannot run"
 
-# (c3, c4) the 28x28 confirmation cells, one process per NFE, both at once on the one GPU; then the samples for
-# Inception FID
+# (c4) the new teacher's samples for Inception FID (computed on the CPU afterwards)
 if [ -f "$TEACHER_FILE" ]; then
-  l=$(( $(left) - 45 )); [ "$l" -gt "$CMP_LIMIT" ] && l=$CMP_LIMIT   # leave time for the samples and (d)
-  if [ "$l" -ge 20 ]; then
-    log ""; log "== (c3) compare at NFE 2 and NFE 3, two processes at once (limit ${l}s each, t=$(( $(date +%s) - T0 ))s) =="
-    for nfe in 2 3; do
-      log "\$ $BD compare --teacher $TEACHER_FILE --out $W/cmp-nfe$nfe --nfe $nfe --setting baseline:1 --setting bdense:4 ${CMP[*]} --features $W/features.safetensors --device $DEV"
-      ( timeout --kill-after=5 "$l" $BD compare --teacher "$TEACHER_FILE" --out "$W/cmp-nfe$nfe" --nfe $nfe \
-          --setting baseline:1 --setting bdense:4 "${CMP[@]}" --features "$W/features.safetensors" --device $DEV \
-          > "$W/cmp-nfe$nfe.log" 2>&1; echo "rc=$?" >> "$W/cmp-nfe$nfe.log" ) &
-    done
-    wait
-    for nfe in 2 3; do log "-- NFE $nfe: $(tail -1 "$W/cmp-nfe$nfe.log")"; done
-    log "== (c3) done at t=$(( $(date +%s) - T0 ))s =="
-  else
-    log "== (c3) SKIPPED: ${l}s left for it =="
-  fi
-  part "(c4) samples for Inception FID on the CPU" 60 $B/gpu_study_samples.py --teacher "$TEACHER_FILE" \
-    --compare "$W/cmp-nfe2" "$W/cmp-nfe3" --out "$OUT" "${SAMPLES[@]}"
+  part "(c4) teacher samples for Inception FID on the CPU" 60 $B/gpu_study_samples.py --teacher "$TEACHER_FILE" \
+    --out "$OUT" "${SAMPLES[@]}"
 fi
 
 # (d) the tables, and everything small to $OUT
 log ""; log "# Tables"
-for nfe in 2 3; do
-  rep=$W/cmp-nfe$nfe/report.md
-  if [ -f "$rep" ]; then log ""; log "## bdense compare, NFE $nfe ($rep)"; cat "$rep" >> "$RES"; cat "$rep"; fi
+for rep in "$W"/confirm/sfd-28-gpu-nfe*/report.md; do
+  if [ -f "$rep" ]; then log ""; log "## $rep"; cat "$rep" >> "$RES"; cat "$rep"; fi
 done
-for f in "$W"/cmp-nfe*.log; do [ -f "$f" ] && grep -i -B2 -A8 "traceback\|error" "$f" | tail -20 | tee -a "$RES"; done
+for f in "$W"/c3-nfe*.log; do [ -f "$f" ] && grep -i -B2 -A8 "traceback\|error" "$f" | tail -20 | tee -a "$RES"; done
 [ -f "$TEACHER_FILE" ] && cp "$TEACHER_FILE" "$OUT/teacher-$DATA-fp32.safetensors"
 tar czf "$OUT/study-runs.tar.gz" -C "$W" --exclude=checkpoints --exclude=cache --exclude=snapshots \
   --exclude='*.safetensors' --exclude='*.partial' . 2>/dev/null

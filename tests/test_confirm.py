@@ -137,6 +137,22 @@ def test_an_incomplete_family_is_read_against_the_whole_family(tmp_path, capsys)
     assert "holds no compare results" in capsys.readouterr().err
 
 
+def test_todo_names_the_seeds_without_a_finished_run_in_every_setting(tmp_path):
+    """What the next sitting (a GPU window) of a sharded cell runs: the block's seeds lacking a committed result."""
+    todo = bench("confirm_todo").todo
+    cell = tmp_path / "cell"
+    assert todo(cell, 2, 5, 1) == [0, 1, 2, 3, 4]  # nothing committed yet
+    (cell / "parts").mkdir(parents=True)
+    r = results({2: ([5.0, 7.0], [4.0, 6.0])})  # seeds 0 and 1 of block 0, both settings
+    (cell / "parts/results-a.json").write_text(json.dumps(dict(r, teacher_digest="t", protocol={})))
+    assert todo(cell, 2, 5, 0) == [2, 3, 4] and todo(cell, 3, 5, 0) == [0, 1, 2, 3, 4]
+    r = results({2: ([5.0, 7.0], [4.0])})  # a second shard: seeds 2, 3 of the baseline, 2 of B-DENSE
+    r["nfe"]["2"]["runs"] = {s: {k + 2: v for k, v in runs.items()} for s, runs in r["nfe"]["2"]["runs"].items()}
+    (cell / "parts/results-b.json").write_text(json.dumps(dict(r, teacher_digest="t", protocol={})))
+    assert todo(cell, 2, 5, 0) == [3, 4]
+    assert todo(cell, 2, 5, 1) == [0, 1, 2, 3, 4]  # block 1's seeds are 1000-1004: none of these
+
+
 @pytest.mark.parametrize("k1, met", [((8.0, 0.05), True), ((8.0, 0.07), False)])
 def test_pd_budget_criterion_needs_both_metrics_at_the_last_two_rounds(k1, met):
     fid, rmse = k1

@@ -24,26 +24,32 @@ def test_gpu_study_dry_run(tmp_path):
     assert "train-teacher loop vs bare step" in log and "### profile: digits" in log  # (p)
     assert "ALL AGREE" in log  # (a)
     assert log.count("min for 200000 traj") == 2 and "compile both" in log  # (b), (b1)
-    assert "-- NFE 2: rc=0" in log and "-- NFE 3: rc=0" in log  # (c3)
-    assert "bdense (K=4)" in log and "## bdense compare, NFE 3" in log  # (d): the report tables
+    for nfe in (2, 3):  # (c3): the pre-registered GPU cell's commands, one seed shard per NFE, checked by compare
+        line = next(ln for ln in log.splitlines() if ln.startswith(f"-- NFE {nfe}: "))
+        assert line.endswith("rc=0") and f"sfd-28-gpu-nfe{nfe}-seeds0 --nfe {nfe} --teacher mnist-short" in line
+        assert "--seeds 5 --trajectories 32000 --batch 128" in line and "--seed-block 1 --pool fresh" in line
+        assert "--only-seeds 0" in line and "bdense:4:end:0.6:uniform:targets=anchored-log" in line
+    c3 = (tmp_path / "work" / "c3-nfe2.log").read_text()
+    assert "cp benchmarks/confirm-teachers/sfd-28-gpu-features.safetensors" in c3 and "runs: 2" in c3
+    assert "0 finished seed shard(s)" in log  # a dry run trains nothing
     out = tmp_path / "out"
-    assert (out / "study.txt").read_text().count("bdense (K=4)") >= 2
-    assert (out / "teacher-digits-fp32.safetensors").is_file()
-    with np.load(out / "samples-students.npz") as z:
-        keys = sorted(k for k in z.files if k != "_meta")
-        assert len(keys) == 8 and "nfe2/bdense/seed1" in keys and z[keys[0]].shape == (16, 8, 8, 1)
+    assert (out / "teacher-digits-fp32.safetensors").is_file() and not (out / "confirm-results.tar.gz").exists()
     with np.load(out / "samples-teacher.npz") as z:
         assert z["images"].shape == (32, 8, 8, 1)
     with tarfile.open(out / "study-runs.tar.gz") as t:
         names = t.getnames()
-    assert any(n.endswith("cmp-nfe2/report.md") for n in names) and not any(n.endswith(".safetensors") for n in names)
+    assert any(n.endswith("c3-nfe3.log") for n in names) and not any(n.endswith(".safetensors") for n in names)
     assert any(n.endswith("teacher/options.json") for n in names)
     assert len(list(out.rglob("*"))) <= 8  # at most 8 files come back
-    # the later CPU step (Inception FID in the real study) runs on these files; here with the domain reference
+    # the later CPU step (Inception FID in the real study) runs on these files; here with a domain reference
     work = tmp_path / "work"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_study_fid.py"), "--dir", str(out),
-                        "--ref", str(work / "cmp-nfe2" / "ref-stats.npz"), "--features",
-                        str(work / "features.safetensors"), "--max", "16"], env=env, capture_output=True, text=True,
-                       timeout=600)
+    bd = Path(sys.executable).parent / "bdense"
+    r = subprocess.run([str(bd), "fid", "ref", "--data", "digits", "--extractor", "domain", "--features",
+                        str(work / "features.safetensors"), "--out", str(work / "ref.npz"), "--device", "cpu"],
+                       env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "| 2 | bdense |" in r.stdout and "| - | teacher (own recipe) |" in r.stdout, r.stdout
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_study_fid.py"), "--dir", str(out),
+                        "--ref", str(work / "ref.npz"), "--features", str(work / "features.safetensors"),
+                        "--max", "16"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| - | teacher (own recipe) |" in r.stdout, r.stdout
