@@ -126,11 +126,14 @@ class Seeds:
 
 
 class Device:
-    def __call__(self, flag, v):
+    """cpu, cuda or cuda:N; the device must exist here, except for a --dry-run (check() skips that part), which only
+    prints the plan: a GPU run can be planned on a machine without one."""
+
+    def __call__(self, flag, v, present: bool = True):
         import re
         if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", str(v)):
             raise BdenseError(f"unknown {flag} {v!r}; use cpu, cuda or cuda:N")
-        if v.startswith("cuda"):
+        if present and v.startswith("cuda"):
             import torch
             if not torch.cuda.is_available():
                 raise BdenseError(f"{flag} {v} but CUDA is not available here; use --device cpu (or leave it out)")
@@ -254,7 +257,8 @@ def check(command: str, values: dict) -> dict:
     for name, v in values.items():
         rule = rule_for(command, name)
         if rule is not None and v is not None:
-            out[name] = rule(_flag(name), v)
+            planned = isinstance(rule, Device) and values.get("dry_run")  # a plan needs no GPU here
+            out[name] = rule(_flag(name), v, present=False) if planned else rule(_flag(name), v)
     if command in STUDIED_COMMANDS:  # options left out take the studied defaults, as the commands themselves do
         out = fill(out.get("method") or "sfd", out)
         if command == "distill" and values.get("trajectories") is None:

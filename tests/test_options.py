@@ -92,6 +92,21 @@ def test_none_is_the_default_and_zero_is_a_value():
             check("train-teacher", {name: 0})
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_gpu_run_is_planned_without_a_gpu_and_refused_when_run(tmp_path):
+    """--dry-run only prints the plan, so --device cuda is checked for its form there, not for a GPU (a cluster's
+    login node plans what its GPU nodes run); the run itself is refused in one line before any work."""
+    for cmd in (["compare", "--out", str(tmp_path / "c"), "--nfe", "2"], ["distill", "--out", str(tmp_path / "d")]):
+        argv = [*cmd, "--teacher", "fashion-mnist-tiny", "--device", "cuda"]
+        code, out, err = run_cli([*argv, "--dry-run"])
+        assert code == 0 and ("runs: 6" in out or "iterations: 100" in out), err
+        code, out, err = run_cli(argv)
+        assert code == 2 and "CUDA is not available here" in err
+        code, out, err = run_cli([*argv[:-1], "gpu", "--dry-run"])  # its form is still checked
+        assert code == 2 and "unknown --device 'gpu'" in err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
 def test_a_zero_step_request_is_not_replaced_by_the_default(tmp_path):
     from bdense.train.teacher import train_teacher
     with pytest.raises(BdenseError, match="nothing to train: 0 iterations"):
