@@ -13,6 +13,12 @@ from ..errors import BdenseError
 from ..options import check, model_spec
 
 
+# the short forms of distill's teacher-solver options, for the commands that pass them on (trajectories, compare)
+TEACHER_ORDER_RULE = typer.Option("sfd", help="dpmpp: sfd | tail | dpm-solver (see distill --help)")
+TEACHER_THRESHOLD = typer.Option("auto", help="dpmpp: dynamic | none; auto = dynamic (see distill --help), e.g. none")
+TEACHER_HISTORY = typer.Option("auto", help="dpmpp: afs | restart; auto = afs (see distill --help), e.g. restart")
+
+
 def distill(
     teacher: Path = typer.Option(..., help="teacher model file (bdense), diffusers model directory, or shipped name",
                                  callback=model_spec),
@@ -127,11 +133,9 @@ def trajectories(
                             "for each (SFD-v), e.g. 2-5"),
     count: int = typer.Option(64000, help="trajectories (noise seeds 0..count-1), per NFE"),
     teacher_solver: str = "dpmpp_3m",
-    teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | tail | dpm-solver (see distill --help)"),
-    teacher_threshold: str = typer.Option("auto", help="dpmpp: dynamic | none; auto = dynamic (see distill --help), "
-                                          "e.g. none"),
-    teacher_history: str = typer.Option("auto", help="dpmpp: afs | restart; auto = afs (see distill --help), "
-                                        "e.g. restart"),
+    teacher_order_rule: str = TEACHER_ORDER_RULE,
+    teacher_threshold: str = TEACHER_THRESHOLD,
+    teacher_history: str = TEACHER_HISTORY,
     teacher_substeps: int = 4,
     afs: bool = True,
     first_seed: int = typer.Option(0, help="noise seed of the first trajectory (distill --first-trajectory-seed)"),

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..defaults import studied
+from ..distill.cli import TEACHER_HISTORY, TEACHER_ORDER_RULE, TEACHER_THRESHOLD
 from ..distill.sfd.targets import DEFAULT_TARGETS
 from ..errors import BdenseError
 from ..options import check, model_spec
@@ -39,11 +40,9 @@ def compare(
     data: Optional[str] = typer.Option(None, help="data set for the FID reference (default: the teacher's)"),
     features: Optional[Path] = typer.Option(None, help="domain feature network (default: trained into OUT)"),
     teacher_solver: str = "dpmpp_3m",
-    teacher_order_rule: str = typer.Option("sfd", help="dpmpp: sfd | tail | dpm-solver (see distill --help)"),
-    teacher_threshold: str = typer.Option("auto", help="dpmpp: dynamic | none; auto = dynamic (see distill --help), "
-                                          "e.g. none"),
-    teacher_history: str = typer.Option("auto", help="dpmpp: afs | restart; auto = afs (see distill --help), "
-                                        "e.g. restart"),
+    teacher_order_rule: str = TEACHER_ORDER_RULE,
+    teacher_threshold: str = TEACHER_THRESHOLD,
+    teacher_history: str = TEACHER_HISTORY,
     method: str = typer.Option("sfd", help="host: sfd | pd (progressive distillation, a row per round), e.g. pd"),
     start_steps: int = typer.Option(64, help="pd: teacher DDIM steps of round 1 (and of the RMSE reference)"),
     end_steps: int = typer.Option(8, help="pd: student steps after the last round"),
