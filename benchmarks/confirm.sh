@@ -34,7 +34,6 @@
 #   stages, in order (default: all): teachers sfd-digits-a sfd-digits-b sfd-mnist16 sfd-28 pd-search pd-confirm verdict
 #   --dry-run: train nothing; print the teacher commands and check every compare command with bdense's --dry-run
 #   env: R (output root, default runs/confirm), CELL28 (cpu | gpu, default cpu), BD (bdense), PY (python),
-#   DEV28 (the GPU cell's --device, default cuda; cpu only to dry-run it on a machine without CUDA),
 #   KEPT (committed bytes, default benchmarks/confirm-teachers: the digits teachers, used instead of training
 #   them, and CELL-features.safetensors / CELL-ref-stats.npz, copied into each of CELL's folders: the GPU 28x28
 #   cell runs as seed shards over several GPU windows, each a fresh machine, and all must measure alike),
@@ -176,7 +175,7 @@ for stage in "${STAGES[@]}"; do
       need_teacher mnist-short
       if [ "$CELL28" = gpu ]; then
         cell $R/sfd-28-gpu 2,3 --teacher mnist-short --seeds 5 --trajectories 32000 --batch 128 \
-          --device "${DEV28:-cuda}" "${SFD[@]}"
+          --device cuda "${SFD[@]}"
       else  # CPU-sized: 3 seeds and 5,120 trajectories (docs/confirmation.md says why), labelled so
         cell $R/sfd-28-cpu 2,3 --teacher mnist-short --seeds 3 --trajectories 5120 --batch 64 \
           "${SFD[@]}"

@@ -55,7 +55,7 @@ if [ "$DRY" = 1 ]; then
   CONS=(--dry-run --batch 8)
   BIG=(--preset tiny --channels 1 --resolution 8 --batch 8); BIGTRAJ=32; TB=16
   DATA=digits; TEACHER=(--preset tiny --steps 30 --batch 16 --lr 2e-3)
-  FEAT=(--steps 20); CONFIRM=(--dry-run); export DEV28=cpu  # (c3) checks its commands with compare --dry-run
+  FEAT=(--steps 20); CONFIRM=(--dry-run)  # (c3) checks its commands with compare --dry-run (no GPU needed)
   STEPBENCH=(--presets digits --batches digits=8 --steps digits=2 --repeats 1 --warmup 0 --profile digits --profile-steps 2)
   SAMPLES=(--teacher-seeds 32 --batch 16); CONFIRM_LIMIT=$(( 60 * SCALE ))
 else
