@@ -160,6 +160,26 @@ def test_cli_tune_apply(assets, tmp_path):
     assert not (tmp_path / "optuna.db").exists()  # --apply runs no search
 
 
+def test_cli_tune_dry_run_prints_the_seeds_a_study_would_use_and_makes_nothing(assets, tmp_path):
+    from typer.testing import CliRunner
+    from bdense.cli import app
+    teacher, features = assets
+    out, common = tmp_path / "study", ["tune", "--teacher", teacher, "--features", features, "--seed-block", "1",
+                                       "--tune-seeds", "16", "--eval-seeds", "16", "--final-seeds", "2",
+                                       "--trajectories", "64", "--batch", "32", "--final-nfe", "2,3", "--dry-run"]
+    res = CliRunner().invoke(app, common + ["--out", str(out), "--trial-trajectories", "64"])
+    assert res.exit_code == 0, res.output
+    assert not out.exists()  # a plan: no cache, study or folder
+    tuner = Tuner(tiny_cfg(assets, out, seed_block=1, final_seeds=2, final_nfes=(2, 3)))  # what a real study uses
+    assert f"tuning seeds {tuner.seeds[0]}-{tuner.seeds[-1]}" in res.output
+    assert f"evaluation seeds {tuner.cmp.eval_seeds[0]}-{tuner.cmp.eval_seeds[-1]}" in res.output
+    assert "training seeds 1000-1001" in res.output and "points: NFE 2,3" in res.output
+    assert "settings: baseline (K=1), uniform (K=4), tuned (K=4), scheduled (K=4), default (K=4)" in res.output
+    assert "runs: 20" in res.output  # 5 settings x 2 seeds x 2 NFEs
+    bad = CliRunner().invoke(app, common + ["--out", str(tmp_path / "bad"), "--trial-trajectories", "16"])
+    assert "--trial-trajectories 16 is smaller than one --batch" in str(bad.exception)
+
+
 def test_a_block_heads_trial_is_a_plain_distill_run_and_the_final_check_keeps_the_heads(assets, tmp_path, monkeypatch,
                                                                                       keep_trial_weights):
     """--branch-heads block reaches every trial (its student must hold the heads the run's snapshots carry, or

@@ -135,10 +135,12 @@ def tune(
     student_param: str = typer.Option("auto", help="pd: the student predicts auto (v for an eps teacher, else the "
                                       "teacher's) | eps | x | v, e.g. x"),
     device: Optional[str] = None,
+    dry_run: bool = typer.Option(False, help="check the options and seeds, print the search and the final check's "
+                                 "grid and exit"),
 ):
     """Search branch weights / schedules with Optuna (TPE, median pruning, resumable), then check the winner."""
     v = check("tune", locals())
-    from ..studies.tune import TuneConfig, tune as run
+    from ..studies.tune import TuneConfig, describe_plan, tune as run
     cfg = TuneConfig(teacher=str(teacher), out=str(out), nfe=nfe, branches=branches, objective=objective,
                      trials=trials, trial_trajectories=trial_trajectories, trajectories=trajectories, batch=batch,
                      lr=lr, tune_seeds=tune_seeds, report_points=v["report_points"], jobs=jobs, seed=seed,
@@ -150,6 +152,9 @@ def tune(
                      end_steps=end_steps, round_iters=round_iters, trial_round_iters=trial_round_iters,
                      last_step_target=last_step_target, weight_span=weight_span,
                      eval_clip_denoised=eval_clip_denoised, student_param=student_param, seed_block=seed_block)
+    if dry_run:
+        typer.echo(describe_plan(cfg))
+        return
     r = run(cfg)
     for note in (r["search"] or {}).get("notes", []):
         typer.echo(f"note: {note}")

@@ -30,6 +30,7 @@ from ..distill.sfd.targets import DEFAULT_TARGETS, DEFAULT_WEIGHTS, check_mode
 from ..distill.weights import parse_weights
 from ..errors import BdenseError, Interrupted
 from ..io import atomic_write_text, check_out_dir, lock_dir
+from ..seeds import SeedBlock
 from .compare import CompareConfig, Comparison, Setting, compare
 from .protocol import differs
 from .progress import Progress
@@ -183,12 +184,7 @@ class Tuner:
         self.cfg, self.out, self.alpha = cfg, Path(cfg.out), parse_objective(cfg.objective)
         check_out_dir("--out", self.out, [cfg.teacher, cfg.features])
         self.points = tuple(sorted(set(cfg.report_points) | {1.0}))
-        ccfg = CompareConfig(cfg.teacher, str(self.out / "final"), nfes=tuple(cfg.final_nfes or (cfg.nfe,)),
-                             seeds=cfg.final_seeds, trajectories=cfg.trajectories, batch=cfg.batch, lr=cfg.lr,
-                             eval_points=cfg.eval_points, eval_seeds=cfg.eval_seeds, data=cfg.data,
-                             features=cfg.features, teacher_solver=cfg.teacher_solver, device=cfg.device,
-                             progress=cfg.progress, seed_block=cfg.seed_block, **self._pd_options(cfg))
-        self.cmp = Comparison(ccfg)  # owns the shared cache, feature net and reference stats (under OUT/final)
+        self.cmp = Comparison(final_config(cfg))  # owns the shared cache, feature net and reference stats (OUT/final)
         lock_dir(self.out)  # one process per study folder (bdense/io.py)
         self.host = self.cmp.host
         self.seeds = self.cmp.block.tune_seeds(cfg.tune_seeds)
@@ -200,16 +196,6 @@ class Tuner:
         self.jobs = max(1, min(cfg.jobs, len(self.devices)))
         self.notes = [] if self.jobs == cfg.jobs else [
             f"--jobs {cfg.jobs} asked, {self.jobs} used: parallel trials need several CUDA devices (one per trial)"]
-
-    @staticmethod
-    def _pd_options(cfg: TuneConfig) -> dict:
-        """The CompareConfig fields of a pd study (the final check's settings: K = 1 and K = 2)."""
-        if cfg.method != "pd":
-            return {}
-        return dict(method="pd", start_steps=cfg.start_steps, end_steps=cfg.end_steps, round_iters=cfg.round_iters,
-                    last_step_target=cfg.last_step_target, weight_span=cfg.weight_span,
-                    eval_clip_denoised=cfg.eval_clip_denoised, student_param=cfg.student_param,
-                    settings=(Setting("baseline", 1), Setting("bdense", cfg.branches)))
 
     # -- one short run, measured on the tuning seeds --------------------------------------------
     def setup(self) -> None:
@@ -364,18 +350,58 @@ class Tuner:
 
     # -- the honest check ---------------------------------------------------------------------------
     def final(self, spec: str) -> dict:
-        k, w = self.cfg.branches, parse_weights(spec, self.cfg.branches)
-        mode = self.cfg.branch_targets if self.host.method == "sfd" else None  # pd settings have no target modes
-        heads = None if self.cfg.branch_heads == "shared" else self.cfg.branch_heads
+        return compare(replace(self.cmp.cfg, settings=final_settings(self.cfg, spec)))
 
-        def dense(name: str, weights: str) -> Setting:  # every K > 1 setting shares the study's targets and heads
-            return Setting(name, k, weights, mode, heads=heads)
-        settings = [Setting("baseline", 1), dense("uniform", "uniform")]
-        settings += [] if w.kind == "constant" and set(w.base) == {1.0} else [dense("tuned", spec)]
-        settings += [] if spec == SCHEDULED else [dense("scheduled", SCHEDULED)]
-        if self.host.method == "sfd" and spec != DEFAULT_WEIGHTS:  # what a user gets without --branch-weights
-            settings.append(dense("default", DEFAULT_WEIGHTS))
-        return compare(replace(self.cmp.cfg, settings=tuple(settings)))
+def final_config(cfg: TuneConfig) -> CompareConfig:
+    """The final check's comparison (under OUT/final); its settings are set once the winner is known."""
+    pd = {} if cfg.method != "pd" else dict(
+        method="pd", start_steps=cfg.start_steps, end_steps=cfg.end_steps, round_iters=cfg.round_iters,
+        last_step_target=cfg.last_step_target, weight_span=cfg.weight_span, eval_clip_denoised=cfg.eval_clip_denoised,
+        student_param=cfg.student_param, settings=(Setting("baseline", 1), Setting("bdense", cfg.branches)))
+    return CompareConfig(cfg.teacher, str(Path(cfg.out) / "final"), nfes=tuple(cfg.final_nfes or (cfg.nfe,)),
+                         seeds=cfg.final_seeds, trajectories=cfg.trajectories, batch=cfg.batch, lr=cfg.lr,
+                         eval_points=cfg.eval_points, eval_seeds=cfg.eval_seeds, data=cfg.data,
+                         features=cfg.features, teacher_solver=cfg.teacher_solver, device=cfg.device,
+                         progress=cfg.progress, seed_block=cfg.seed_block, **pd)
+
+
+def final_settings(cfg: TuneConfig, spec: str | None) -> tuple:
+    """K = 1, uniform, the winner `spec` (None: not known yet, as in a dry run), the cosine schedule, and for SFD
+    what a user gets without --branch-weights; every K > 1 setting shares the study's targets and heads."""
+    k = cfg.branches
+    mode = cfg.branch_targets if cfg.method == "sfd" else None  # pd settings have no target modes
+    heads = None if cfg.branch_heads == "shared" else cfg.branch_heads
+
+    def dense(name: str, weights: str | None) -> Setting:
+        return Setting(name, k, weights, mode, heads=heads)
+    w = None if spec is None else parse_weights(spec, k)
+    settings = [Setting("baseline", 1), dense("uniform", "uniform")]
+    settings += [] if w is not None and w.kind == "constant" and set(w.base) == {1.0} else [dense("tuned", spec)]
+    settings += [] if spec == SCHEDULED else [dense("scheduled", SCHEDULED)]
+    if cfg.method == "sfd" and spec != DEFAULT_WEIGHTS:
+        settings.append(dense("default", DEFAULT_WEIGHTS))
+    return tuple(settings)
+
+
+def describe_plan(cfg: TuneConfig) -> str:
+    """What a run of this study would search and check (tune --dry-run): the seeds are checked, nothing is made."""
+    block = SeedBlock(cfg.seed_block)
+    tunes = block.tune_seeds(cfg.tune_seeds)
+    block.check(runs=cfg.final_seeds, trajectories=cfg.trajectories, evals=cfg.eval_seeds, tunes=cfg.tune_seeds)
+    check_disjoint(tunes, block.eval_seeds(cfg.eval_seeds), block.base, cfg.trajectories)
+    trial = (f"{cfg.trial_trajectories} trajectories of one shared cache of {cfg.trajectories}, scored at NFE "
+             f"{cfg.nfe}" if cfg.method == "sfd" else f"a PD run {cfg.start_steps} -> {cfg.end_steps} steps, "
+             f"{cfg.trial_round_iters} iterations a round, scored at {cfg.end_steps} steps")
+    search = (f"none (--apply {cfg.apply})" if cfg.apply else
+              f"{cfg.trials} trials of K={cfg.branches} branch weights (trial 0: uniform), objective {cfg.objective}, "
+              f"each {trial}; tuning seeds {tunes[0]}-{tunes[-1]}")
+    lines = [f"tune --method {cfg.method}: teacher {cfg.teacher}"
+             + ("" if Path(cfg.teacher).exists() else " (not there yet)") + f", out {cfg.out}", f"search: {search}"]
+    if not cfg.final:
+        return "\n".join(lines + ["final check: none (--no-final)"])
+    grid = replace(final_config(cfg), settings=final_settings(cfg, cfg.apply)).describe_grid()
+    tuned = f"--apply {cfg.apply}" if cfg.apply else "the search's winner"
+    return "\n".join(lines + [f"final check (tuned = {tuned}):"] + ["  " + g for g in grid.splitlines()])
 
 
 def _gain(results: dict, name: str, metric: str) -> list[str]:
