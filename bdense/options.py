@@ -298,7 +298,7 @@ def _cross_checks(command: str, v: dict) -> None:
             raise BdenseError(f"--trial-trajectories {v['trial_trajectories']} is smaller than one --batch "
                               f"({v['batch']})")
     if command == "tune":
-        from .studies.tune import parse_objective
+        from .studies.tune_plan import parse_objective
         parse_objective(v["objective"])
         if v.get("apply"):
             parse_weights(v["apply"], v["branches"] or (2 if v["method"] == "pd" else 4))

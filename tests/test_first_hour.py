@@ -20,7 +20,7 @@ SEEDS = list(range(4))
 def test_distill_compare_and_tune_resolve_the_same_defaults(method, tmp_path, tiny_teacher, cli):  # noqa: F811
     from bdense.cli import command
     from bdense.studies.compare import CompareConfig, parse_setting
-    from bdense.studies.tune import TuneConfig
+    from bdense.studies.tune_plan import TuneConfig
     want = {name: value for name, (value, _) in STUDIED[method].items()}
     settings = tuple(map(parse_setting, ("baseline:1", "bdense:2")))
     comp = CompareConfig(teacher="t", out="o", method=method, settings=settings)

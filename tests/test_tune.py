@@ -11,8 +11,8 @@ from bdense.errors import BdenseError, Interrupted
 from bdense.studies import tune as tune_mod
 from bdense.studies.compare import EVAL_SEED_BASE
 from bdense.seeds import SeedBlock
-from bdense.studies.tune import (TuneConfig, Tuner, check_disjoint, parse_objective, suggest_spec, tune,
-                              uniform_params)
+from bdense.studies.tune import Tuner, suggest_spec, tune, uniform_params
+from bdense.studies.tune_plan import TuneConfig, check_disjoint, parse_objective
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

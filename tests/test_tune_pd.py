@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bdense.errors import BdenseError
-from bdense.studies.tune import TuneConfig, Tuner
+from bdense.studies.tune import Tuner
+from bdense.studies.tune_plan import TuneConfig
 from bdense.models.factory import new_model
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -214,7 +214,7 @@ class DomainExtractor:
         if meta.get("format") != FEATURES_FORMAT:
             raise BdenseError(f"{self.path} is not a bdense feature network; write one with bdense train-features")
         from ..io import parse_json
-        from ..models.checkpoint import canonical_header, check_finite
+        from ..models.checkpoint import check_finite
         self.config = parse_json(meta.get("config", ""), f"the header of {self.path}", "retrain it")
         try:
             self.net = DomainCNN(**self.config["arch"])

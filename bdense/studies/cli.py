@@ -140,7 +140,8 @@ def tune(
 ):
     """Search branch weights / schedules with Optuna (TPE, median pruning, resumable), then check the winner."""
     v = check("tune", locals())
-    from ..studies.tune import TuneConfig, describe_plan, tune as run
+    from ..studies.tune import tune as run
+    from ..studies.tune_plan import TuneConfig, describe_plan
     cfg = TuneConfig(teacher=str(teacher), out=str(out), nfe=nfe, branches=branches, objective=objective,
                      trials=trials, trial_trajectories=trial_trajectories, trajectories=trajectories, batch=batch,
                      lr=lr, tune_seeds=tune_seeds, report_points=v["report_points"], jobs=jobs, seed=seed,

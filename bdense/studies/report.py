@@ -105,7 +105,7 @@ def _final_step(entry: dict) -> int:
 
 def table(results: dict) -> str:
     settings = [s["name"] for s in results["settings"]]
-    base, mets, unit = settings[0], metrics(results), point_name(results)
+    mets, unit = metrics(results), point_name(results)
     end = "end of training" if unit == "NFE" else "end of its round"
     asked, fam = results["config"]["seeds"], family(results)
     lines = []

@@ -102,7 +102,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                  + (" (/ 10 at half way); " if lr_schedule == "step-half" else f" ({lr_schedule}); ")
                  + (f"{len(plan.trained_intervals())} optimizer steps per iteration; "
                     f"teacher NFE per trajectory {plan.teacher_nfe()}, student NFE {plan.nfe}" if not multi else
-                    f"optimizer steps per iteration = the NFE drawn; teacher NFE per trajectory "
+                    "optimizer steps per iteration = the NFE drawn; teacher NFE per trajectory "
                     + ", ".join(f"{p.teacher_nfe()} (NFE {n})" for n, p in plans.items()))
                  + (f"; student dropout {dropout}" if dropout else "")
                  + (f"; intermediate branches trained in the first {dense_intervals} trained interval(s) only"
