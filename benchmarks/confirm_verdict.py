@@ -32,9 +32,12 @@ def verdicts(folders: dict) -> list[dict]:
     """One row per (cell, point, setting, metric) of every folder, with its Holm p over all of them."""
     rows = []
     for label, results in folders.items():
+        entries, base = grid(results), results["settings"][0]["name"]
         for (point, setting, metric), v in family(results).items():
+            runs = entries[point]["runs"]  # seeds with a run on both sides (a diverged run is there, not a pair)
             rows.append(dict(v, cell=label, point=f"{point_name(results)} {point}", setting=setting,
-                             metric=metrics(results)[metric]))
+                             metric=metrics(results)[metric], asked=results["config"].get("seeds"),
+                             seeds_in=len(set(runs[base]) & set(runs[setting]))))
     for row, p in zip(rows, holm([r["p"] for r in rows])):
         row["p_holm"] = p
         row["fw"] = ("too few seeds" if p != p else "not distinguishable" if p > FAMILY_ALPHA
@@ -42,17 +45,28 @@ def verdicts(folders: dict) -> list[dict]:
     return rows
 
 
+def incomplete(row: dict) -> bool:
+    """Fewer seeds run on both sides than the plan asked: a seed shard not in yet. Read nothing from it."""
+    return isinstance(row.get("asked"), int) and row.get("seeds_in", row["asked"]) < row["asked"]
+
+
 def interim(rows: list[dict], expect: int) -> str:
     """Mark each row with what the final Holm over `expect` comparisons will say of it (settled or open) and return
-    the interim decision: only a settled 'worse' decides anything before the family is complete."""
+    the interim decision: only a settled 'worse' decides anything before the family is complete. A comparison whose
+    seed shards are not all in is 'incomplete' and not counted as in: 2 of 5 seeds must not settle anything."""
     for r in rows:
+        if incomplete(r):
+            r["settled"] = f"incomplete ({r['seeds_in']} of {r['asked']} seeds)"
+            continue
         s = holm_settled(r["p"], expect, FAMILY_ALPHA)
         r["settled"] = {"significant": "better" if r["diff_mean"] < 0 else "worse",
                         "not significant": "not distinguishable", "open": "open", "not judged": "too few seeds"}[s]
     worse = sorted({f"{r['cell']} {r['point']}" for r in rows if r["settled"] == "worse"})
     better = {(r["cell"], r["point"]) for r in rows if r["settled"] == "better"}
     opened = sum(r["settled"] == "open" for r in rows)
-    head = f"INTERIM ({len(rows)} of {expect} comparisons in)"
+    partial = sum(map(incomplete, rows))
+    head = f"INTERIM ({len(rows) - partial} of {expect} comparisons in" + (
+        f"; {partial} more incomplete, their seed shards not all in)" if partial else ")")
     if worse:
         return f"{head}: FAILS in {len(worse)} cell(s): {', '.join(worse)} (family-wise worse whatever the rest shows)"
     return (f"{head}: not decided; settled better on a metric in {len(better)} cell-point(s), settled worse in none, "
@@ -111,8 +125,9 @@ def main(argv=None) -> int:
             return 2
     rows = verdicts(folders)
     judged = sum(r["p_holm"] == r["p_holm"] for r in rows)
-    if a.expect is not None and len(rows) < a.expect:
-        print(f"Interim: {len(rows)} of the {a.expect} pre-registered comparisons are in. Holm over those alone would "
+    complete = len(rows) - sum(map(incomplete, rows))
+    if a.expect is not None and complete < a.expect:
+        print(f"Interim: {complete} of the {a.expect} pre-registered comparisons are in. Holm over those alone would "
               f"be too lenient; each is read against the whole family instead: {a.expect} x p <= {FAMILY_ALPHA:.0%} "
               f"is family-wise better or worse, p > {FAMILY_ALPHA:.0%} not distinguishable, whatever the missing "
               f"comparisons show; anything between stays open. Per comparison the paired 95% t-interval of setting "

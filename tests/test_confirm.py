@@ -137,6 +137,30 @@ def test_an_incomplete_family_is_read_against_the_whole_family(tmp_path, capsys)
     assert "holds no compare results" in capsys.readouterr().err
 
 
+def test_a_cell_whose_seed_shards_are_not_all_in_settles_nothing(tmp_path, capsys):
+    """2 of 5 seeds in: p > 5% would read as 'not distinguishable whatever the rest shows'; it is 'incomplete'."""
+    cv = bench("confirm_verdict")
+    base = [5.0, 7.0, 9.0]
+    whole = results({2: (base, [4.0, 6.0, 8.0])})
+    shard = dict(results({2: ([5.0, 7.0], [4.0, 7.5])}), config={"seeds": 5})  # p ~ 0.8 on 2 pairs
+    rows = cv.verdicts({"A": whole, "B": shard})
+    assert cv.interim(rows, 26).startswith("INTERIM (2 of 26 comparisons in; 2 more incomplete, their seed shards "
+                                           "not all in): not decided; settled better on a metric in 1 cell-point(s)")
+    assert {r["settled"] for r in rows if r["cell"] == "B"} == {"incomplete (2 of 5 seeds)"}
+    assert {r["settled"] for r in rows if r["cell"] == "A"} == {"better"}
+    # the last shard in: 5 of 5 seeds, read as any other comparison
+    done = dict(results({2: (base + [6.0, 8.0], [4.0, 6.0, 8.0, 5.0, 7.0])}), config={"seeds": 5})
+    rows = cv.verdicts({"B": done})
+    assert cv.interim(rows, 26).startswith("INTERIM (2 of 26 comparisons in): ")
+    assert {r["settled"] for r in rows} == {"better"}
+    for name, res in (("a", whole), ("b", shard)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
+    assert cv.main(["--expect", "4", f"A={tmp_path / 'a'}", f"B={tmp_path / 'b'}"]) == 0
+    out = capsys.readouterr().out
+    assert "Interim: 2 of the 4" in out and "incomplete (2 of 5 seeds)" in out and "Holm p" not in out
+
+
 def test_todo_names_the_seeds_without_a_finished_run_in_every_setting(tmp_path):
     """What the next sitting (a GPU window) of a sharded cell runs: the block's seeds lacking a committed result."""
     todo = bench("confirm_todo").todo
