@@ -10,9 +10,9 @@ the count of comparisons in its caption, then the pre-registered decision. --exp
 different count (a missing cell, a seed with too few pairs) is printed, never hidden.
 
 While cells are still missing (fewer comparisons than --expect), Holm over the ones present would be too lenient, so
-the script prints the interim reading instead: per comparison whether it is already settled for the whole family
-(bdense.metrics.stats.holm_settled: expect x p <= 5% is family-wise significant, p > 5% is not, whatever the missing
-comparisons show) or still open.
+the script prints the interim reading instead: per comparison the range of Holm-adjusted p-values over the whole
+family that any p-values of the missing comparisons can give (bdense.metrics.stats.holm_interim), and whether that
+settles it (the whole range <= 5%: family-wise significant; > 5%: not) or leaves it open.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bdense.metrics.stats import holm, holm_settled  # noqa: E402
+from bdense.metrics.stats import holm, holm_interim  # noqa: E402
 from bdense.metrics.stats import t_interval  # noqa: E402
 from bdense.studies.report import FAMILY_ALPHA, family, grid, metrics, point_name, seed_values  # noqa: E402
 from bdense.errors import BdenseError  # noqa: E402
@@ -54,11 +54,12 @@ def interim(rows: list[dict], expect: int) -> str:
     """Mark each row with what the final Holm over `expect` comparisons will say of it (settled or open) and return
     the interim decision: only a settled 'worse' decides anything before the family is complete. A comparison whose
     seed shards are not all in is 'incomplete' and not counted as in: 2 of 5 seeds must not settle anything."""
+    done = [r for r in rows if not incomplete(r)]
     for r in rows:
         if incomplete(r):
-            r["settled"] = f"incomplete ({r['seeds_in']} of {r['asked']} seeds)"
-            continue
-        s = holm_settled(r["p"], expect, FAMILY_ALPHA)
+            r["settled"], r["holm_range"] = f"incomplete ({r['seeds_in']} of {r['asked']} seeds)", None
+    for r, (lo, hi, s) in zip(done, holm_interim([r["p"] for r in done], expect, FAMILY_ALPHA)):
+        r["holm_range"] = (lo, hi)
         r["settled"] = {"significant": "better" if r["diff_mean"] < 0 else "worse",
                         "not significant": "not distinguishable", "open": "open", "not judged": "too few seeds"}[s]
     worse = sorted({f"{r['cell']} {r['point']}" for r in rows if r["settled"] == "worse"})
@@ -71,6 +72,14 @@ def interim(rows: list[dict], expect: int) -> str:
         return f"{head}: FAILS in {len(worse)} cell(s): {', '.join(worse)} (family-wise worse whatever the rest shows)"
     return (f"{head}: not decided; settled better on a metric in {len(better)} cell-point(s), settled worse in none, "
             f"{opened} comparison(s) open until the family is complete")
+
+
+def span(rng) -> str:
+    """A Holm p range as printed: one number where both ends agree to 3 digits."""
+    if rng is None or rng[0] != rng[0]:
+        return "-"
+    lo, hi = (f"{x:.3g}" for x in rng)
+    return lo if lo == hi else f"{lo} - {hi}"
 
 
 CONVERGED = 0.02  # the plan: the baseline's mean RMSE moves by less than 2% (relative) from 75% to 100% of training
@@ -128,17 +137,18 @@ def main(argv=None) -> int:
     complete = len(rows) - sum(map(incomplete, rows))
     if a.expect is not None and complete < a.expect:
         print(f"Interim: {complete} of the {a.expect} pre-registered comparisons are in. Holm over those alone would "
-              f"be too lenient; each is read against the whole family instead: {a.expect} x p <= {FAMILY_ALPHA:.0%} "
-              f"is family-wise better or worse, p > {FAMILY_ALPHA:.0%} not distinguishable, whatever the missing "
-              f"comparisons show; anything between stays open. Per comparison the paired 95% t-interval of setting "
+              f"be too lenient; each is read against the whole family instead: its Holm-adjusted p over all "
+              f"{a.expect}, lowest and highest over any p-values the missing comparisons get (the extremes: all 0, all "
+              f"1); a range <= {FAMILY_ALPHA:.0%} is family-wise better or worse, > {FAMILY_ALPHA:.0%} not "
+              f"distinguishable, whatever they show; a range across {FAMILY_ALPHA:.0%} stays open. Per comparison the paired 95% t-interval of setting "
               f"- baseline over training seeds, end of training.\n")
-        print(f"| cell | point | setting | metric | setting - baseline | pairs | p | {a.expect} x p | settled |")
+        print(f"| cell | point | setting | metric | setting - baseline | pairs | p | Holm p over {a.expect}, any rest "
+              f"| settled |")
         print("|---|---|---|---|---|---|---|---|---|")
         decided = interim(rows, a.expect)
         for r in rows:
             print(f"| {r['cell']} | {r['point']} | {r['setting']} | {r['metric']} | {r['diff_mean']:+.4g} ± "
-                  f"{r['diff_half']:.2g} | {r['n']} | {r['p']:.3g} | {min(1.0, a.expect * r['p']):.3g} | "
-                  f"{r['settled']} |")
+                  f"{r['diff_half']:.2g} | {r['n']} | {r['p']:.3g} | {span(r['holm_range'])} | {r['settled']} |")
         print(f"\nDecision: {decided}")
     else:
         print(f"Family-wise: Holm-Bonferroni at {FAMILY_ALPHA:.0%} over {judged} comparisons"

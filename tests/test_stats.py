@@ -6,7 +6,7 @@ import numpy as np
 
 import pytest
 
-from bdense.metrics.stats import holm, holm_settled, paired_t_p, paired_verdict
+from bdense.metrics.stats import holm, holm_interim, paired_t_p, paired_verdict
 from bdense.studies.report import family, table
 
 
@@ -86,20 +86,35 @@ def test_a_baseline_only_report_says_it_has_no_comparison():
     assert "it has the baseline only" in text and "over the 0" not in text
 
 
-def test_holm_settled_agrees_with_holm_over_any_rest_of_the_family():
-    """A comparison 'settled' before the family is complete keeps that verdict whatever p-values the others get."""
-    assert holm_settled(0.001, 26) == "significant" and holm_settled(0.0019, 26) == "significant"  # 26 x p <= 0.05
-    assert holm_settled(0.002, 26) == "open" and holm_settled(0.05, 26) == "open"
-    assert holm_settled(0.051, 26) == "not significant" and holm_settled(float("nan"), 26) == "not judged"
+def test_holm_interim_brackets_holm_over_every_rest_of_the_family():
+    """A comparison settled before the family is complete keeps that verdict whatever p-values the others get, and
+    the printed range holds the final Holm p of every completion (Holm is monotone in the p-values)."""
+    (lo, hi, v), = holm_interim([0.00692], 26)  # alone: the rest may all sit below it or all above it
+    assert (lo, hi, v) == (pytest.approx(0.00692), pytest.approx(26 * 0.00692), "open")
+    assert holm_interim([0.0019], 26)[0][2] == "significant" and holm_interim([0.051], 26)[0][2] == "not significant"
+    nan = holm_interim([float("nan"), 0.0019], 2)  # a comparison too few seeds to judge counts as still missing
+    assert nan[0][2] == "not judged" and nan[1][:2] == (pytest.approx(0.0019), pytest.approx(0.0038))
+    # the confirmation's 20 of 26 (2026-12-03): 26 x p left the four between 0.0019 and 0.05 open; with the 14
+    # smaller p's known, Holm reaches them with a factor of at most 26 - 6 - 11 = 9 (the 6 missing ahead of them):
+    known = [6.99e-05, 0.776, 2.27e-05, 0.000202, 3.3e-05, 0.515, 4.58e-06, 0.00141, 1.64e-05, 0.0717, 0.000559,
+             0.000117, 3.5e-05, 0.00834, 0.000438, 0.00692, 0.0323, 0.00884, 0.356, 0.124]
+    verdicts = [v for _, _, v in holm_interim(known, 26)]
+    assert verdicts[7] == "significant"  # 0.00141: 26 x p = 0.037 and the range agrees
+    assert [verdicts[i] for i in (13, 15, 16, 17)] == ["not significant"] * 4  # 0.00834, 0.00692, 0.0323, 0.00884
+    assert "open" not in verdicts
     rng = np.random.default_rng(0)
     for _ in range(2000):
         m = int(rng.integers(2, 30))
         known = list(rng.choice([1e-5, 5e-4, 0.0019, 0.004, 0.03, 0.06, 0.5], size=int(rng.integers(1, m + 1))))
-        rest = list(10 ** rng.uniform(-6, 0, size=m - len(known)))  # the comparisons still to come: anything
-        adjusted = holm(known + rest)[:len(known)]
-        for p, a in zip(known, adjusted):
-            verdict = holm_settled(p, m)
-            if verdict == "significant":
-                assert a <= 0.05
-            elif verdict == "not significant":
-                assert a > 0.05
+        interim = holm_interim(known, m)
+        for _ in range(3):
+            rest = list(10 ** rng.uniform(-6, 0, size=m - len(known)))  # the comparisons still to come: anything
+            for (lo, hi, verdict), a in zip(interim, holm(known + rest)[:len(known)]):
+                assert lo - 1e-12 <= a <= hi + 1e-12
+                assert verdict != "significant" or a <= 0.05
+                assert verdict != "not significant" or a > 0.05
+        for p, (_, _, verdict) in zip(known, interim):  # never looser than the bound it replaced (m x p, p)
+            if m * p <= 0.05:
+                assert verdict == "significant"
+            if p > 0.05:
+                assert verdict == "not significant"

@@ -64,18 +64,28 @@ def holm(pvalues: list[float]) -> list[float]:
     return out
 
 
-def holm_settled(p: float, family: int, alpha: float = 0.05) -> str:
-    """What Holm over a family of `family` comparisons will say about one with p-value p, before the others exist.
+def holm_interim(known: list[float], family: int, alpha: float = 0.05) -> list[tuple[float, float, str]]:
+    """What Holm over a family of `family` comparisons will say about each of the `known` p-values before the rest
+    exist: per comparison the lowest and highest Holm-adjusted p any p-values of the missing ones can give, and
+    'significant' (highest <= alpha), 'not significant' (lowest > alpha), else 'open'; a p that is not finite (too
+    few pairs) is 'not judged' and counts as missing.
 
-    Holm's adjusted p of any comparison is at most family x p (each term (m - j + 1) p_(j) of its running maximum
-    has m - j + 1 <= m and p_(j) <= p) and at least p (its own term, with a factor >= 1). So family x p <= alpha is
-    'significant' and p > alpha 'not significant' whatever the rest of the family shows; anything between is
-    'open' until the whole family is in. A p that is not finite (too few pairs) is 'not judged'."""
-    if not _finite(p):
-        return "not judged"
-    if family * p <= alpha:
-        return "significant"
-    return "not significant" if p > alpha else "open"
+    Holm is monotone (lowering any p never un-rejects another), so the extremes are the rest all at p = 1 (highest)
+    and all at p = 0 (lowest); every other completion lies between. Exact, and tighter than family x p: a known p
+    that other known p's push down the ranking is settled sooner."""
+    finite = [p for p in known if _finite(p)]
+    missing = max(0, family - len(finite))
+    high = holm(finite + [1.0] * missing)[:len(finite)]
+    low = holm(finite + [0.0] * missing)[:len(finite)]
+    out, k = [], 0
+    for p in known:
+        if not _finite(p):
+            out.append((float("nan"), float("nan"), "not judged"))
+            continue
+        lo, hi = low[k], high[k]
+        k += 1
+        out.append((lo, hi, "significant" if hi <= alpha else "not significant" if lo > alpha else "open"))
+    return out
 
 
 def fmt(ci: dict, digits: int = 4) -> str:
