@@ -219,3 +219,40 @@ def test_publish_report_commits_the_chosen_figures_and_names_the_others(tmp_path
     assert (docs / "c-fid_vs_nfe.png").read_bytes() == b"png" and not (docs / "c-samples_nfe2.png").exists()
     with pytest.raises(SystemExit, match="has no figure nope.png; choose among fid_vs_nfe.png, samples_nfe2.png"):
         pub.publish(run, docs / "r.md", "c-", {"nope.png"})
+
+
+def test_branch_competition_pairs_the_endpoint_loss_with_the_baseline_on_each_seed(tmp_path, capsys):
+    """Endpoint / baseline per interval over the last 20% of each run's logged losses, paired on training seeds;
+    the early (higher) losses are left out; inner / endpoint is the intermediate branches' mean over the endpoint's."""
+    bc = bench("branch_competition")
+    r = results({2: ([0.0] * 3, [0.0] * 3)})
+    for setting, runs in r["nfe"]["2"]["runs"].items():
+        for seed, run in runs.items():
+            run["dir"] = str(tmp_path / "runs" / setting / str(seed))
+            Path(run["dir"]).mkdir(parents=True)
+            scale, ratio = 1 + seed, 1.2 + 0.05 * seed  # seed 0, 1, 2: endpoint 1.2, 1.25, 1.3 x the baseline
+            lines = []
+            for step in range(10):
+                early = 50.0 if step < 8 else 1.0
+                if setting == "baseline":
+                    row = {"loss/i1/b1": early * scale, "loss/i2/b1": early * 2 * scale}
+                else:
+                    row = {f"loss/i1/b{b}": early * scale * ratio * (1.0 if b == 4 else 2.0) for b in range(1, 5)}
+                    row.update({f"loss/i2/b{b}": early * 2 * scale * (1.0 if b == 4 else 0.5) for b in range(1, 5)})
+                lines.append(json.dumps(dict(row, step=step)))
+            (Path(run["dir"]) / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    rows = {x["interval"]: x for x in bc.competition(r)}
+    assert rows[1]["endpoint_ratio"]["mean"] == pytest.approx(1.25)
+    assert rows[1]["endpoint_ratio"]["half"] == pytest.approx(4.303 * 0.05 / 3 ** 0.5, rel=1e-3)
+    assert rows[1]["inner_ratio"] == pytest.approx(2.0) and rows[1]["seeds"] == 3
+    assert rows[2]["endpoint_ratio"]["mean"] == pytest.approx(1.0) and rows[2]["inner_ratio"] == pytest.approx(0.5)
+    (tmp_path / "cell").mkdir()
+    (tmp_path / "cell/results.json").write_text(json.dumps(r))
+    assert bc.main([f"A={tmp_path / 'cell'}"]) == 0
+    assert "| A | NFE 2 | bdense | 1 | 1.250 ± 0.124 | 2.00 | 3 |" in capsys.readouterr().out
+    for runs in r["nfe"]["2"]["runs"].values():  # the run directories gone: said, not an empty table
+        for run in runs.values():
+            run["dir"] = str(tmp_path / "gone")
+    (tmp_path / "cell/results.json").write_text(json.dumps(r))
+    assert bc.main([f"A={tmp_path / 'cell'}"]) == 2
+    assert "no run with logged branch losses on this machine" in capsys.readouterr().err
