@@ -70,6 +70,13 @@ def interim(rows: list[dict], expect: int) -> str:
         f"; {partial} more incomplete, their seed shards not all in)" if partial else ")")
     if worse:
         return f"{head}: FAILS in {len(worse)} cell(s): {', '.join(worse)} (family-wise worse whatever the rest shows)"
+    per_point = max(len({r["metric"] for r in rows if (r["cell"], r["point"]) == cp}) for cp in better) if better else 0
+    points = expect // per_point if per_point else 0  # the family's cell-points: comparisons / metrics per point
+    missing = expect - (len(rows) - partial)
+    if points and 2 * len(better) > points:  # the rule's majority is in and final: only a 'worse' can still fail it
+        return (f"{head}: settled better on a metric in {len(better)} of {points} cell-points (the rule's majority), "
+                f"settled worse in none, {opened} comparison(s) open: CONFIRMED unless one of the {missing + opened} missing "
+                f"or open comparisons settles worse")
     return (f"{head}: not decided; settled better on a metric in {len(better)} cell-point(s), settled worse in none, "
             f"{opened} comparison(s) open until the family is complete")
 

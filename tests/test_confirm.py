@@ -118,6 +118,12 @@ def test_an_incomplete_family_is_read_against_the_whole_family(tmp_path, capsys)
                                            "metric in 1 cell-point(s), settled worse in none, 2 comparison(s) open")
     fw = {(x["point"], x["metric"]): (x["settled"], x["fw"]) for x in rows}
     assert fw[("NFE 3", "FID")] == ("open", "better")  # Holm over the 4 present alone would call it better
+    # 3 of the family's 4 cell-points settled better: the majority is final, only a missing 'worse' can still fail it
+    rows = cv.verdicts({"28": results({n: (base, [4.0, 6.0, 8.0]) for n in (2, 3, 4)})})
+    assert cv.interim(rows, 8) == ("INTERIM (6 of 8 comparisons in): settled better on a metric in 3 of 4 cell-points "
+                                   "(the rule's majority), settled worse in none, 0 comparison(s) open: CONFIRMED "
+                                   "unless one of the 2 missing or open comparisons settles worse")
+    assert cv.interim(rows[:2], 8).startswith("INTERIM (2 of 8 comparisons in): not decided")  # 1 of 4: no majority
     assert fw[("NFE 2", "FID")][0] == "better"
     worse = cv.verdicts({"28": results({2: (base, [6.0, 8.0, 10.0])})})
     assert cv.interim(worse, 26).endswith("FAILS in 1 cell(s): 28 NFE 2 (family-wise worse whatever the rest shows)")
