@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bdense.errors import BdenseError  # noqa: E402
 from bdense.metrics.stats import t_interval  # noqa: E402
 from bdense.studies.report import grid, point_name, read_branch_losses  # noqa: E402
-from bdense.studies.union import union_results  # noqa: E402
+from bdense.studies.union import labeled_unions  # noqa: E402
 
 
 def tail_means(run_dir: Path, nfe: int, tail: float) -> dict:
@@ -70,23 +70,20 @@ def main(argv=None) -> int:
     if not 0 < a.tail <= 1:
         print(f"error: --tail {a.tail}: give a fraction in (0, 1], e.g. 0.2", file=sys.stderr)
         return 2
+    try:
+        tables = [(label, competition(results, a.tail)) for label, results in labeled_unions(a.folders)]
+    except BdenseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for label, rows in tables:
+        if not rows:
+            print(f"error: {label}: no run with logged branch losses on this machine (its run directories are gone?)",
+                  file=sys.stderr)
+            return 2
     print(f"End-of-training losses (mean of each run's last {a.tail:.0%} of log lines), paired on training seeds.\n")
     print("| cell | point | setting | interval | endpoint / baseline (95% t) | inner / endpoint | seeds |")
     print("|---|---|---|---|---|---|---|")
-    for item in a.folders:
-        label, _, d = item.partition("=")
-        if not d:
-            print(f"error: {item}: write LABEL=DIR, DIR a compare output folder", file=sys.stderr)
-            return 2
-        try:
-            rows = competition(union_results(d), a.tail)
-        except BdenseError as e:
-            print(f"error: {item}: {e}", file=sys.stderr)
-            return 2
-        if not rows:
-            print(f"error: {item}: no run with logged branch losses on this machine (its run directories are gone?)",
-                  file=sys.stderr)
-            return 2
+    for label, rows in tables:
         for r in rows:
             e = r["endpoint_ratio"]
             print(f"| {label} | {r['point']} | {r['setting']} | {r['interval']} | {e['mean']:.3f} ± {e['half']:.3f} | "

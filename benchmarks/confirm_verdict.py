@@ -25,7 +25,7 @@ from bdense.metrics.stats import holm, holm_interim  # noqa: E402
 from bdense.metrics.stats import t_interval  # noqa: E402
 from bdense.studies.report import FAMILY_ALPHA, family, grid, metrics, point_name, seed_values  # noqa: E402
 from bdense.errors import BdenseError  # noqa: E402
-from bdense.studies.union import union_results  # noqa: E402
+from bdense.studies.union import labeled_unions  # noqa: E402
 
 
 def verdicts(folders: dict) -> list[dict]:
@@ -128,17 +128,11 @@ def main(argv=None) -> int:
     ap.add_argument("folders", nargs="+", help="LABEL=DIR of one compare output folder")
     ap.add_argument("--expect", type=int, help="the number of comparisons the plan pre-registered")
     a = ap.parse_args(argv)
-    folders = {}
-    for item in a.folders:
-        label, _, d = item.partition("=")
-        if not d:
-            print(f"error: {item}: write LABEL=DIR, DIR a compare output folder", file=sys.stderr)
-            return 2
-        try:
-            folders[label] = union_results(d)
-        except BdenseError as e:
-            print(f"error: {item}: {e}", file=sys.stderr)
-            return 2
+    try:
+        folders = dict(labeled_unions(a.folders))
+    except BdenseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     rows = verdicts(folders)
     judged = sum(r["p_holm"] == r["p_holm"] for r in rows)
     complete = len(rows) - sum(map(incomplete, rows))

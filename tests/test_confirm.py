@@ -262,3 +262,4 @@ def test_branch_competition_pairs_the_endpoint_loss_with_the_baseline_on_each_se
     (tmp_path / "cell/results.json").write_text(json.dumps(r))
     assert bc.main([f"A={tmp_path / 'cell'}"]) == 2
     assert "no run with logged branch losses on this machine" in capsys.readouterr().err
+    assert bc.main([str(tmp_path / "cell")]) == 2 and "write LABEL=DIR" in capsys.readouterr().err

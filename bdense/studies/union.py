@@ -93,6 +93,21 @@ def union_results(out: str | Path) -> dict:
     return merge(parts, out)
 
 
+def labeled_unions(items: list[str]) -> list[tuple[str, dict]]:
+    """LABEL=DIR arguments of the cross-folder study scripts: (label, union_results(DIR)) each, in order (a label
+    may repeat: one cell's shard folders); an item without '=' or a folder without results is refused in one line."""
+    out = []
+    for item in items:
+        label, _, d = item.partition("=")
+        if not d:
+            raise BdenseError(f"{item}: write LABEL=DIR, DIR a compare output folder")
+        try:
+            out.append((label, union_results(d)))
+        except BdenseError as e:
+            raise BdenseError(f"{item}: {e}") from None
+    return out
+
+
 def report_union(out: str | Path, device: str | None = None) -> Path:
     """Merge OUT/parts/*.json and OUT/results.json, write the union's results.json and report.md."""
     out = Path(out)
