@@ -10,56 +10,18 @@ both runs, the mean of the last --tail of each run's logged losses (loss/iI/bK i
       then the mean and its 95% t-interval; above 1, the endpoint fits the teacher worse than it does alone;
   inner / endpoint: the intermediate branches' mean loss over the endpoint's (how far their targets are to fit).
 Descriptive: it reads training losses, which the verdicts do not use; docs/confirmation.md puts it beside them.
+The same table, one folder at a time, is in every SFD compare report (bdense/studies/branches.py).
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bdense.errors import BdenseError  # noqa: E402
-from bdense.metrics.stats import t_interval  # noqa: E402
-from bdense.studies.report import grid, point_name, read_branch_losses  # noqa: E402
+from bdense.studies.branches import competition  # noqa: E402
 from bdense.studies.union import labeled_unions  # noqa: E402
-
-
-def tail_means(run_dir: Path, nfe: int, tail: float) -> dict:
-    """{(interval, branch): mean of the last `tail` fraction of its logged losses} of one run."""
-    out = {}
-    for key, (_, vals) in read_branch_losses(run_dir, nfe).items():
-        if vals:
-            n = max(1, round(len(vals) * tail))
-            out[key] = statistics.fmean(vals[-n:])
-    return out
-
-
-def competition(results: dict, tail: float = 0.2) -> list[dict]:
-    """One row per (point, setting with K > 1, interval): endpoint / baseline and inner / endpoint over seeds."""
-    base = results["settings"][0]["name"]
-    rows = []
-    for point, entry in grid(results).items():
-        runs = entry["runs"]
-        for s in results["settings"][1:]:
-            k = s["branches"]
-            if k < 2 or s["name"] not in runs or base not in runs:
-                continue
-            seeds = sorted(set(runs[base]) & set(runs[s["name"]]))
-            per_seed = [(tail_means(Path(runs[base][sd]["dir"]), int(point), tail),
-                         tail_means(Path(runs[s["name"]][sd]["dir"]), int(point), tail)) for sd in seeds]
-            intervals = sorted({i for _, d in per_seed for i, _ in d})
-            for i in intervals:
-                ratio, inner = [], []
-                for b, d in per_seed:
-                    if (i, 1) in b and (i, k) in d:
-                        ratio.append(d[(i, k)] / b[(i, 1)])
-                        inner.append(statistics.fmean(d[(i, j)] for j in range(1, k) if (i, j) in d) / d[(i, k)])
-                if ratio:
-                    rows.append({"point": f"{point_name(results)} {point}", "setting": s["name"], "interval": i,
-                                 "endpoint_ratio": t_interval(ratio), "inner_ratio": statistics.fmean(inner),
-                                 "seeds": len(ratio)})
-    return rows
 
 
 def main(argv=None) -> int:

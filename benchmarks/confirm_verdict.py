@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bdense.metrics.stats import holm, holm_interim  # noqa: E402
 from bdense.metrics.stats import t_interval  # noqa: E402
-from bdense.studies.report import FAMILY_ALPHA, family, grid, metrics, point_name, seed_values  # noqa: E402
+from bdense.studies.grid import grid, metrics, point_name, seed_values  # noqa: E402
+from bdense.studies.report import FAMILY_ALPHA, family  # noqa: E402
 from bdense.errors import BdenseError  # noqa: E402
 from bdense.studies.union import labeled_unions  # noqa: E402
 

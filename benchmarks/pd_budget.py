@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bdense.metrics.stats import t_interval  # noqa: E402
-from bdense.studies.report import grid, seed_values  # noqa: E402
+from bdense.studies.grid import grid, seed_values  # noqa: E402
 from bdense.studies.union import read_results  # noqa: E402
 
 METRICS = ("fid", "rmse")

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from bdense.errors import BdenseError
+from bdense.studies.branches import competition
 from bdense.studies.compare import CompareConfig, Setting, compare
 from bdense.metrics.stats import paired_verdict, t_interval
 
@@ -73,6 +74,22 @@ def test_compare_fresh_pools_target_modes_heads_and_branch_loss_plots(digits_ass
     text = (tmp_path / "report.md").read_text()
     assert "branch_losses_nfe2.png" in text and (tmp_path / "branch_losses_nfe2.png").stat().st_size > 1000
     assert "targets anchored, branch heads block" in text and "its own pool" in text
+    # the endpoint against the baseline per interval, paired on the 2 seeds, as read back from the runs' logs
+    assert "| point | setting | interval | endpoint / baseline | inner / endpoint | seeds |" in text
+    rows = competition(r)
+    assert {x["interval"] for x in rows} >= {1} and all(x["seeds"] == 2 and x["setting"] == "anch" for x in rows)
+    for x in rows:
+        ratios = []
+        for seed in (0, 1):  # independently: the last 20% of each run's logged losses
+            def tail(setting, b):
+                vals = [json.loads(line)[f"loss/i{x['interval']}/b{b}"] for line in
+                        (tmp_path / f"runs/nfe2/{setting}/seed{seed}/metrics.jsonl").read_text().splitlines()
+                        if f"loss/i{x['interval']}/b{b}" in line]
+                n = max(1, round(len(vals) * 0.2))
+                return sum(vals[-n:]) / n
+            ratios.append(tail("anch", 2) / tail("baseline", 1))
+        assert x["endpoint_ratio"]["mean"] == pytest.approx(sum(ratios) / 2)
+        assert f"| NFE 2 | anch | {x['interval']} | {x['endpoint_ratio']['mean']:.3f} ± " in text
 
 
 def test_compare_reports_an_sfdv_setting_at_each_nfe_against_the_per_nfe_baselines(digits_assets, tmp_path):

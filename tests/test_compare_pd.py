@@ -66,7 +66,7 @@ def test_compare_pd_k1_is_plain_distill_and_rows_per_round(vp_digits, tmp_path):
     text = (tmp_path / "cmp/report.md").read_text()
     assert "### steps 4" in text and "### steps 2" in text and "RMSE to teacher DDIM 2N" in text
     # per-branch losses per round (SFD's loss/iI/bK keys, I = the round): one series per branch per round
-    from bdense.studies.report import read_branch_losses
+    from bdense.studies.branches import read_branch_losses
     assert "![branch_losses_pd.png](branch_losses_pd.png)" in text
     assert (tmp_path / "cmp/branch_losses_pd.png").stat().st_size > 1000
     rows = [json.loads(x) for x in (tmp_path / "cmp/runs/bdense/seed0/metrics.jsonl").read_text().splitlines()]

@@ -403,7 +403,7 @@ def test_sigterm_stops_a_compare_as_a_whole(art, tmp_path):
 
 # -- class 16: a line cut by a kill --------------------------------------------------------------------------------
 def test_a_cut_metrics_line_is_skipped_at_the_end_refused_inside_and_repaired(tmp_path):
-    from bdense.studies.report import read_branch_losses
+    from bdense.studies.branches import read_branch_losses
     from bdense.train.rundir import RunDir, read_metrics
     run = RunDir(tmp_path / "run", {})
     run.metrics({"step": 1, "loss/i0/b0": 0.5})

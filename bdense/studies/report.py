@@ -9,40 +9,14 @@ import torch
 from ..data.datasets import data_label
 from ..io import atomic_write_text
 from ..metrics.stats import fmt, holm, paired_verdict, t_interval
-from ..train.rundir import read_metrics
-
-METRICS = {"fid": "domain FID", "rmse": "RMSE to teacher reference"}  # results without a host entry (SFD)
-
-
-def metrics(results: dict) -> dict:
-    return results.get("host", {}).get("metrics", METRICS)
-
-
-def grid(results: dict) -> dict:
-    """{point: entry}: the per-NFE (SFD) or per-round (PD) results."""
-    return results[results.get("host", {}).get("grid_key", "nfe")]
-
-
-def point_name(results: dict) -> str:
-    return results.get("host", {}).get("point_name", "NFE")
-
+from .branches import competition_lines, read_branch_losses
+from .grid import first_run, grid, metrics, point_name, seed_values
 
 FAMILY_ALPHA = 0.05
 
 
-def seed_values(runs: dict, step: int, metric: str) -> dict:
-    """{training seed: value at this step}; nan for a run without it (stopped early), so it is counted as missing
-    rather than silently left out. Verdicts pair baseline and setting on these keys, never on list position."""
-    return {seed: r["evals"][step][metric] if step in r["evals"] else float("nan") for seed, r in runs.items()}
-
-
 def _series(runs: dict, step: int, metric: str) -> list[float]:
     return list(seed_values(runs, step, metric).values())
-
-
-def first_run(runs: dict) -> dict:
-    """The run of the lowest training seed (plots and sample grids show one seed)."""
-    return runs[min(runs, key=int)]
 
 
 def _cell(runs: dict, step: int, metric: str, asked: int) -> str:
@@ -231,22 +205,6 @@ def _legend_with_band(ax, what: str) -> None:
     ax.legend(handles + [Patch(color="gray", alpha=0.2)], labels + [what], fontsize=7)
 
 
-def read_branch_losses(run_dir: Path, nfe: int | None = None) -> dict:
-    """{(interval, branch): ([steps], [loss])} from a run's metrics.jsonl (keys loss/iI/bK); for an SFD-v run, only
-    the rows logged at count nfe (their intervals belong to that count's grid)."""
-    series: dict = {}
-    for row in read_metrics(run_dir):  # a line cut by a killed run is left out (bdense/train/rundir.py)
-        if nfe is not None and "nfe" in row and int(row["nfe"]) != nfe:
-            continue
-        for key, v in row.items():
-            if key.startswith("loss/i") and "step" in row:
-                i, b = key[len("loss/i"):].split("/b")
-                st = series.setdefault((int(i), int(b)), ([], []))
-                st[0].append(row["step"])
-                st[1].append(v)
-    return series
-
-
 def _loss_figure(losses: dict, dense: list, rows: list, title, ylabel: str, path: Path) -> str:
     """One panel per (row, setting): every branch's loss against the iteration; title(name, row) names a panel."""
     import matplotlib
@@ -362,6 +320,7 @@ def write_report(cmp, results: dict) -> Path:
         + " of one setting; the endpoint branch is the one sampled. A branch whose "
         "loss stays high while the endpoint's rises against the baseline's is competing with it.", "",
         *[f"![{x}]({x})" for x in loss_pics], "",
+        *([] if h.get("method") == "pd" else competition_lines(results)),
         "## Samples (same evaluation seeds)", "",
         "Rows: teacher reference, then " + ", ".join(s["name"] for s in results["settings"])
         + " (the first training seed).", "",

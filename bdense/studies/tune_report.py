@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..io import atomic_write_text
 from ..metrics.stats import paired_verdict, t_interval
-from .report import grid, seed_values, table
+from .grid import grid, seed_values
+from .report import table
 from .tune_plan import TuneConfig
 
 

@@ -16,7 +16,8 @@ from ..hosts.common import read_json
 from ..io import atomic_write_text
 from .compare import PARTS, CompareConfig, Comparison, Setting
 from .protocol import measured
-from .report import grid, write_report
+from .grid import grid
+from .report import write_report
 from .sfdv import SFDvSetting
 
 FREE = {"nfes", "seeds", "only_seeds", "eval_points", "out", "progress", "device", "move_stale"}  # may differ between invocations
