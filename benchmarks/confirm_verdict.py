@@ -75,9 +75,10 @@ def interim(rows: list[dict], expect: int) -> str:
     points = expect // per_point if per_point else 0  # the family's cell-points: comparisons / metrics per point
     missing = expect - (len(rows) - partial)
     if points and 2 * len(better) > points:  # the rule's majority is in and final: only a 'worse' can still fail it
+        leaning = sum(r["settled"] == "open" and r["diff_mean"] > 0 for r in rows)  # lower is better: may end worse
         return (f"{head}: settled better on a metric in {len(better)} of {points} cell-points (the rule's majority), "
-                f"settled worse in none, {opened} comparison(s) open: CONFIRMED unless one of the {missing + opened} missing "
-                f"or open comparisons settles worse")
+                f"settled worse in none, {opened} comparison(s) open: CONFIRMED unless one of the {missing} missing "
+                f"comparisons or the {leaning} open one(s) leaning worse settles worse")
     return (f"{head}: not decided; settled better on a metric in {len(better)} cell-point(s), settled worse in none, "
             f"{opened} comparison(s) open until the family is complete")
 
