@@ -12,7 +12,12 @@
 #   teacher rows and 4 min for the feature net: ~2.6 h wall, ~4.5 CPU-hours. verdict: 8.5 min.
 #   teachers, second time (2026-12-03): digits-s101 9.0 min, digits-s102 8.8 min, digits-v-s101 6.9 min.
 #   sfd-digits-a@2 (19,200 trajectories, 5 seeds, beside another stage): ~6.5 min per baseline run.
-# The rest is an ESTIMATE (the digits and 16x16 cells have not run), first made for the whole script as follows:
+#   digits cells (2026-12-03, one NFE or seed shard per core): 47 min (NFE 2) to 97 min (NFE 4 and 5) per NFE of 5
+#   seeds: ~6.5-15 min per baseline run (its fresh 19,200-trajectory cache included), ~4.5-8 min per B-DENSE run;
+#   both digits cells ~10.4 CPU-hours together (301 + 322 min; the estimate below said ~10 h).
+#   sfd-mnist16@2 (2026-12-03): seeds 0,1 in ~65 min, seeds 2,3,4 in 97 min: ~13 min to make a seed's trajectories,
+#   ~9-11 min to train and evaluate a baseline run, ~10 min per B-DENSE run, ~3.5 min per shard of references.
+# The rest is an ESTIMATE (first made for the whole script, before any digits or 16x16 run), as follows:
 # CPU TIME: an ESTIMATE, not a measurement: about 27 h on the project's 2-core machine with one torch thread
 # (OMP_NUM_THREADS=1), ~14 h wall when two stages run at once (one per core). Derived from measured timings:
 #   - digits SFD: `make demo`'s comparison took ~18 min for 12 runs x 6,400 trajectories (README, 2026-11-28), i.e.
