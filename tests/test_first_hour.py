@@ -6,7 +6,6 @@ import stat
 
 import numpy as np
 import pytest
-import torch
 from test_export import _edm_student, cli  # noqa: F401 (cli: the fixture)
 
 from bdense.defaults import STUDIED
