@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bdense.errors import BdenseError  # noqa: E402
-from bdense.studies.branches import competition  # noqa: E402
+from bdense.studies.branches import competition, row_cells  # noqa: E402
 from bdense.studies.union import labeled_unions  # noqa: E402
 
 
@@ -47,9 +47,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|")
     for label, rows in tables:
         for r in rows:
-            e = r["endpoint_ratio"]
-            print(f"| {label} | {r['point']} | {r['setting']} | {r['interval']} | {e['mean']:.3f} ± {e['half']:.3f} | "
-                  f"{r['inner_ratio']:.2f} | {r['seeds']} |")
+            print(f"| {label} | {row_cells(r)} |")
     return 0
 
 

@@ -66,14 +66,13 @@ def interim(rows: list[dict], expect: int) -> str:
     worse = sorted({f"{r['cell']} {r['point']}" for r in rows if r["settled"] == "worse"})
     better = {(r["cell"], r["point"]) for r in rows if r["settled"] == "better"}
     opened = sum(r["settled"] == "open" for r in rows)
-    partial = sum(map(incomplete, rows))
-    head = f"INTERIM ({len(rows) - partial} of {expect} comparisons in" + (
+    partial = len(rows) - len(done)
+    head = f"INTERIM ({len(done)} of {expect} comparisons in" + (
         f"; {partial} more incomplete, their seed shards not all in)" if partial else ")")
     if worse:
         return f"{head}: FAILS in {len(worse)} cell(s): {', '.join(worse)} (family-wise worse whatever the rest shows)"
-    per_point = max(len({r["metric"] for r in rows if (r["cell"], r["point"]) == cp}) for cp in better) if better else 0
-    points = expect // per_point if per_point else 0  # the family's cell-points: comparisons / metrics per point
-    missing = expect - (len(rows) - partial)
+    points = expect // len({r["metric"] for r in rows}) if rows else 0  # the family's cell-points: / metrics per point
+    missing = expect - len(done)
     if points and 2 * len(better) > points:  # the rule's majority is in and final: only a 'worse' can still fail it
         leaning = sum(r["settled"] == "open" and r["diff_mean"] > 0 for r in rows)  # lower is better: may end worse
         return (f"{head}: settled better on a metric in {len(better)} of {points} cell-points (the rule's majority), "
@@ -108,8 +107,10 @@ def convergence(folders: dict, at: float = 0.75) -> list[dict]:
             early = min(steps, key=lambda s: abs(s - at * end))
             a, b = (t_interval(list(seed_values(runs, s, "rmse").values()))["mean"] for s in (early, end))
             change = (b - a) / a if a == a and a else float("nan")
+            asked = results["config"].get("seeds")
             rows.append({"cell": label, "point": f"{point_name(results)} {point}", "from": early / end, "rmse_from": a,
-                         "rmse_end": b, "change": change, "converged": abs(change) < CONVERGED})
+                         "rmse_end": b, "change": change, "converged": abs(change) < CONVERGED,
+                         "seeds_in": len(runs), "asked": asked if isinstance(asked, int) else len(runs)})
     return rows
 
 
@@ -170,7 +171,8 @@ def main(argv=None) -> int:
     for c in convergence(folders):
         print(f"| {c['cell']} | {c['point']} | {c['rmse_from']:.4g} (at {c['from']:.0%}) | {c['rmse_end']:.4g} | "
               f"{c['change']:+.1%} | "
-              f"{'yes' if c['converged'] else 'no: not converged at this budget'} |")
+              f"{'yes' if c['converged'] else 'no: not converged at this budget'}"
+              + (f" (incomplete: {c['seeds_in']} of {c['asked']} seeds)" if c["seeds_in"] < c["asked"] else "") + " |")
     if a.expect is not None and len(rows) >= a.expect and judged != a.expect:
         print(f"Note: {judged} comparisons were judged, the plan fixed {a.expect}: the missing ones count as not "
               f"confirmed.")

@@ -217,6 +217,9 @@ def test_convergence_compares_the_baseline_at_75_and_100_percent():
     rows = {c["point"]: c for c in cv.convergence({"A": r})}
     assert rows["NFE 2"]["from"] == 0.75 and rows["NFE 2"]["change"] == pytest.approx(-0.01)
     assert rows["NFE 2"]["converged"] and not rows["NFE 3"]["converged"]  # -1% is converged, -5% is not
+    assert rows["NFE 2"]["seeds_in"] == rows["NFE 2"]["asked"] == 3
+    r["config"]["seeds"] = 5  # 3 of 5 seeds in: said beside the reading, which 3 seeds cannot settle
+    assert {c["seeds_in"]: c["asked"] for c in cv.convergence({"A": r})} == {3: 5}
 
 
 def test_publish_report_commits_the_chosen_figures_and_names_the_others(tmp_path):

@@ -47,25 +47,35 @@ def competition(results: dict, tail: float = 0.2) -> list[dict]:
     rows = []
     for point, entry in grid(results).items():
         runs = entry["runs"]
+        if base not in runs:
+            continue
+        base_tails = {sd: tail_means(Path(r["dir"]), int(point), tail) for sd, r in runs[base].items()}  # read once
         for s in results["settings"][1:]:
             k = s["branches"]
-            if k < 2 or s["name"] not in runs or base not in runs:
+            if k < 2 or s["name"] not in runs:
                 continue
-            seeds = sorted(set(runs[base]) & set(runs[s["name"]]))
-            per_seed = [(tail_means(Path(runs[base][sd]["dir"]), int(point), tail),
-                         tail_means(Path(runs[s["name"]][sd]["dir"]), int(point), tail)) for sd in seeds]
-            intervals = sorted({i for _, d in per_seed for i, _ in d})
-            for i in intervals:
+            per_seed = [(base_tails[sd], tail_means(Path(runs[s["name"]][sd]["dir"]), int(point), tail))
+                        for sd in sorted(set(runs[base]) & set(runs[s["name"]]))]
+            for i in sorted({i for _, d in per_seed for i, _ in d}):
                 ratio, inner = [], []
                 for b, d in per_seed:
-                    if (i, 1) in b and (i, k) in d:
+                    inner_losses = [d[(i, j)] for j in range(1, k) if (i, j) in d]
+                    if (i, 1) in b and (i, k) in d and inner_losses:
                         ratio.append(d[(i, k)] / b[(i, 1)])
-                        inner.append(statistics.fmean(d[(i, j)] for j in range(1, k) if (i, j) in d) / d[(i, k)])
+                        inner.append(statistics.fmean(inner_losses) / d[(i, k)])
                 if ratio:
                     rows.append({"point": f"{point_name(results)} {point}", "setting": s["name"], "interval": i,
                                  "endpoint_ratio": t_interval(ratio), "inner_ratio": statistics.fmean(inner),
                                  "seeds": len(ratio)})
     return rows
+
+
+def row_cells(r: dict) -> str:
+    """One competition() row as markdown cells: point | setting | interval | endpoint / baseline | inner | seeds."""
+    e = r["endpoint_ratio"]
+    half = f" ± {e['half']:.3f}" if e["half"] == e["half"] else ""
+    return (f"{r['point']} | {r['setting']} | {r['interval']} | {e['mean']:.3f}{half} | {r['inner_ratio']:.2f} | "
+            f"{r['seeds']}")
 
 
 def competition_lines(results: dict, tail: float = 0.2) -> list[str]:
@@ -77,9 +87,4 @@ def competition_lines(results: dict, tail: float = 0.2) -> list[str]:
            "endpoint branch's loss over the baseline's on the same interval (95% t-interval), and the intermediate "
            "branches' mean loss over the endpoint's.", "",
            "| point | setting | interval | endpoint / baseline | inner / endpoint | seeds |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        e = r["endpoint_ratio"]
-        half = f" ± {e['half']:.3f}" if e["half"] == e["half"] else ""
-        out.append(f"| {r['point']} | {r['setting']} | {r['interval']} | {e['mean']:.3f}{half} | "
-                   f"{r['inner_ratio']:.2f} | {r['seeds']} |")
-    return out + [""]
+    return out + [f"| {row_cells(r)} |" for r in rows] + [""]
