@@ -40,6 +40,17 @@ def test_distill_compare_and_tune_resolve_the_same_defaults(method, tmp_path, ti
         assert f"batch {want['batch']} = {want['trajectories']} trajectories; Adam lr {want['lr']}" in out
         code, out = cli(["distill", "--teacher", teacher, "--out", tmp_path / "x", "--nfe", "2-3", "--dry-run"])
         assert code == 0 and f"= {2 * want['trajectories']} trajectories" in out, out
+        # the plan names as defaults only the options left out: all three here, only lr there, none at the end
+        line = "studied defaults, used for options left out: "
+        assert out.count(line) == 1 and all(f"{n} {v} (" in out.split(line)[1] for n, v in want.items()), out
+        given = ["--batch", "32", "--trajectories", "128"]
+        code, out = cli(["distill", "--teacher", teacher, "--out", tmp_path / "x", *given, "--dry-run"])
+        defaults = out.split(line)[1]
+        assert code == 0 and f"lr {want['lr']} (" in defaults and "batch" not in defaults, out
+        assert "trajectories" not in defaults and "batch 32 = 128 trajectories" in out, out
+        code, out = cli(["distill", "--teacher", teacher, "--out", tmp_path / "x", *given, "--lr", "1e-3",
+                         "--dry-run"])
+        assert code == 0 and line not in out and "Adam lr 0.001" in out, out
 
 
 def test_a_re_saved_export_loads_again_and_refuses_other_step_counts(tmp_path, cli):  # noqa: F811

@@ -203,6 +203,9 @@ def test_dry_run_plan_and_refusals(tmp_path, vp_teacher_file, tiny_teacher_file)
                  "weights uniform (at start [1.0, 1.0]"]:
         assert line in plan, line
     assert not (tmp_path / "dry").exists() and res["options"]["steps"] == 600
+    # round_iters was given, so the plan names only lr and batch as the studied defaults it used
+    defaults = plan.split("studied defaults, used for options left out: ")[1]
+    assert "lr 0.0003 (" in defaults and "batch 32 (" in defaults and "round_iters" not in defaults, defaults
     bad = [dict(branches=3), dict(start_steps=64, end_steps=6), dict(branches=2, branch_weights="1,2,3"),
            dict(branches=2, branch_weights="end:2")]
     for kw in bad:

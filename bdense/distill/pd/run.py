@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import torch
 
-from ...defaults import describe, fill
+from ...defaults import fill, left_out_line
 from ...errors import BdenseError
 from ...models.branches import reparameterize, widen
 from ...models.checkpoint import load_model, save_model
@@ -81,6 +81,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
     on_snapshot(step, weights): called after each snapshot (bdense tune measures and prunes so);
     student_param: auto | eps | x | v, the student's parameterization (auto: v for an eps teacher, else the teacher's
     own), converted exactly at step 0 (student_parameterization)."""
+    defaults_line = left_out_line("pd", dict(round_iters=round_iters, batch=batch, lr=lr))
     given = fill("pd", dict(round_iters=round_iters, batch=batch, lr=lr))  # None: the studied defaults
     round_iters, batch, lr = given["round_iters"], given["batch"], given["lr"]
     if batch < 1:
@@ -124,7 +125,7 @@ def distill_pd(teacher_path: str, out: str, data: str | None = None, branches: i
                  f"last-step target (t = 1/N): "
                  f"{'the teacher x-prediction at the midpoint' if last_step_target == 'x-pred' else 'the DDIM x~ formula'}"
                  f"\n{_param_text(vp['parameterization'], param)}"
-                 f"\nstudied defaults, used for options left out: {describe('pd')}")
+                 + defaults_line)
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule="linear", grad_clip=1.0, ema_decay=0.0, precision=precision,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...defaults import describe, fill, studied
+from ...defaults import fill, left_out_line, studied
 from ...errors import BdenseError
 from ...io import file_digest
 from ...models.branches import widen
@@ -47,6 +47,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
     counts = parse_counts(nfe)
     multi = len(counts) > 1
     nfe = counts[-1]  # the count a multi-NFE student's recipe samples at by default (its best)
+    defaults_line = left_out_line("sfd", dict(batch=batch, lr=lr, trajectories=trajectories))
     trajectories = studied("sfd", "trajectories") * len(counts) if trajectories is None else trajectories
     given = fill("sfd", dict(batch=batch, lr=lr))  # None: the studied defaults
     batch, lr = given["batch"], given["lr"]
@@ -112,7 +113,7 @@ def distill_sfd(teacher_path: str, out: str, nfe=2, branches: int = 1, branch_we
                     "network's last stage, the final up-block resnet + output norm + conv, initialised from the "
                     "teacher; the endpoint keeps the network's own; export drops the copies)"
                     if branch_heads == "block" else "")
-                 + f"\nstudied defaults, used for options left out: {describe('sfd')}")
+                 + defaults_line)
     if dry_run:
         return {"plan": plan_text, "options": options}
     cfg = TrainConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, precision=precision, seed=seed,
