@@ -150,6 +150,7 @@ def test_a_resume_that_would_draw_other_counts_is_refused(tmp_path, tiny_teacher
 def test_sfdv_student_samples_exports_and_trains_from_per_count_caches(tmp_path, tiny_teacher_file):
     from bdense.distill.sfd.cache import write_cache
     from bdense.io import file_digest
+    from bdense.sampling.recipe import off_grid_note
     from bdense.sampling.sample import generate, model_recipe
     teacher = load_model(tiny_teacher_file)
     kw = dict(KW, nfe="2,3", trajectories=16, checkpoint_every=0)
@@ -178,6 +179,14 @@ def test_sfdv_student_samples_exports_and_trains_from_per_count_caches(tmp_path,
     with pytest.raises(BdenseError, match="not --nfe 4"):
         list(generate(student, seeds, model_recipe(student).with_overrides(nfe=4)))
     assert bind_nfe(teacher, 4) is teacher  # plain models serve any grid, as before
+    # `bdense sample` notes a student sampled off its trained grid: never at a trained count of an SFD-v student
+    rec = model_recipe(student)
+    assert off_grid_note(student.config, rec.with_overrides(nfe=2), student.nfe_counts) == ""
+    note = off_grid_note(student.config, rec.with_overrides(nfe=4, solver="heun"), student.nfe_counts)
+    assert "NFE 3;" in note and "nfe 3 -> 4" in note and "solver euler -> heun" in note, note
+    plain = fold_nfe(student, 2)
+    assert "nfe 2 -> 3" in off_grid_note(plain.config, model_recipe(plain).with_overrides(nfe=3))
+    assert off_grid_note(teacher.config, model_recipe(teacher).with_overrides(nfe=7)) == ""  # teachers: any grid
     back = load_model(save_model(tmp_path / "again.safetensors", copy.deepcopy(student)))
     assert back.nfe_counts == (2, 3)
 

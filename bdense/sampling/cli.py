@@ -48,6 +48,7 @@ def sample(
     from ..data.images import save_grid, save_npz, save_npz_adm, save_pngs
     from ..models.checkpoint import check_recipe, load_model
     from ..io import check_out_dir, check_outputs
+    from ..sampling.recipe import off_grid_note
     from ..sampling.sample import cycle_classes, model_recipe, sample_uint8
     from ..seeds import parse_seeds
     if grid is None and npz is None and npz_adm is None and outdir is None:
@@ -61,6 +62,9 @@ def sample(
     recipe = model_recipe(den).with_overrides(solver=solver, nfe=nfe, schedule=schedule, afs=afs,
                                               order_rule=order_rule, threshold=threshold, afs_history=afs_history)
     recipe.check("fix --solver, --order-rule, --threshold or --afs-history")
+    note = off_grid_note(den.config, recipe, getattr(den, "nfe_counts", ()))
+    if note:
+        typer.echo(note, err=True)
     class_list = cycle_classes(parse_seeds(classes, flag="--class") if classes is not None else None, len(seed_list),
                                den.num_classes)
     arr, labels, is_main = sample_uint8(den, seed_list, recipe, batch_size=batch, device=dev, progress=True,

@@ -89,3 +89,20 @@ RECIPE_DEFAULTS = {"clip_denoised": False, "order_rule": "dpm-solver", "threshol
 def default_recipe(kind: str, sigma_min: float, sigma_max: float) -> Recipe:
     """Teachers sample with EDM's Heun at 35 NFE on the rho=7 grid clipped to the model's sigma range."""
     return Recipe(sigma_min=max(0.002, sigma_min), sigma_max=min(80.0, sigma_max))
+
+
+def off_grid_note(config: dict, recipe: Recipe, counts=()) -> str:
+    """'' when `recipe` samples a distilled student on the grid it was trained for (an SFD-v student: any of its
+    trained `counts`); else one line saying what moved (a few-step student learns its own grid's jumps: another
+    NFE, solver or schedule leaves them)."""
+    meta = config.get("meta") or {}
+    trained = meta.get("sampling")
+    if meta.get("role") != "student" or not trained:
+        return ""
+    keys = ("solver", "nfe", "schedule", "sigma_min", "sigma_max", "rho", "afs")
+    moved = [f"{k} {trained.get(k)} -> {getattr(recipe, k)}" for k in keys
+             if k in trained and trained[k] != getattr(recipe, k) and not (k == "nfe" and recipe.nfe in counts)]
+    if not moved:
+        return ""
+    return (f"note: this student was distilled for {trained.get('solver')} NFE {trained.get('nfe')}; sampling with "
+            f"{', '.join(moved)} leaves that grid, so expect worse images (drop the overrides to sample it as trained)")
