@@ -223,6 +223,12 @@ def test_cli_fid_and_agreement(domain_net, tiny, tmp_path):
     doc = json.loads((tmp_path / "fid.json").read_text())
     assert doc["n"] == 20 and doc["recipe"]["solver"] == "euler" and doc["nfe"] == 3 and doc["seeds"] == "0-19"
     assert doc["frechet"] == "sqrtm"
+    # 20 samples against domain features of more dimensions: the score is said to compare only at equal counts
+    assert doc["n"] < doc["feature_dim"] and "fewer than the %d feature dimensions" % doc["feature_dim"] in r.output
+    from bdense.metrics.fid import small_sample_note
+    assert small_sample_note(dict(doc, n=doc["feature_dim"], reference_n=10_000)) == ""
+    few = doc["feature_dim"] - 1
+    assert f"{few} images" in small_sample_note(dict(doc, n=10_000, reference_n=few))
     r = run(app, ["fid", "calc", "--ref", str(tmp_path / "ref.npz"), "--model", str(teacher), "--seeds", "0-19",
                   "--nfe", "3", "--solver", "euler", "--device", "cpu", "--frechet", "eigvals",
                   "--out", str(tmp_path / "fid-eig.json")])

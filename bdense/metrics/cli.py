@@ -67,13 +67,15 @@ def fid_calc_cmd(
     check("fid calc", locals())
     from ..io import check_outputs
     check_outputs({"--out": out}, [ref, samples, model, features, inception_weights], overwrite)
-    from .fid import fid_calc
+    from .fid import fid_calc, small_sample_note
     r = fid_calc(ref, samples=samples, model=model, seeds=seeds, nfe=nfe, solver=solver, batch=batch, device=device,
                  inception_weights=inception_weights, features=features, out=out, frechet=frechet)
     what = (f"{r['model']} ({r['solver']} NFE {r['nfe']}, seeds {r['seeds']})" if r["source"] == "model"
             else r["samples"])
     typer.echo(f"FID {r['fid']:.4f}  {what}: {r['n']} samples vs {r['reference_n']} of {r['reference_data']}, "
                f"{r['extractor']} (weights {r['extractor_digest']}), {r['seconds']} s")
+    if small_sample_note(r):
+        typer.echo(small_sample_note(r), err=True)
     if out is not None:
         typer.echo(f"wrote {out}")
 

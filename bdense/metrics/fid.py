@@ -233,7 +233,7 @@ def fid_calc(ref_path, samples=None, model=None, seeds="0-1999", nfe=None, solve
                        teacher=meta.get("teacher"), distill=meta.get("distill"), device=dev)
         mu, sigma, n = stats.mu, stats.sigma, stats.n
     res.update(fid=frechet_distance(ref["mu"], ref["sigma"], mu, sigma, method=frechet), frechet=frechet, n=n,
-               seconds=round(time.time() - t0, 1))
+               feature_dim=int(len(mu)), seconds=round(time.time() - t0, 1))
     res = {"fid": res.pop("fid"), **res}
     if out is not None:
         from ..io import atomic_write_text
@@ -255,4 +255,14 @@ def _check_shape(ref: dict, channels: int, resolution: int, what) -> None:
         raise BdenseError(f"{what} gives {channels}x{resolution}px images but the reference {ref['path']} holds "
                           f"{rc}x{rr}px data; compare images of the data set the model was trained on")
 
+
+def small_sample_note(res: dict) -> str:
+    """'' unless a side has fewer images than feature dimensions: its covariance is then rank-deficient and FID
+    is biased upward by an amount that depends on the count, so such scores compare only at equal counts."""
+    dim, few = res["feature_dim"], min(res["n"], res["reference_n"])
+    if few >= dim:
+        return ""
+    return (f"note: {few} images on one side, fewer than the {dim} feature dimensions: this FID is biased upward "
+            f"by an amount that depends on the counts; compare it only with scores at the same counts "
+            f"(standard Inception FID uses 10k-50k samples)")
 
