@@ -98,7 +98,8 @@ def train_features(
     from .features import train_domain_classifier
     r = train_domain_classifier(data, out, steps=steps, seed=seed, device=device or "cpu", log=typer.echo,
                                 resolution=resolution, pad=pad)
-    typer.echo(f"wrote {out}: held-out accuracy {r['accuracy']:.4f} ({r['n_heldout']} images)")
+    typer.echo(f"wrote {out}: held-out accuracy {r['accuracy']:.4f} ({r['n_heldout']} images"
+               + ("; no labels, so the task was which of 4 quarter turns, chance 0.25)" if r.get("task") else ")"))
 
 
 def agreement_cmd(

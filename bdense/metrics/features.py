@@ -131,10 +131,26 @@ def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.stack([padded[i, :, a:a + h, b:b + w] for i, (a, b) in enumerate(off)])
 
 
+def _rotate(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Each image turned by its own multiple of 90 degrees (the pretext task of data without labels)."""
+    out = x.clone()
+    for k in range(1, 4):
+        sel = turns == k
+        out[sel] = torch.rot90(x[sel], k, dims=(-2, -1))
+    return out
+
+
 def _fit(net, opt, sched, x, labels, tr, steps, batch, gen, device, log):
+    """labels None: the rotation pretext (Gidaris et al. 2018): predict which of 4 turns each image got."""
     for step in range(steps):
         idx = tr[torch.randint(len(tr), (batch,), generator=gen)]
-        loss = F.cross_entropy(net(_shift(x[idx], gen).to(device)), labels[idx].to(device))
+        xb = _shift(x[idx], gen)
+        if labels is None:
+            target = torch.randint(4, (batch,), generator=gen)
+            xb = _rotate(xb, target)
+        else:
+            target = labels[idx]
+        loss = F.cross_entropy(net(xb.to(device)), target.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -148,19 +164,22 @@ def train_domain_classifier(data: str = "digits", out: str | Path | None = None,
                             resolution: int | None = None, pad: str = "none") -> dict:
     """Train DomainCNN on `data` (held-out split by a fixed permutation); save safetensors; return the result.
 
+    Data without class labels (a folder of images, an unlabelled npz) trains on the rotation pretext instead: the
+    net tells which of 4 quarter turns an image got, which needs the shapes that FID should see.
+
     resolution/pad shape the data as a teacher's were shaped (bdense.data.shaping), so the net scores its samples."""
     from ..data.datasets import load_dataset
     t0 = time.time()
     d = load_dataset(data, resolution=resolution, pad=pad)
-    if d.labels is None or d.num_classes < 2:
-        raise BdenseError(f"data set {data} has no class labels; the domain classifier needs a labelled data set")
+    rotation = d.labels is None or d.num_classes < 2  # no classes to learn: learn the images' orientation instead
     x = to_levels(d.images) / 127.5 - 1.0
     perm = torch.randperm(len(d), generator=torch.Generator().manual_seed(seed))
     n_test = max(1, int(len(d) * heldout))
     te, tr = perm[:n_test], perm[n_test:]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    cfg = dict(channels=d.channels, resolution=d.resolution, num_classes=d.num_classes, width=32, dim=128)
+    cfg = dict(channels=d.channels, resolution=d.resolution, num_classes=4 if rotation else d.num_classes, width=32,
+               dim=128)
     net = DomainCNN(**cfg).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -169,16 +188,21 @@ def train_domain_classifier(data: str = "digits", out: str | Path | None = None,
     if torch.device(device).type == "cpu":
         torch.set_num_threads(1)  # a net this small runs faster on one thread, and much faster on a shared CPU
     try:
-        _fit(net, opt, sched, x, d.labels, tr, steps, batch, gen, device, log)
+        _fit(net, opt, sched, x, None if rotation else d.labels, tr, steps, batch, gen, device, log)
     finally:
         torch.set_num_threads(threads)
     net.eval()
+    held, truth = x[te], d.labels[te] if not rotation else torch.arange(n_test) % 4  # every turn, equally often
+    if rotation:
+        held = _rotate(held, truth)
     with torch.no_grad():
-        pred = torch.cat([net(c.to(device)).argmax(1).cpu() for c in x[te].split(512)])
-    acc = float((pred == d.labels[te]).float().mean())
+        pred = torch.cat([net(c.to(device)).argmax(1).cpu() for c in held.split(512)])
+    acc = float((pred == truth).float().mean())
     result = dict(data=data, resolution=d.resolution, pad=pad, accuracy=acc, n_train=len(tr), n_heldout=n_test,
                   steps=steps, batch=batch, lr=lr,
                   seed=seed, seconds=round(time.time() - t0, 1), arch=cfg)
+    if rotation:  # only then: a labelled data set's network keeps the bytes (and digest) it always had
+        result["task"] = "rotation"
     if out is not None:
         from safetensors.torch import save as st_save
 
@@ -191,7 +215,8 @@ def train_domain_classifier(data: str = "digits", out: str | Path | None = None,
                                                                          "config": json.dumps(header)})))
         result["path"] = str(out)
     if log:
-        log(f"held-out accuracy {acc:.4f} on {n_test} images of {data} ({result['seconds']} s)")
+        log(f"held-out accuracy {acc:.4f} on {n_test} images of {data}"
+            f"{' (no labels: which of 4 quarter turns, chance 0.25)' if rotation else ''} ({result['seconds']} s)")
     return result
 
 
@@ -226,7 +251,7 @@ class DomainExtractor:
         self.net.eval().to(device)
         self.device, self.batch_size = torch.device(device), batch_size
         self.dim = self.config["arch"]["dim"]
-        self.name = f"domain-cnn({self.config['data']})"
+        self.name = f"domain-cnn{'-rotation' if self.config.get('task') == 'rotation' else ''}({self.config['data']})"
         self.digest = file_digest(self.path)
 
     @torch.no_grad()
