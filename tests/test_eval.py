@@ -264,3 +264,29 @@ def test_data_without_labels_trains_features_on_the_rotation_pretext(tmp_path):
     assert fid_calc(ref, samples=tmp_path / "noise.npz", progress=False)["fid"] > 10 * held
     labelled = feat_mod.train_domain_classifier("digits", tmp_path / "cls.safetensors", steps=2, log=None)
     assert "task" not in labelled and "task" not in feat_mod.DomainExtractor(tmp_path / "cls.safetensors").config
+
+
+def test_reference_statistics_refuse_a_collapsed_feature_network(domain_net, tmp_path):
+    """A feature net whose embedding is dead (all ReLUs off) makes every FID ~0: fid ref and compare refuse its
+    statistics in one line instead of reporting numbers that measure nothing; a working net passes the same check."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from bdense.metrics.fid import RunningStats, check_informative
+    path, _ = domain_net
+    with safe_open(str(path), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    last = max((k for k in state if k.startswith("body.") and k.endswith(".bias")),
+               key=lambda k: int(k.split(".")[1]))  # the embedding Linear's bias (the last layer of the body)
+    assert state[last].shape == (128,)
+    state[last] = torch.full_like(state[last], -1e3)  # every embedding unit below zero: ReLU gives 0 everywhere
+    save_file(state, str(tmp_path / "dead.safetensors"), metadata=meta)
+    with pytest.raises(BdenseError, match="near-constant features on digits .* --extractor inception"):
+        fid_ref("digits", tmp_path / "ref.npz", extractor="domain", features=tmp_path / "dead.safetensors",
+                max_n=200, progress=False)
+    assert not (tmp_path / "ref.npz").exists()
+    ext = feat_mod.DomainExtractor(path)
+    check_informative(RunningStats().update(ext(load_dataset("digits").images[:200])), ext, "digits", "")
+    constant = RunningStats().update(np.ones((50, 8)) * 3.0)
+    with pytest.raises(BdenseError, match="total variance 0 against a squared mean of 72"):
+        check_informative(constant, ext, "x", "fix")

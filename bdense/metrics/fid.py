@@ -105,6 +105,17 @@ def save_stats(path, stats: RunningStats, extractor, **info) -> Path:
     return Path(path)
 
 
+def check_informative(stats: RunningStats, extractor, data: str, fix: str) -> None:
+    """Refuse reference statistics whose features barely vary over the data (a feature net collapsed to dead ReLUs,
+    or one that learned nothing): every FID against them would be ~0 and measure nothing."""
+    spread = float(np.trace(stats.sigma))
+    scale = float(np.dot(stats.mu, stats.mu)) + spread
+    if stats.n >= 2 and not spread > 1e-6 * scale + 1e-12:
+        raise BdenseError(f"{extractor.name} gives near-constant features on {data} (total variance {spread:.3g} "
+                          f"against a squared mean of {scale - spread:.3g}): an FID with it would measure nothing; "
+                          f"{fix}")
+
+
 def load_stats(path) -> dict:
     """{'mu', 'sigma', 'n', 'info', 'path', 'sha256'} of a file written by save_stats."""
     path = Path(path)
@@ -178,6 +189,8 @@ def fid_ref(data: str, out, extractor="inception", features=None, inception_weig
     ext = load_extractor(extractor, features if extractor == "domain" else inception_weights, device)
     images = d.images[:max_n] if max_n else d.images
     stats = feature_stats(ext, _batches(images, batch), progress, total=-(-len(images) // batch))
+    check_informative(stats, ext, data, "retrain the feature network (more --steps, or labelled data) or use "
+                                        "--extractor inception")
     feat = link(features, Path(out).parent) if features and extractor == "domain" else {}
     info = dict(data=data, channels=d.channels, resolution=d.resolution, pad=pad, features_path=feat.get("path"),
                 features_rel=feat.get("rel"), seconds=round(time.time() - t0, 1))

@@ -245,7 +245,7 @@ class Comparison:
     # -- shared assets ---------------------------------------------------------------
     def extractor_and_ref(self):
         from ..metrics.features import load_extractor, train_domain_classifier
-        from ..metrics.fid import feature_stats, load_stats, save_stats
+        from ..metrics.fid import check_informative, feature_stats, load_stats, save_stats
         feats = Path(self.cfg.features) if self.cfg.features else self.out / "features.safetensors"
         res, pad = self.shape["resolution"], self.shape["pad"]
         if not feats.exists():
@@ -256,7 +256,11 @@ class Comparison:
         if not ref_path.exists():
             from ..data.datasets import load_dataset
             images = load_dataset(self.data, resolution=res, pad=pad).images
-            save_stats(ref_path, feature_stats(ext, images.split(500)), ext, data=self.data)
+            stats = feature_stats(ext, images.split(500))
+            check_informative(stats, ext, self.data, "train one whose features vary over these images "
+                                                     "(bdense train-features: more --steps or another --seed) and "
+                                                     "pass it as --features PATH")
+            save_stats(ref_path, stats, ext, data=self.data)
         ref = load_stats(ref_path)
         want = {"extractor_digest": ext.digest, "data": self.data}  # reused statistics carry what made them
         made = {k: ref["info"].get(k) for k in want}
