@@ -262,6 +262,10 @@ def test_data_without_labels_trains_features_on_the_rotation_pretext(tmp_path):
     save_npz(to_uint8(torch.rand(600, 1, 8, 8) * 2 - 1), tmp_path / "noise.npz")
     held = fid_calc(ref, samples=tmp_path / "held.npz", progress=False)["fid"]
     assert fid_calc(ref, samples=tmp_path / "noise.npz", progress=False)["fid"] > 10 * held
+    np.savez(tmp_path / "noise-set.npz", x=np.random.default_rng(0).integers(0, 256, (64, 8, 8), dtype=np.uint8))
+    lines = []  # turns of pure noise cannot be told apart: held-out accuracy sits at chance, and the log says so
+    feat_mod.train_domain_classifier(f"npz:{tmp_path / 'noise-set.npz'}", None, steps=20, log=lines.append)
+    assert any(line.startswith("note: that is near chance (0.25)") for line in lines), lines
     labelled = feat_mod.train_domain_classifier("digits", tmp_path / "cls.safetensors", steps=2, log=None)
     assert "task" not in labelled and "task" not in feat_mod.DomainExtractor(tmp_path / "cls.safetensors").config
 

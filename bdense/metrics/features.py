@@ -217,6 +217,10 @@ def train_domain_classifier(data: str = "digits", out: str | Path | None = None,
     if log:
         log(f"held-out accuracy {acc:.4f} on {n_test} images of {data}"
             f"{' (no labels: which of 4 quarter turns, chance 0.25)' if rotation else ''} ({result['seconds']} s)")
+        chance = 1 / cfg["num_classes"]
+        if acc < 1.5 * chance:
+            log(f"note: that is near chance ({chance:.2f}): these features tell little about the images, so an FID "
+                f"with them is weak evidence; train longer, on labelled data, or use the Inception extractor")
     return result
 
 
