@@ -255,6 +255,8 @@ CASES = [
     (9, "feature network at another resolution than the teacher", "compare --teacher {t16} --out {root}/c "
      "--features {root}/features.safetensors", "--resolution 16"),
     (9, "reference statistics of another resolution", "fid calc --ref {root}/stats.npz --model {t16}", "8px"),
+    (9, "agreement against a teacher of another resolution", "agreement --model {student} --teacher {t16} "
+     "--seeds 0-1", "the student makes 1x8px images, the teacher 1x16px"),
     (9, "train-features at a teacher's resolution (valid)", "train-features --data digits --resolution 16 --pad pad "
      "--steps 1 --out {root}/f16.safetensors", "", 0, ("f16.safetensors",)),
     (9, "a resolution the preset cannot divide", "train-teacher --data digits --preset mnist --resolution 10 "

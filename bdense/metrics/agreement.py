@@ -43,6 +43,8 @@ def agreement_for_recipe(teacher, recipe_a: Recipe, recipe_b: Recipe, seeds: lis
     if recipe_a.sigma_max != recipe_b.sigma_max:
         raise BdenseError(f"recipes start at different sigma_max ({recipe_a.sigma_max} vs {recipe_b.sigma_max}), so "
                           f"x_T differs; set the same sigma_max on both")
+    if student is not None:
+        check_same_images(student, teacher)
     a = _images(student if student is not None else teacher, seeds, recipe_a, batch_size, device)
     b = _images(teacher, seeds, recipe_b, batch_size, device)
     res = image_agreement(zip(a, b))
@@ -68,6 +70,17 @@ def _distill_reference(teacher, plan, seeds, batch_size, device) -> Iterator[tor
         yield traj[-1].clamp(-1, 1).cpu()
 
 
+def check_same_images(student, teacher) -> None:
+    """Seed-paired agreement needs the same x_T: the same channels, resolution and classes on both sides."""
+    shape = lambda m: (m.channels, m.resolution, m.num_classes)  # noqa: E731
+    if shape(student) != shape(teacher):
+        raise BdenseError(f"the student makes {student.channels}x{student.resolution}px images"
+                          f"{f' of {student.num_classes} classes' if student.num_classes else ''}, the teacher "
+                          f"{teacher.channels}x{teacher.resolution}px"
+                          f"{f' of {teacher.num_classes} classes' if teacher.num_classes else ''}; pass --teacher the "
+                          f"model it was distilled from")
+
+
 def agreement(student, teacher, seeds: list[int], reference: str = "distill", batch_size: int = 256, device="cpu",
               teacher_recipe: Recipe | None = None) -> dict:
     """dict(rmse, psnr, n, reference, ...) of the student's samples (its own recipe) against a teacher reference.
@@ -79,6 +92,7 @@ def agreement(student, teacher, seeds: list[int], reference: str = "distill", ba
                  sigma_min, so a residual of order sigma_min (<= 0.006 RMSE) is included in this number.
     Images are compared after clamping to [-1, 1], as samples are written.
     """
+    check_same_images(student, teacher)
     srec = model_recipe(student)
     if reference == "distill":
         plan = sfd_plan(student)

@@ -62,9 +62,6 @@ def sample(
     recipe = model_recipe(den).with_overrides(solver=solver, nfe=nfe, schedule=schedule, afs=afs,
                                               order_rule=order_rule, threshold=threshold, afs_history=afs_history)
     recipe.check("fix --solver, --order-rule, --threshold or --afs-history")
-    note = off_grid_note(den.config, recipe, getattr(den, "nfe_counts", ()))
-    if note:
-        typer.echo(note, err=True)
     class_list = cycle_classes(parse_seeds(classes, flag="--class") if classes is not None else None, len(seed_list),
                                den.num_classes)
     arr, labels, is_main = sample_uint8(den, seed_list, recipe, batch_size=batch, device=dev, progress=True,
@@ -87,6 +84,9 @@ def sample(
         typer.echo(f"wrote grid {grid}")
     typer.echo(f"recipe: {recipe.solver} NFE {recipe.nfe} {recipe.schedule} afs={recipe.afs}"
                + "".join(f" {k}={v}" for k, v in recipe.multistep_options().items() if recipe.solver.startswith("dpmpp")))
+    note = off_grid_note(den.config, recipe, getattr(den, "nfe_counts", ()))  # after the work: an error stays alone
+    if note:
+        typer.echo(note, err=True)
 
 
 def register(app: typer.Typer) -> None:
