@@ -260,3 +260,6 @@ def test_distill_pd_defaults_to_k1_and_warns_for_k2(tmp_path, vp_teacher_file):
     r = run(app, ["distill", "--method", "pd", "--teacher", str(vp_teacher_file), "--out", str(tmp_path / "b"),
                   "--dry-run", "--branches", "2"])
     assert r.exit_code == 0 and "K=2" in r.output and "K = 1 is recommended" in r.output, r.output
+    r = run(app, ["distill", "--method", "pd", "--teacher", str(vp_teacher_file), "--out", str(tmp_path / "c"),
+                  "--dry-run", "--branches", "4"])  # refused: the refusal alone, no note about K = 2 before it
+    assert "takes --branches 1 (plain PD) or 2" in str(r.exception) and "note:" not in r.output, r.output
