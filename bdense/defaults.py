@@ -39,14 +39,9 @@ def fill(method: str, values: dict) -> dict:
     return out
 
 
-def describe(method: str, names=None) -> str:
-    """The defaults `names` (all of the host's when None) with their sources, one clause each: --dry-run prints
-    those the user left out, so the plan never claims a default for an option that was given."""
-    return "; ".join(f"{name} {value} ({source})" for name, (value, source) in STUDIED[method].items()
-                     if names is None or name in names)
-
-
 def left_out_line(method: str, values: dict) -> str:
-    """The plan's closing line: the studied defaults used for the options in `values` left None ('' if none)."""
-    names = [name for name, value in values.items() if value is None and name in STUDIED[method]]
-    return f"\nstudied defaults, used for options left out: {describe(method, names)}" if names else ""
+    """The plan's closing line: the studied defaults (with their sources) used for the options in `values` left
+    None, so the plan never claims a default for an option that was given ('' when none was left out)."""
+    used = [f"{name} {value} ({source})" for name, (value, source) in STUDIED[method].items()
+            if name in values and values[name] is None]
+    return f"\nstudied defaults, used for options left out: {'; '.join(used)}" if used else ""

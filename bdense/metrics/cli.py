@@ -74,8 +74,9 @@ def fid_calc_cmd(
             else r["samples"])
     typer.echo(f"FID {r['fid']:.4f}  {what}: {r['n']} samples vs {r['reference_n']} of {r['reference_data']}, "
                f"{r['extractor']} (weights {r['extractor_digest']}), {r['seconds']} s")
-    if small_sample_note(r):
-        typer.echo(small_sample_note(r), err=True)
+    note = small_sample_note(r)
+    if note:
+        typer.echo(note, err=True)
     if out is not None:
         typer.echo(f"wrote {out}")
 

@@ -278,4 +278,3 @@ def small_sample_note(res: dict) -> str:
     return (f"note: {few} images on one side, fewer than the {dim} feature dimensions: this FID is biased upward "
             f"by an amount that depends on the counts; compare it only with scores at the same counts "
             f"(standard Inception FID uses 10k-50k samples)")
-
