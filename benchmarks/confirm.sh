@@ -17,6 +17,9 @@
 #   both digits cells ~10.4 CPU-hours together (301 + 322 min; the estimate below said ~10 h).
 #   sfd-mnist16@2 (2026-12-03): seeds 0,1 in ~65 min, seeds 2,3,4 in 97 min: ~13 min to make a seed's trajectories,
 #   ~9-11 min to train and evaluate a baseline run, ~10 min per B-DENSE run, ~3.5 min per shard of references.
+#   sfd-mnist16@3 and @4 (2026-12-03, seed shards of 2-3 seeds, one per core, beside another shard and at times the
+#   test suite): 86-164 min per shard, ~105-155 min for the NFE 4 ones; the whole 16x16 cell ~13 CPU-hours (the estimate below said ~9 h).
+#   verdict over all 26 (2026-12-03 17:22, every shard merged, every report regenerated): 5.8 min.
 # The rest is an ESTIMATE (first made for the whole script, before any digits or 16x16 run), as follows:
 # CPU TIME: an ESTIMATE, not a measurement: about 27 h on the project's 2-core machine with one torch thread
 # (OMP_NUM_THREADS=1), ~14 h wall when two stages run at once (one per core). Derived from measured timings:
