@@ -236,6 +236,8 @@ def test_publish_report_commits_the_chosen_figures_and_names_the_others(tmp_path
     assert (docs / "c-fid_vs_nfe.png").read_bytes() == b"png" and not (docs / "c-samples_nfe2.png").exists()
     with pytest.raises(SystemExit, match="has no figure nope.png; choose among fid_vs_nfe.png, samples_nfe2.png"):
         pub.publish(run, docs / "r.md", "c-", {"nope.png"})
+    pub.publish(run, docs / "n.md", "c-", set(), note="Holm here is over this report only.")
+    assert (docs / "n.md").read_text().startswith("# r\n\n> Holm here is over this report only.\n\n(figure `fid")
 
 
 def test_branch_competition_pairs_the_endpoint_loss_with_the_baseline_on_each_seed(tmp_path, capsys):
