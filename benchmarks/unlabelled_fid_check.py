@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     if not parts:
         sys.exit("error: no parts/*.json under the cells given; pass finished compare folders")
     cfg, proto = parts[0]["config"], parts[0]["protocol"]
-    labelled = DomainExtractor(cfg["features"])
+    labelled = DomainExtractor(cfg["features"] or args.cells[0] / "features.safetensors")  # compare trained it there
     res, pad = labelled.config["resolution"], labelled.config.get("pad", "none")
     data = load_dataset(proto["data"], resolution=res, pad=pad)
     assert len(data) == proto["ref_n"], (len(data), proto["ref_n"])
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     checks = [abs(r["lab"] - r["recorded"]) for r in rows if "recorded" in r]
 
     lines = [f"Data: {proto['data']} at {res}px ({len(data)} reference images), eval seeds {proto['eval_seeds']}; "
-             f"labelled network {cfg['features']} (accuracy {labelled.config['accuracy']:.3f}), rotation network "
+             f"labelled network {labelled.path} (accuracy {labelled.config['accuracy']:.3f}), rotation network "
              f"{rot_path} (held-out turn accuracy {rotation.config['accuracy']:.3f}, chance 0.25).",
              f"Largest |labelled FID here - compare's recorded FID| over {len(checks)} students: "
              f"{max(checks):.2e}.", "",
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
                                {s: r[key] for s, r in by["bdense"].items()})
             a, b = ([by[k][s][key] for s in v["seeds"]] for k in ("baseline", "bdense"))
             lines.append(f"| {nfe} | {what} | {np.mean(a):.3f} | {np.mean(b):.3f} | {v['diff_mean']:+.3f} ± "
-                         f"{v['diff_half']:.3f} ({v['verdict']}) | {v['p']:.3f} | {v['n']} |")
+                         f"{v['diff_half']:.3f} ({v['verdict']}) | {v['p']:.2g} | {v['n']} |")
     text = "\n".join(lines) + "\n"
     (args.out / "report.md").write_text(text)
     print(text)
