@@ -179,7 +179,9 @@ CASES = [
     (5, "compare --eval-points 1.5", CMP + " --eval-points 0.5,1.5", "(0, 1]"),
     (5, "compare --eval-seeds 1", CMP + " --eval-seeds 1", "--eval-seeds"),
     (5, "compare setting with a K that does not divide the sub-steps", CMP + " --setting baseline:1 --setting b:3",
-     "divides"),
+     "K = 3 branches cannot split the 4 teacher sub-steps of each student interval evenly; use a K that divides 4 "
+     "(1, 2, 4)"),  # compare has no --teacher-substeps: the fix it names must be one it takes
+    (5, "tune --branches 3 (does not divide the sub-steps)", TUNE + " --branches 3", "use a K that divides 4 (1, 2, 4)"),
     (5, "compare first setting not the baseline", CMP + " --setting bdense:4", "baseline"),
     (5, "compare setting with heads=wide", CMP + " --setting baseline:1 --setting b:2:heads=wide",
      "heads must be shared or block"),

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..distill.pd.run import distill_pd
+from ..distill.sfd.plan import SFDPlan, check_branches
 from ..distill.sfd.run import distill_sfd
 from ..distill.sfd.targets import check_mode
 from ..distill.weights import parse_weights
@@ -73,6 +74,8 @@ class Tuner:
         if cfg.tune_seeds < 2:
             raise BdenseError("--tune-seeds must be at least 2 (FID needs a covariance)")
         check_mode(cfg.branch_targets)
+        if cfg.method == "sfd":  # before the study exists: else every trial fails on it, one by one
+            check_branches(cfg.branches, SFDPlan.substeps)
         if cfg.method == "sfd" and cfg.trial_trajectories > cfg.trajectories:
             raise BdenseError("--trial-trajectories exceeds --trajectories (the shared cache holds --trajectories)")
         self.cfg, self.out, self.alpha = cfg, Path(cfg.out), parse_objective(cfg.objective)

@@ -14,6 +14,14 @@ from ...solvers.threshold import THRESHOLDS
 HISTORIES = ("afs", "restart")
 
 
+def check_branches(k: int, substeps: int) -> None:
+    """Branch k of K lands on teacher sub-step k * substeps / K of each interval, so K must divide the sub-steps."""
+    if substeps % k:
+        ks = ", ".join(str(d) for d in range(1, substeps + 1) if substeps % d == 0)
+        raise BdenseError(f"K = {k} branches cannot split the {substeps} teacher sub-steps of each student interval "
+                          f"evenly; use a K that divides {substeps} ({ks})")
+
+
 @dataclass(frozen=True)
 class SFDPlan:
     nfe: int
@@ -34,9 +42,7 @@ class SFDPlan:
             raise BdenseError(f"--nfe must be between 1 and 8, got {self.nfe}")
         if self.branches < 1 or self.substeps < 1:
             raise BdenseError("--branches and --teacher-substeps must be >= 1")
-        if self.substeps % self.branches:
-            raise BdenseError(f"--branches {self.branches} cannot split {self.substeps} teacher sub-steps per interval "
-                              f"evenly; use a K that divides --teacher-substeps (or set --teacher-substeps {self.branches})")
+        check_branches(self.branches, self.substeps)
         if not 0 < self.sigma_min < self.sigma_max:
             raise BdenseError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
 
