@@ -182,6 +182,8 @@ CASES = [
      "K = 3 branches cannot split the 4 teacher sub-steps of each student interval evenly; use a K that divides 4 "
      "(1, 2, 4)"),  # compare has no --teacher-substeps: the fix it names must be one it takes
     (5, "tune --branches 3 (does not divide the sub-steps)", TUNE + " --branches 3", "use a K that divides 4 (1, 2, 4)"),
+    (5, "compare SFD-v setting with a K that does not divide the sub-steps",
+     CMP + " --nfe 2,3 --setting baseline:1 --setting v:3:2-3", "use a K that divides 4 (1, 2, 4)"),
     (5, "compare first setting not the baseline", CMP + " --setting bdense:4", "baseline"),
     (5, "compare setting with heads=wide", CMP + " --setting baseline:1 --setting b:2:heads=wide",
      "heads must be shared or block"),

@@ -44,6 +44,8 @@ class SFDHost:
                 if cfg.seed_block:
                     raise BdenseError(f"SFD-v setting '{s.name}' trains from the block-0 caches; drop --seed-block "
                                       f"or compare per-NFE settings")
+                for nfe in s.counts:  # its K against every grid it trains on, before any work
+                    SFDPlan(nfe=nfe, branches=s.branches, **teacher_fields(cfg))
                 continue
             if s.dropout is not None and not 0 <= s.dropout < 1:
                 raise BdenseError(f"setting '{s.name}': dropout must be in [0, 1)")
