@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from bdense.data.datasets import load_dataset
 from bdense.metrics.features import DomainExtractor, to_levels, train_domain_classifier
@@ -33,11 +34,6 @@ from bdense.sampling.sample import generate, model_recipe
 from bdense.seeds import parse_seeds
 
 TEACHER_ROWS = [("euler", 2), ("euler", 4), ("euler", 8), ("dpmpp_3m", 3), ("dpmpp_3m", 6), ("heun", 35)]
-
-
-def spearman(a, b) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def stats_of(extractors, batches) -> list[RunningStats]:
@@ -77,9 +73,12 @@ def main(argv=None) -> int:
     ref = stats_of(extractors, data.images.split(1000))
     seeds = parse_seeds(proto["eval_seeds"])
 
-    def fids(den, recipe, n=None) -> list[float]:
-        s = stats_of(extractors, (im for _, im, _ in generate(den, seeds[:n], recipe, batch_size=250)))
-        return [frechet_distance(r.mu, r.sigma, x.mu, x.sigma) for r, x in zip(ref, s)]
+    def fids(batches) -> list[float]:
+        """[labelled, rotation] FID of the images in `batches`, each batch seen by both networks once."""
+        return [frechet_distance(r.mu, r.sigma, x.mu, x.sigma) for r, x in zip(ref, stats_of(extractors, batches))]
+
+    def sampled(den, recipe, n=None):
+        return (im for _, im, _ in generate(den, seeds[:n], recipe, batch_size=250))
 
     rows_path = args.out / "rows.json"  # the scores so far: a stopped check resumes where it was
     rows = json.loads(rows_path.read_text()) if rows_path.exists() else []
@@ -98,13 +97,13 @@ def main(argv=None) -> int:
         except Exception as e:  # noqa: BLE001 - a data set without a test split has no floor row
             print(f"no floor row: {e}")
         else:
-            s = stats_of(extractors, test.split(250))
-            lab, rot = (frechet_distance(r.mu, r.sigma, x.mu, x.sigma) for r, x in zip(ref, s))
+            lab, rot = fids(test.split(250))
             add(dict(model=f"held-out data ({held})", nfe=0, setting="data", seed=None, lab=lab, rot=rot))
     teacher = load_model(cfg["teacher"])
     for solver, nfe in TEACHER_ROWS:
         if f"teacher {solver} {nfe} NFE" not in done:
-            lab, rot = fids(teacher, model_recipe(teacher).with_overrides(nfe=nfe, solver=solver), args.teacher_seeds)
+            recipe = model_recipe(teacher).with_overrides(nfe=nfe, solver=solver)
+            lab, rot = fids(sampled(teacher, recipe, args.teacher_seeds))
             add(dict(model=f"teacher {solver} {nfe} NFE", nfe=nfe, setting="teacher", seed=None, lab=lab, rot=rot))
     for part in parts:
         for nfe, entry in part["nfe"].items():
@@ -114,7 +113,7 @@ def main(argv=None) -> int:
                     if str(path) in done:
                         continue
                     den = load_model(path)
-                    lab, rot = fids(den, model_recipe(den))
+                    lab, rot = fids(sampled(den, model_recipe(den)))
                     final = run["evals"][str(max(int(k) for k in run["evals"]))]
                     add(dict(model=str(path), nfe=int(nfe), setting=setting, seed=int(seed), lab=lab, rot=rot,
                              recorded=final["fid"]))
@@ -138,7 +137,7 @@ def main(argv=None) -> int:
     groups += [(f"the NFE {n} students", [i for i, (r, st) in enumerate(zip(rows, student)) if st and r["nfe"] == n])
                for n in nfes]
     lines += ["", "Spearman rank correlation of the two FIDs: " + "; ".join(
-        f"{what} ({len(ix)}): {spearman(lab[ix], rot[ix]):.3f}" for what, ix in groups) + ".", "",
+        f"{what} ({len(ix)}): {spearmanr(lab[ix], rot[ix])[0]:.3f}" for what, ix in groups) + ".", "",
               "| NFE | network | baseline | B-DENSE | B-DENSE - baseline (paired 95% t) | p | pairs |",
               "|---|---|---|---|---|---|---|"]
     for nfe in nfes:
